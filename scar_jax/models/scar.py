@@ -72,7 +72,7 @@ class Model(nn.Module):
   selector_supervision: bool = True
   selector_tau: float = 0.1
   clean_signal: float = 1.0
-  num_kept: int | None = None  # static K for gathering kept tokens in the masked view
+  gather_kept: bool = False  # masked view on the gathered kept tokens (static length)
 
   def setup(self):
     if self.loss not in LOSSES:
@@ -90,6 +90,14 @@ class Model(nn.Module):
     """[B, T, 12], [B, 12](, [B, T]) -> observed tokens [B, 12, S] bool."""
     return ecg_encoder.token_observed(lead_observed, ecg.shape[1], self.ecg.patch_size,
                                       time_observed)
+
+  def num_kept(self, token_shape: tuple[int, ...]) -> int | None:
+    """Static gather length for the masked view: the most tokens any budget keeps."""
+    if not self.gather_kept or self.masker.kind == "none":
+      return None
+    *_, num_leads, num_segments = token_shape
+    return masker_lib.max_kept_tokens(self.masker.unit, num_leads, num_segments,
+                                      self.masker.rho_min, self.masker.joint_lead_share)
 
   def embed_text(self, text: Mapping[str, jax.Array], *, deterministic: bool = True):
     """Report / prompt embedding [B, E] and aux."""
@@ -136,7 +144,7 @@ class Model(nn.Module):
     if self.masker.kind != "none":
       keep_masked = keep_obs * (1.0 - m)
       z_m, aux_m = self.ecg.encode(tokens, keep_masked, deterministic=not train,
-                                   num_kept=self.num_kept)
+                                   num_kept=self.num_kept(observed.shape) if rho is None else None)
       out.update(z_masked=z_m, masked=aux_m)
     if self.selector_supervision and self.ecg.selector == "adaptive":
       out["sel_target"] = self._selector_target(aux, z_txt)
@@ -190,10 +198,6 @@ def build_model(config: ml_collections.ConfigDict) -> Model:
   """Model from `config.model` (see configs/scar.py for every field)."""
   e, t, m = config.ecg, config.txt, config.masker
   bert_config = bert_config_for(t.checkpoint)
-  num_kept = None
-  if e.gather_kept and m.kind != "none":
-    num_kept = masker_lib.max_kept_tokens(m.unit, ecg_encoder.NUM_LEADS, e.max_segments,
-                                          m.rho_min, m.joint_lead_share)
   ecg = ecg_encoder.ECGEncoder(
       variant=e.variant, patch_size=e.patch_size, num_leads=ecg_encoder.NUM_LEADS,
       max_segments=e.max_segments, embed_dim=config.embed_dim, dropout=e.dropout,
@@ -208,4 +212,4 @@ def build_model(config: ml_collections.ConfigDict) -> Model:
                logit_scale_init=config.logit_scale_init, uma_dropout=config.uma_dropout,
                selector_supervision=config.selector.supervision,
                selector_tau=config.selector.tau, clean_signal=m.clean_signal,
-               num_kept=num_kept)
+               gather_kept=e.gather_kept)
