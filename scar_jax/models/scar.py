@@ -185,12 +185,12 @@ def bert_config_for(name: str) -> text_encoder.BertConfig:
 
 
 def load_text_weights(params: Mapping[str, Any], name: str, pooling: str) -> dict[str, Any]:
-  """params with params['txt']['bert'] replaced by the checkpoint's weights (no-op for random)."""
+  """Variables with ['params']['txt']['bert'] replaced by the checkpoint's (no-op for random)."""
   folder = text_checkpoint_folder(name)
   params = flax.core.unfreeze(params)
   if folder is not None:
     _, bert = text_encoder.load_hf_bert(folder, pooling=pooling)
-    params["txt"]["bert"] = bert
+    params["params"]["txt"]["bert"] = bert
   return params
 
 
