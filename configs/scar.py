@@ -23,6 +23,7 @@ Every leaf can be overridden from the command line, e.g.
 `--config.model.masker.rho_max=0.6`; the config is locked, so a misspelled
 key fails with an error naming it.
 """
+
 from __future__ import annotations
 
 import pathlib
@@ -31,7 +32,7 @@ import sys
 import ml_collections
 
 if __package__ != "configs":  # loaded by path (--config=configs/scar.py): make `configs` importable
-  sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 from configs import common  # noqa: E402
 
 METHODS = ("scar", "merl", "random")
@@ -44,97 +45,120 @@ _METHOD_DEFAULTS = {
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  """The SCAR config for `arg` (see the module docstring)."""
-  arg = common.parse_arg(arg, method="scar", variant="tiny", masker="", unit="joint",
-                         selector="", supervision=True, loss="clip", text="minilm",
-                         minmax="fused", runlocal=False)
-  method = common.choose("method", arg.method, METHODS)
-  masker_kind, selector_kind, w_uma = _METHOD_DEFAULTS[method]
-  masker_kind = common.choose("masker", arg.masker or masker_kind,
-                              ("adversarial", "random", "none"))
-  selector_kind = common.choose("selector", arg.selector or selector_kind,
-                                ("adaptive", "mean", "cls"))
+    """The SCAR config for `arg` (see the module docstring)."""
+    arg = common.parse_arg(
+        arg,
+        method="scar",
+        variant="tiny",
+        masker="",
+        unit="joint",
+        selector="",
+        supervision=True,
+        loss="clip",
+        text="minilm",
+        minmax="fused",
+        runlocal=False,
+    )
+    method = common.choose("method", arg.method, METHODS)
+    masker_kind, selector_kind, w_uma = _METHOD_DEFAULTS[method]
+    masker_kind = common.choose(
+        "masker", arg.masker or masker_kind, ("adversarial", "random", "none")
+    )
+    selector_kind = common.choose(
+        "selector", arg.selector or selector_kind, ("adaptive", "mean", "cls")
+    )
 
-  config = ml_collections.ConfigDict()
-  config.arg = arg.to_dict()
-  config.seed = 0
-  config.total_steps = 20_000
-  config.batch_size = 256  # global batch; the contrastive loss spans all of it
-  config.log_every = 50
+    config = ml_collections.ConfigDict()
+    config.arg = arg.to_dict()
+    config.seed = 0
+    config.total_steps = 20_000
+    config.batch_size = 256  # global batch; the contrastive loss spans all of it
+    config.log_every = 50
 
-  config.input = ml_collections.ConfigDict()
-  config.input.sample_rate = 500  # Hz
-  config.input.seconds = 10.0  # T = sample_rate * seconds samples
-  config.input.normalize = "minmax"  # minmax (whole record, MERL) | zscore (per lead)
+    config.input = ml_collections.ConfigDict()
+    config.input.sample_rate = 500  # Hz
+    config.input.seconds = 10.0  # T = sample_rate * seconds samples
+    config.input.normalize = "minmax"  # minmax (whole record, MERL) | zscore (per lead)
 
-  config.model = ml_collections.ConfigDict()
-  config.model.embed_dim = 256  # shared ECG-text space
-  config.model.loss = common.choose("loss", arg.loss, ("clip", "siglip"))
-  config.model.logit_scale_init = 1.0 / 0.07  # capped at 100 in the loss
-  config.model.uma_dropout = 0.1 if w_uma else 0.0  # dropout of MERL's two views
+    config.model = ml_collections.ConfigDict()
+    config.model.embed_dim = 256  # shared ECG-text space
+    config.model.loss = common.choose("loss", arg.loss, ("clip", "siglip"))
+    config.model.logit_scale_init = 1.0 / 0.07  # capped at 100 in the loss
+    config.model.uma_dropout = 0.1 if w_uma else 0.0  # dropout of MERL's two views
 
-  ecg = config.model.ecg = ml_collections.ConfigDict()
-  ecg.variant = arg.variant  # mu | tiny | small | base ['/<depth>']
-  ecg.patch_size = 100  # samples per token (0.2 s at 500 Hz)
-  ecg.max_segments = 50  # time-embedding table size (longest record / patch_size)
-  ecg.dropout = 0.0
-  ecg.remat = False  # rematerialise transformer blocks (memory for compute)
-  ecg.gather_kept = False  # masked view runs on the gathered kept tokens only
+    ecg = config.model.ecg = ml_collections.ConfigDict()
+    ecg.variant = arg.variant  # mu | tiny | small | base ['/<depth>']
+    ecg.patch_size = 100  # samples per token (0.2 s at 500 Hz)
+    ecg.max_segments = 50  # time-embedding table size (longest record / patch_size)
+    ecg.dropout = 0.0
+    ecg.remat = False  # rematerialise transformer blocks (memory for compute)
+    ecg.gather_kept = False  # masked view runs on the gathered kept tokens only
 
-  txt = config.model.txt = ml_collections.ConfigDict()
-  txt.checkpoint = arg.text  # minilm | random-tiny | HF BERT folder
-  txt.pooling = "mean"  # cls | pooler | mean
-  txt.max_len = 64  # report tokens
-  txt.freeze = ("^txt/bert/",)  # regexes on parameter paths ('/'-joined)
+    txt = config.model.txt = ml_collections.ConfigDict()
+    txt.checkpoint = arg.text  # minilm | random-tiny | HF BERT folder
+    txt.pooling = "mean"  # cls | pooler | mean
+    txt.max_len = 64  # report tokens
+    txt.freeze = ("^txt/bert/",)  # regexes on parameter paths ('/'-joined)
 
-  sel = config.model.selector = ml_collections.ConfigDict()
-  sel.kind = selector_kind  # adaptive | mean | cls
-  sel.hidden = 128  # score MLP width
-  sel.supervision = arg.supervision  # KL to the report-similarity target
-  sel.tau = 0.1  # temperature tau_s of that target
+    sel = config.model.selector = ml_collections.ConfigDict()
+    sel.kind = selector_kind  # adaptive | mean | cls
+    sel.hidden = 128  # score MLP width
+    sel.supervision = arg.supervision  # KL to the report-similarity target
+    sel.tau = 0.1  # temperature tau_s of that target
 
-  m = config.model.masker = ml_collections.ConfigDict()
-  m.kind = masker_kind  # adversarial | random | none
-  m.unit = common.choose("unit", arg.unit, ("token", "lead", "segment", "joint"))
-  m.rho_min = 0.25  # removal ratio of observed units, drawn per example
-  m.rho_max = 0.5
-  m.joint_lead_share = 0.5  # joint: share of rho spent on leads (rest on segments)
-  m.width = 128
-  m.depth = 2
-  m.num_heads = 4
-  m.score_scale = 2.0  # standardised logits are scaled by this before the noise
-  m.standardize = True
-  m.bisection_iters = 40
-  m.clean_signal = 1.0  # first-order removal signal through the clean view (0 = off)
-  m.tau_start = 1.0  # Gumbel-sigmoid temperature schedule
-  m.tau_end = 0.1
-  m.tau_schedule = "cosine"  # cosine | linear | constant
-  m.warmup_steps = 500  # random masks (same budget) before the adversary acts
-  m.p_rand = 0.2  # afterwards, share of examples given a random mask
+    m = config.model.masker = ml_collections.ConfigDict()
+    m.kind = masker_kind  # adversarial | random | none
+    m.unit = common.choose("unit", arg.unit, ("token", "lead", "segment", "joint"))
+    m.rho_min = 0.25  # removal ratio of observed units, drawn per example
+    m.rho_max = 0.5
+    m.joint_lead_share = 0.5  # joint: share of rho spent on leads (rest on segments)
+    m.width = 128
+    m.depth = 2
+    m.num_heads = 4
+    m.score_scale = 2.0  # standardised logits are scaled by this before the noise
+    m.standardize = True
+    m.bisection_iters = 40
+    m.clean_signal = 1.0  # first-order removal signal through the clean view (0 = off)
+    m.tau_start = 1.0  # Gumbel-sigmoid temperature schedule
+    m.tau_end = 0.1
+    m.tau_schedule = "cosine"  # cosine | linear | constant
+    m.warmup_steps = 500  # random masks (same budget) before the adversary acts
+    m.p_rand = 0.2  # afterwards, share of examples given a random mask
 
-  w = config.loss_weights = ml_collections.ConfigDict()
-  w.adv = 1.0  # L_clip(masked)
-  w.sel = 0.1 if sel.supervision and selector_kind == "adaptive" else 0.0  # KL(q || w)
-  w.cons = 0.1 if masker_kind != "none" else 0.0  # 1 - cos(z_masked, sg z_clean)
-  w.uma = w_uma  # MERL's uni-modal term
-  w.ent = 0.01  # masker entropy bonus
+    w = config.loss_weights = ml_collections.ConfigDict()
+    w.adv = 1.0  # L_clip(masked)
+    w.sel = 0.1 if sel.supervision and selector_kind == "adaptive" else 0.0  # KL(q || w)
+    w.cons = 0.1 if masker_kind != "none" else 0.0  # 1 - cos(z_masked, sg z_clean)
+    w.uma = w_uma  # MERL's uni-modal term
+    w.ent = 0.01  # masker entropy bonus
 
-  o = config.optim = ml_collections.ConfigDict()
-  o.lr = 3e-4
-  o.weight_decay = 0.05
-  o.warmup_steps = 1000
-  o.b1 = 0.9
-  o.b2 = 0.98
-  o.grad_clip = 1.0
-  o.masker_lr = 1e-4
-  o.minmax = common.choose("minmax", arg.minmax, ("fused", "alternating"))
-  o.masker_steps = 1  # alternating: masker steps per encoder step
+    o = config.optim = ml_collections.ConfigDict()
+    o.lr = 3e-4
+    o.weight_decay = 0.05
+    o.warmup_steps = 1000
+    o.b1 = 0.9
+    o.b2 = 0.98
+    o.grad_clip = 1.0
+    o.masker_lr = 1e-4
+    o.minmax = common.choose("minmax", arg.minmax, ("fused", "alternating"))
+    o.masker_steps = 1  # alternating: masker steps per encoder step
 
-  if arg.runlocal:
-    common.set_leaves(config, {
-        "model.ecg.variant": "mu", "model.embed_dim": 32, "model.masker.width": 32,
-        "model.masker.num_heads": 2, "model.selector.hidden": 32, "model.txt.max_len": 32,
-        "batch_size": 8, "total_steps": 4, "log_every": 1, "input.seconds": 2.0,
-        "optim.warmup_steps": 1, "model.masker.warmup_steps": 1,
-    })
-  return config
+    if arg.runlocal:
+        common.set_leaves(
+            config,
+            {
+                "model.ecg.variant": "mu",
+                "model.embed_dim": 32,
+                "model.masker.width": 32,
+                "model.masker.num_heads": 2,
+                "model.selector.hidden": 32,
+                "model.txt.max_len": 32,
+                "batch_size": 8,
+                "total_steps": 4,
+                "log_every": 1,
+                "input.seconds": 2.0,
+                "optim.warmup_steps": 1,
+                "model.masker.warmup_steps": 1,
+            },
+        )
+    return config

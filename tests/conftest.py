@@ -1,4 +1,5 @@
 """Test setup: 8 simulated CPU devices and no network, set before jax is imported."""
+
 import os
 
 os.environ["XLA_FLAGS"] = (

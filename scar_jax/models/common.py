@@ -1,4 +1,5 @@
 """Shared building blocks: size presets, masked pre-LN transformer, masked softmax."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -23,10 +24,10 @@ class Variant:
 
 
 _VARIANTS = {
-        "mu": Variant(width=32, depth=2, num_heads=2, mlp_dim=64),
-        "tiny": Variant(width=192, depth=12, num_heads=3, mlp_dim=768),
-        "small": Variant(width=384, depth=12, num_heads=6, mlp_dim=1536),
-        "base": Variant(width=768, depth=12, num_heads=12, mlp_dim=3072),
+    "mu": Variant(width=32, depth=2, num_heads=2, mlp_dim=64),
+    "tiny": Variant(width=192, depth=12, num_heads=3, mlp_dim=768),
+    "small": Variant(width=384, depth=12, num_heads=6, mlp_dim=1536),
+    "base": Variant(width=768, depth=12, num_heads=12, mlp_dim=3072),
 }
 
 
@@ -35,8 +36,9 @@ def decode_variant(name: str) -> Variant:
     base, _, depth = name.partition("/")
     if base not in _VARIANTS:
         raise ValueError(
-                f"Unknown model variant {name!r}; known: {sorted(_VARIANTS)} "
-                "(optionally '<name>/<depth>', e.g. 'tiny/4').")
+            f"Unknown model variant {name!r}; known: {sorted(_VARIANTS)} "
+            "(optionally '<name>/<depth>', e.g. 'tiny/4')."
+        )
     variant = _VARIANTS[base]
     if depth:
         if not depth.isdigit() or int(depth) < 1:
@@ -82,8 +84,8 @@ class EncoderBlock(nn.Module):
         mask = visible[:, None, None, :]  # [B, 1, Nq, Nk] broadcast over heads and queries.
         y = nn.LayerNorm(name="ln1")(x)
         y = nn.MultiHeadDotProductAttention(
-                num_heads=self.num_heads, dtype=self.dtype, name="attn")(
-                        y, y, mask=mask, deterministic=True)
+            num_heads=self.num_heads, dtype=self.dtype, name="attn"
+        )(y, y, mask=mask, deterministic=True)
         x = x + nn.Dropout(self.dropout)(y, deterministic)
         y = nn.LayerNorm(name="ln2")(x)
         y = MlpBlock(self.mlp_dim, self.dropout, self.dtype, name="mlp")(y, deterministic)
@@ -104,8 +106,9 @@ class Encoder(nn.Module):
     def __call__(self, x: jax.Array, visible: jax.Array, deterministic: bool = True):
         block_cls = nn.remat(EncoderBlock, static_argnums=(3,)) if self.remat else EncoderBlock
         for i in range(self.depth):
-            x = block_cls(self.num_heads, self.mlp_dim, self.dropout, self.dtype,
-                                        name=f"block_{i}")(x, visible, deterministic)
+            x = block_cls(
+                self.num_heads, self.mlp_dim, self.dropout, self.dtype, name=f"block_{i}"
+            )(x, visible, deterministic)
         return nn.LayerNorm(name="ln_final")(x)
 
 

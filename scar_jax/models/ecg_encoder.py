@@ -4,6 +4,7 @@ Token (l, s) is patch s of lead l; tokens are flattened lead-major (n = l * S + 
 A keep weight k in [0, 1] per token scales its embedding; tokens with k = 0 are
 excluded from attention (as keys) and from pooling, so their signal cannot leak.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -20,140 +21,170 @@ SELECTOR_KINDS = ("adaptive", "mean", "cls")
 
 
 def patchify(ecg: jax.Array, patch_size: int) -> jax.Array:
-  """ecg: [B, T, L] -> patches [B, L, S, P] with S = T // P (T must be a multiple of P)."""
-  b, t, num_leads = ecg.shape
-  if t % patch_size:
-    raise ValueError(
-        f"ECG length {t} is not a multiple of patch_size {patch_size}; crop or pad the "
-        "record (padding marked unobserved) before the model.")
-  return ecg.reshape(b, t // patch_size, patch_size, num_leads).transpose(0, 3, 1, 2)
+    """ecg: [B, T, L] -> patches [B, L, S, P] with S = T // P (T must be a multiple of P)."""
+    b, t, num_leads = ecg.shape
+    if t % patch_size:
+        raise ValueError(
+            f"ECG length {t} is not a multiple of patch_size {patch_size}; crop or pad the "
+            "record (padding marked unobserved) before the model."
+        )
+    return ecg.reshape(b, t // patch_size, patch_size, num_leads).transpose(0, 3, 1, 2)
 
 
-def token_observed(lead_observed: jax.Array, num_samples: int, patch_size: int,
-                   time_observed: jax.Array | None = None) -> jax.Array:
-  """lead_observed: [B, L] bool, time_observed: [B, T] bool | None -> [B, L, S] bool.
+def token_observed(
+    lead_observed: jax.Array,
+    num_samples: int,
+    patch_size: int,
+    time_observed: jax.Array | None = None,
+) -> jax.Array:
+    """lead_observed: [B, L] bool, time_observed: [B, T] bool | None -> [B, L, S] bool.
 
-  A token is observed when its lead is observed and every sample of its patch is.
-  """
-  num_segments = num_samples // patch_size
-  lead_observed = jnp.asarray(lead_observed, bool)
-  if time_observed is None:
-    seg = jnp.ones((lead_observed.shape[0], num_segments), bool)
-  else:
-    seg = jnp.asarray(time_observed, bool).reshape(-1, num_segments, patch_size).all(-1)
-  return lead_observed[:, :, None] & seg[:, None, :]
+    A token is observed when its lead is observed and every sample of its patch is.
+    """
+    num_segments = num_samples // patch_size
+    lead_observed = jnp.asarray(lead_observed, bool)
+    if time_observed is None:
+        seg = jnp.ones((lead_observed.shape[0], num_segments), bool)
+    else:
+        seg = jnp.asarray(time_observed, bool).reshape(-1, num_segments, patch_size).all(-1)
+    return lead_observed[:, :, None] & seg[:, None, :]
 
 
-def gather_kept(x: jax.Array, keep: jax.Array, num_kept: int) -> tuple[jax.Array, jax.Array, jax.Array]:
-  """x: [B, N, D], keep: [B, N] -> (x_kept [B, K, D], valid [B, K] bool, idx [B, K]).
+def gather_kept(
+    x: jax.Array, keep: jax.Array, num_kept: int
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """x: [B, N, D], keep: [B, N] -> (x_kept [B, K, D], valid [B, K] bool, idx [B, K]).
 
-  Picks the tokens with keep > 0 first (in position order); if an example keeps
-  fewer than K tokens the tail is padding with valid = False. Gradients reach the
-  gathered keep weights.
-  """
-  n = keep.shape[-1]
-  if not 0 < num_kept <= n:
-    raise ValueError(f"num_kept={num_kept} must be in [1, {n}] (number of tokens).")
-  # Kept tokens score 1 + a small position tie-break; top_k then keeps position order.
-  order = (keep > 0).astype(jnp.float32) * 2.0 - jnp.arange(n, dtype=jnp.float32) / n
-  _, idx = jax.lax.top_k(order, num_kept)
-  x_kept = jnp.take_along_axis(x, idx[..., None], axis=1)
-  valid = jnp.take_along_axis(keep > 0, idx, axis=1)
-  return x_kept, valid, idx
+    Picks the tokens with keep > 0 first (in position order); if an example keeps
+    fewer than K tokens the tail is padding with valid = False. Gradients reach the
+    gathered keep weights.
+    """
+    n = keep.shape[-1]
+    if not 0 < num_kept <= n:
+        raise ValueError(f"num_kept={num_kept} must be in [1, {n}] (number of tokens).")
+    # Kept tokens score 1 + a small position tie-break; top_k then keeps position order.
+    order = (keep > 0).astype(jnp.float32) * 2.0 - jnp.arange(n, dtype=jnp.float32) / n
+    _, idx = jax.lax.top_k(order, num_kept)
+    x_kept = jnp.take_along_axis(x, idx[..., None], axis=1)
+    valid = jnp.take_along_axis(keep > 0, idx, axis=1)
+    return x_kept, valid, idx
 
 
 class ECGEncoder(nn.Module):
-  """ECG tower: [B, T, 12] + keep [B, 12, S] -> L2-normalised embedding [B, E]."""
+    """ECG tower: [B, T, 12] + keep [B, 12, S] -> L2-normalised embedding [B, E]."""
 
-  variant: str = "mu"
-  patch_size: int = 100
-  num_leads: int = NUM_LEADS
-  max_segments: int = 50
-  embed_dim: int = 256
-  dropout: float = 0.0
-  selector: str = "adaptive"
-  selector_hidden: int = 128
-  remat: bool = False
-  dtype: Any = jnp.float32
+    variant: str = "mu"
+    patch_size: int = 100
+    num_leads: int = NUM_LEADS
+    max_segments: int = 50
+    embed_dim: int = 256
+    dropout: float = 0.0
+    selector: str = "adaptive"
+    selector_hidden: int = 128
+    remat: bool = False
+    dtype: Any = jnp.float32
 
-  def setup(self):
-    if self.selector not in SELECTOR_KINDS:
-      raise ValueError(f"selector={self.selector!r}; expected one of {SELECTOR_KINDS}.")
-    v = common.decode_variant(self.variant)
-    init = nn.initializers.normal(0.02)
-    self.patch_norm = nn.LayerNorm()
-    self.patch_embed = nn.Dense(v.width, dtype=self.dtype)
-    self.lead_embed = self.param("lead_embed", init, (self.num_leads, v.width))
-    self.time_embed = self.param("time_embed", init, (self.max_segments, v.width))
-    if self.selector == "cls":
-      self.cls = self.param("cls", init, (1, 1, v.width))
-    self.encoder = common.Encoder(v.depth, v.num_heads, v.mlp_dim, self.dropout,
-                                  self.remat, self.dtype)
-    if self.selector == "adaptive":
-      self.selector_fc1 = nn.Dense(self.selector_hidden)
-      self.selector_fc2 = nn.Dense(1)
-    self.head = nn.Dense(self.embed_dim)
+    def setup(self):
+        if self.selector not in SELECTOR_KINDS:
+            raise ValueError(f"selector={self.selector!r}; expected one of {SELECTOR_KINDS}.")
+        v = common.decode_variant(self.variant)
+        init = nn.initializers.normal(0.02)
+        self.patch_norm = nn.LayerNorm()
+        self.patch_embed = nn.Dense(v.width, dtype=self.dtype)
+        self.lead_embed = self.param("lead_embed", init, (self.num_leads, v.width))
+        self.time_embed = self.param("time_embed", init, (self.max_segments, v.width))
+        if self.selector == "cls":
+            self.cls = self.param("cls", init, (1, 1, v.width))
+        self.encoder = common.Encoder(
+            v.depth, v.num_heads, v.mlp_dim, self.dropout, self.remat, self.dtype
+        )
+        if self.selector == "adaptive":
+            self.selector_fc1 = nn.Dense(self.selector_hidden)
+            self.selector_fc2 = nn.Dense(1)
+        self.head = nn.Dense(self.embed_dim)
 
-  def embed_tokens(self, ecg: jax.Array, observed: jax.Array) -> jax.Array:
-    """ecg: [B, T, L], observed: [B, L, S] -> token embeddings [B, L*S, D] (not keep-scaled).
+    def embed_tokens(self, ecg: jax.Array, observed: jax.Array) -> jax.Array:
+        """ecg: [B, T, L], observed: [B, L, S] -> token embeddings [B, L*S, D] (not keep-scaled).
 
-    Unobserved patches are zeroed first, so NaN or garbage there never propagates.
-    """
-    patches = patchify(ecg, self.patch_size)
-    b, num_leads, s, _ = patches.shape
-    if num_leads != self.num_leads:
-      raise ValueError(f"ECG has {num_leads} leads; this encoder was built for "
-                       f"{self.num_leads} (mark absent leads unobserved instead).")
-    if s > self.max_segments:
-      raise ValueError(f"{s} segments of {self.patch_size} samples exceed max_segments="
-                       f"{self.max_segments}; raise model.ecg.max_segments.")
-    patches = jnp.where(observed[..., None], patches, 0.0)
-    x = self.patch_embed(self.patch_norm(patches))
-    x = x + self.lead_embed[None, :, None, :] + self.time_embed[None, None, :s, :]
-    return x.reshape(b, num_leads * s, -1)
+        Unobserved patches are zeroed first, so NaN or garbage there never propagates.
+        """
+        patches = patchify(ecg, self.patch_size)
+        b, num_leads, s, _ = patches.shape
+        if num_leads != self.num_leads:
+            raise ValueError(
+                f"ECG has {num_leads} leads; this encoder was built for "
+                f"{self.num_leads} (mark absent leads unobserved instead)."
+            )
+        if s > self.max_segments:
+            raise ValueError(
+                f"{s} segments of {self.patch_size} samples exceed max_segments="
+                f"{self.max_segments}; raise model.ecg.max_segments."
+            )
+        patches = jnp.where(observed[..., None], patches, 0.0)
+        x = self.patch_embed(self.patch_norm(patches))
+        x = x + self.lead_embed[None, :, None, :] + self.time_embed[None, None, :s, :]
+        return x.reshape(b, num_leads * s, -1)
 
-  def encode(self, tokens: jax.Array, keep: jax.Array, *, deterministic: bool = True,
-             num_kept: int | None = None) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """tokens: [B, N, D], keep: [B, L, S] in [0, 1] -> (embedding [B, E], aux).
+    def encode(
+        self,
+        tokens: jax.Array,
+        keep: jax.Array,
+        *,
+        deterministic: bool = True,
+        num_kept: int | None = None,
+    ) -> tuple[jax.Array, dict[str, jax.Array]]:
+        """tokens: [B, N, D], keep: [B, L, S] in [0, 1] -> (embedding [B, E], aux).
 
-    With `num_kept` (static) the kept tokens are gathered into a length-K sequence
-    first; for a hard keep mask with at most K kept tokens this equals the masked
-    computation.
-    """
-    keep = keep.reshape(keep.shape[0], -1).astype(tokens.dtype)
-    x = tokens * keep[..., None]
-    visible = keep > 0
-    idx = None
-    if num_kept is not None:
-      x, visible, idx = gather_kept(x, keep, num_kept)
-    if self.selector == "cls":
-      cls = jnp.broadcast_to(self.cls, (x.shape[0], 1, x.shape[-1])).astype(x.dtype)
-      x = jnp.concatenate([cls, x], axis=1)
-      visible = jnp.concatenate([jnp.ones((x.shape[0], 1), bool), visible], axis=1)
-    h = self.encoder(x, visible, deterministic)
-    if self.selector == "cls":
-      pooled, h, visible = h[:, 0], h[:, 1:], visible[:, 1:]
-      weights = jnp.zeros(visible.shape, h.dtype)
-    else:
-      if self.selector == "adaptive":
-        scores = self.selector_fc2(nn.gelu(self.selector_fc1(h), approximate=False))[..., 0]
-      else:
-        scores = jnp.zeros(visible.shape, h.dtype)
-      weights = common.masked_softmax(scores, visible)
-      pooled = jnp.einsum("bn,bnd->bd", weights, h)
-    z = common.l2_normalize(self.head(pooled))
-    aux = {"tokens": x, "keep": keep, "visible": visible, "encoded": h,
-           "weights": weights, "pre_logits": pooled}
-    if idx is not None:
-      aux["gather_idx"] = idx
-    return z, aux
+        With `num_kept` (static) the kept tokens are gathered into a length-K sequence
+        first; for a hard keep mask with at most K kept tokens this equals the masked
+        computation.
+        """
+        keep = keep.reshape(keep.shape[0], -1).astype(tokens.dtype)
+        x = tokens * keep[..., None]
+        visible = keep > 0
+        idx = None
+        if num_kept is not None:
+            x, visible, idx = gather_kept(x, keep, num_kept)
+        if self.selector == "cls":
+            cls = jnp.broadcast_to(self.cls, (x.shape[0], 1, x.shape[-1])).astype(x.dtype)
+            x = jnp.concatenate([cls, x], axis=1)
+            visible = jnp.concatenate([jnp.ones((x.shape[0], 1), bool), visible], axis=1)
+        h = self.encoder(x, visible, deterministic)
+        if self.selector == "cls":
+            pooled, h, visible = h[:, 0], h[:, 1:], visible[:, 1:]
+            weights = jnp.zeros(visible.shape, h.dtype)
+        else:
+            if self.selector == "adaptive":
+                scores = self.selector_fc2(nn.gelu(self.selector_fc1(h), approximate=False))[..., 0]
+            else:
+                scores = jnp.zeros(visible.shape, h.dtype)
+            weights = common.masked_softmax(scores, visible)
+            pooled = jnp.einsum("bn,bnd->bd", weights, h)
+        z = common.l2_normalize(self.head(pooled))
+        aux = {
+            "tokens": x,
+            "keep": keep,
+            "visible": visible,
+            "encoded": h,
+            "weights": weights,
+            "pre_logits": pooled,
+        }
+        if idx is not None:
+            aux["gather_idx"] = idx
+        return z, aux
 
-  def project(self, x: jax.Array) -> jax.Array:
-    """Projection head + L2 norm: [..., D] -> [..., E] (pooled features or single tokens)."""
-    return common.l2_normalize(self.head(x))
+    def project(self, x: jax.Array) -> jax.Array:
+        """Projection head + L2 norm: [..., D] -> [..., E] (pooled features or single tokens)."""
+        return common.l2_normalize(self.head(x))
 
-  def __call__(self, ecg: jax.Array, keep: jax.Array, *, deterministic: bool = True,
-               num_kept: int | None = None) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """ecg: [B, T, 12], keep: [B, 12, S] -> (embedding [B, E], aux)."""
-    tokens = self.embed_tokens(ecg, keep > 0)
-    return self.encode(tokens, keep, deterministic=deterministic, num_kept=num_kept)
+    def __call__(
+        self,
+        ecg: jax.Array,
+        keep: jax.Array,
+        *,
+        deterministic: bool = True,
+        num_kept: int | None = None,
+    ) -> tuple[jax.Array, dict[str, jax.Array]]:
+        """ecg: [B, T, 12], keep: [B, 12, S] -> (embedding [B, E], aux)."""
+        tokens = self.embed_tokens(ecg, keep > 0)
+        return self.encode(tokens, keep, deterministic=deterministic, num_kept=num_kept)

