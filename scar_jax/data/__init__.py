@@ -6,7 +6,8 @@ The example schema every builder writes (ArrayRecord, read with
   ecg            int16   [T, 12]  leads in LEAD_NAMES order; millivolts = ecg * ecg_scale
   ecg_scale      float32 []       millivolts per count
   lead_observed  bool    [12]     false for absent, all-NaN or flat leads (their samples are 0)
-  time_observed  bool    [T]      false for padding added by crop/pad (padding is unobserved)
+  valid_samples  int32   []       samples [valid_samples, T) are padding added by crop/pad
+                                  (unobserved, stored as 0)
   report         text             cleaned report (bytes when read back)
   labels         bool    [C]      multi-hot; class names in `info.metadata["classes"]`
   id             text             source record id (also the TFDS key)
