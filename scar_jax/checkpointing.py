@@ -1,0 +1,344 @@
+"""orbax checkpoints of the train state, the grain iterator state and the config.
+
+One step directory holds three items:
+
+  state   the train state (sharded jax.Arrays; restored onto the template's shardings)
+  data    the input iterator state, one JSON file per JAX process (grain's handler)
+  config  the run config (JSON)
+
+Saves are asynchronous; orbax writes into a temporary directory and renames it
+(or writes a commit marker on object stores) only once every item is finalised,
+so a process killed while saving leaves the previous checkpoint as the latest
+complete one. Retention keeps the last `keep` steps and the `keep_best` best by a
+validation metric. A state with a non-finite float anywhere is never saved.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+from typing import Any, Mapping
+
+from absl import logging
+import grain
+import grain.checkpoint as grain_checkpoint
+import jax
+from jax.experimental import multihost_utils
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import orbax.checkpoint as ocp
+
+from scar_jax import optim
+
+STATE, DATA, CONFIG = "state", "data", "config"
+
+
+class NonFiniteStateError(FloatingPointError):
+    """The train state holds NaN/Inf: saving it would poison every resume."""
+
+
+# --- the state pytree <-> what orbax stores ---------------------------------------------------
+
+
+def _is_key(x: Any) -> bool:
+    """True for a typed PRNG key array (jax.random.key)."""
+    return isinstance(x, jax.Array) and jnp.issubdtype(x.dtype, jax.dtypes.prng_key)
+
+
+def _to_storable(tree: Any) -> Any:
+    """Typed PRNG keys -> their uint32 key data (orbax stores plain arrays)."""
+    return jax.tree.map(lambda x: jax.random.key_data(x) if _is_key(x) else x, tree)
+
+
+def _abstract(x: Any) -> Any:
+    """An array or ShapeDtypeStruct -> ShapeDtypeStruct with its sharding (keys as key data)."""
+    if isinstance(x, jax.ShapeDtypeStruct):
+        if jnp.issubdtype(x.dtype, jax.dtypes.prng_key):
+            data = jax.eval_shape(jax.random.key_data, x)
+            return jax.ShapeDtypeStruct(data.shape, data.dtype, sharding=x.sharding)
+        return x
+    if isinstance(x, jax.Array):
+        if _is_key(x):
+            x = jax.random.key_data(x)
+        return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding)
+    return x  # python scalars and numpy arrays restore as they were saved
+
+
+def _from_storable(restored: Any, template: Any) -> Any:
+    """Wrap key data back into typed keys where the template has keys."""
+
+    def back(r, t):
+        if _is_key(t):
+            return jax.random.wrap_key_data(r, impl=jax.random.key_impl(t))
+        if isinstance(t, jax.ShapeDtypeStruct) and jnp.issubdtype(t.dtype, jax.dtypes.prng_key):
+            return jax.random.wrap_key_data(r, impl=t.dtype._impl)  # no public getter for SDS
+        return r
+
+    return jax.tree.map(back, restored, template)
+
+
+@jax.jit
+def _finite_flags(tree: Any) -> Any:
+    """Per-leaf bool: every element of an inexact leaf is finite (True for other leaves)."""
+    return jax.tree.map(
+        lambda x: jnp.all(jnp.isfinite(x)) if jnp.issubdtype(x.dtype, jnp.inexact) else True,
+        tree,
+    )
+
+
+def nonfinite_leaves(tree: Any) -> list[str]:
+    """Paths ('params/ecg/...') of the array leaves holding NaN or Inf; empty when all finite."""
+    arrays = jax.tree.map(
+        lambda x: x if isinstance(x, (jax.Array, np.ndarray)) and not _is_key(x) else np.zeros(()),
+        tree,
+    )
+    flags = jax.device_get(_finite_flags(arrays))
+    return [
+        optim.path_str(p) for p, ok in jax.tree_util.tree_leaves_with_path(flags) if not bool(ok)
+    ]
+
+
+# --- the data iterator -----------------------------------------------------------------------
+
+
+class _IteratorSnapshot:
+    """The iterator state taken at save time, in the shape grain's orbax handler expects.
+
+    grain's handler serialises `get_state()` in the background thread of an
+    asynchronous save; snapshotting first pins the state to the saved step.
+    """
+
+    def __init__(self, state: Any = None):
+        if state is not None and not isinstance(state, bytes):
+            state = (state if isinstance(state, str) else json.dumps(state)).encode()
+        self.state = state
+
+    def get_state(self) -> bytes:
+        """The snapshot as bytes (grain writes it as the process's JSON file)."""
+        return self.state
+
+    def set_state(self, state: bytes) -> None:
+        """Keep the restored bytes."""
+        self.state = state
+
+    def start_prefetch(self) -> None:
+        """Nothing to prefetch (grain's handler calls this after restore)."""
+
+
+def set_iterator_state(iterator: Any, saved: bytes) -> None:
+    """Give `iterator` a state saved by `save` (dict-state and bytes-state iterators alike)."""
+    if isinstance(iterator, grain.DatasetIterator) or not isinstance(
+        iterator.get_state(), (bytes, str)
+    ):
+        iterator.set_state(json.loads(saved))
+    else:
+        iterator.set_state(saved)
+
+
+# --- the manager -----------------------------------------------------------------------------
+
+
+class Checkpointer:
+    """orbax CheckpointManager over `directory` with steps holding state, data and config.
+
+    keep: the most recent checkpoints kept; keep_best: additionally kept, the best
+    by `best_metric` ('min' or 'max' per `best_mode`) among checkpoints saved with
+    that metric (0 disables). `save_every`: `should_save(step)` cadence.
+    """
+
+    def __init__(
+        self,
+        directory: str | os.PathLike,
+        *,
+        save_every: int = 1000,
+        keep: int = 3,
+        keep_best: int = 1,
+        best_metric: str = "val/loss",
+        best_mode: str = "min",
+        async_save: bool = True,
+    ):
+        if best_mode not in ("min", "max"):
+            raise ValueError(f"best_mode={best_mode!r}; use 'min' or 'max'.")
+        if keep < 1:
+            raise ValueError(f"keep={keep}: at least the latest checkpoint must be kept (keep >= 1).")
+        self.directory = os.fspath(directory)
+        self.save_every = save_every
+        self.best_metric = best_metric
+        policies = [ocp.checkpoint_managers.LatestN(n=keep)]
+        best_fn = None
+        if keep_best > 0:
+            best_fn = lambda m: float(m[best_metric])  # noqa: E731
+            policies.append(
+                ocp.checkpoint_managers.BestN(
+                    get_metric_fn=best_fn,
+                    reverse=best_mode == "min",
+                    n=keep_best,
+                    keep_checkpoints_without_metrics=False,
+                )
+            )
+        options = ocp.CheckpointManagerOptions(
+            best_fn=best_fn,
+            best_mode=best_mode,
+            preservation_policy=ocp.checkpoint_managers.AnyPreservationPolicy(policies),
+            enable_async_checkpointing=async_save,
+            cleanup_tmp_directories=True,  # a save cut short by a kill is removed on restart
+            create=True,
+        )
+        self.manager = ocp.CheckpointManager(
+            self.directory, item_names=(STATE, DATA, CONFIG), options=options
+        )
+
+    # steps
+    def latest_step(self) -> int | None:
+        """The newest complete (finalised) checkpoint step, or None."""
+        return self.manager.latest_step()
+
+    def best_step(self) -> int | None:
+        """The best step by the validation metric (the latest when none has the metric)."""
+        return self.manager.best_step()
+
+    def all_steps(self) -> list[int]:
+        """Every complete checkpoint step kept on disk, ascending."""
+        return sorted(self.manager.all_steps())
+
+    def should_save(self, step: int) -> bool:
+        """True on the `save_every` cadence."""
+        return self.save_every > 0 and step % self.save_every == 0
+
+    # save / restore
+    def save(
+        self,
+        step: int,
+        state: Any,
+        *,
+        data_iterator: Any = None,
+        config: ml_collections.ConfigDict | Mapping[str, Any] | None = None,
+        metrics: Mapping[str, Any] | None = None,
+    ) -> bool:
+        """Start an asynchronous save of `state` (+ iterator state, config) at `step`.
+
+        Raises NonFiniteStateError (naming the leaves) instead of saving a state
+        with NaN/Inf. Returns False when `step` is already saved. `metrics` with
+        `best_metric` make the checkpoint a candidate for keep-best.
+        """
+        bad = nonfinite_leaves(state)
+        if bad:
+            raise NonFiniteStateError(
+                f"Refusing to save the checkpoint of step {step}: non-finite values in "
+                f"{bad[:5]}{' ...' if len(bad) > 5 else ''}. The last saved checkpoint "
+                f"({self.latest_step()}) is intact; lower the learning rate or set "
+                "config.train.nonfinite='skip'."
+            )
+        if step in self.manager.all_steps():
+            return False
+        items = {STATE: ocp.args.StandardSave(_to_storable(state))}
+        if data_iterator is not None:
+            items[DATA] = grain_checkpoint.CheckpointSave(
+                _IteratorSnapshot(data_iterator.get_state())
+            )
+        if config is not None:
+            cfg = config.to_dict() if isinstance(config, ml_collections.ConfigDict) else config
+            items[CONFIG] = ocp.args.JsonSave(json.loads(json.dumps(cfg, default=str)))
+        tracked = None
+        if metrics is not None and self.best_metric in metrics:
+            value = float(np.asarray(metrics[self.best_metric]))
+            if np.isfinite(value):
+                tracked = {self.best_metric: value}
+        saved = self.manager.save(step, args=ocp.args.Composite(**items), metrics=tracked, force=True)
+        if saved:
+            logging.info("Checkpoint of step %d started (%s).", step, self.directory)
+        return saved
+
+    def restore(
+        self,
+        state_template: Any,
+        *,
+        step: int | None = None,
+        data_iterator: Any = None,
+    ) -> tuple[Any, int]:
+        """(state, step) from checkpoint `step` (default: latest) onto the template's shardings.
+
+        `state_template`: the state pytree (arrays or ShapeDtypeStructs with
+        shardings). When `data_iterator` is given, its state is set to the saved one.
+        """
+        step = self.latest_step() if step is None else step
+        if step is None:
+            raise FileNotFoundError(
+                f"No complete checkpoint in {self.directory}; start a fresh run instead."
+            )
+        abstract = jax.tree.map(_abstract, state_template)
+        items = {STATE: ocp.args.StandardRestore(abstract)}
+        if data_iterator is not None:
+            items[DATA] = grain_checkpoint.CheckpointRestore(_IteratorSnapshot())
+        restored = self.manager.restore(step, args=ocp.args.Composite(**items))
+        state = _from_storable(restored[STATE], state_template)
+        if data_iterator is not None:
+            set_iterator_state(data_iterator, restored[DATA].state)
+        logging.info("Restored checkpoint of step %d from %s.", step, self.directory)
+        return state, step
+
+    def restore_config(self, step: int | None = None) -> dict[str, Any]:
+        """The config dict saved with checkpoint `step` (default: latest)."""
+        step = self.latest_step() if step is None else step
+        return self.manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))[
+            CONFIG
+        ]
+
+    def wait(self) -> None:
+        """Block until every pending asynchronous save is finalised."""
+        self.manager.wait_until_finished()
+
+    def close(self) -> None:
+        """Finish pending saves and release the manager."""
+        self.manager.wait_until_finished()
+        self.manager.close()
+
+
+# --- preemption ------------------------------------------------------------------------------
+
+
+class PreemptionGuard:
+    """SIGTERM -> `requested(step)` turns True so the loop saves and exits cleanly.
+
+    One process: a Python SIGTERM handler sets a flag. Several processes: jax's
+    preemption sync service (started by jax.distributed.initialize) picks the
+    step at which every process saves; the Python handler is not installed then,
+    as it would replace the service's own.
+    """
+
+    def __init__(self):
+        self._flag = threading.Event()
+        self._previous = None
+        self._multi = jax.process_count() > 1
+
+    def __enter__(self) -> "PreemptionGuard":
+        if not self._multi and threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+            self._previous = None
+
+    def _handle(self, signum, frame) -> None:
+        """Record the request; the loop acts on it at the end of the current step."""
+        del frame
+        logging.warning("Signal %d received: saving a checkpoint and stopping.", signum)
+        self._flag.set()
+
+    def request(self) -> None:
+        """Ask for a save-and-stop as SIGTERM would (tests, notebooks)."""
+        self._flag.set()
+
+    def requested(self, step: int) -> bool:
+        """True once a stop was requested (all processes agree on the step when several)."""
+        if self._multi:
+            try:
+                return multihost_utils.reached_preemption_sync_point(step)
+            except RuntimeError:  # preemption service off: fall back to the local flag
+                return self._flag.is_set()
+        return self._flag.is_set()
