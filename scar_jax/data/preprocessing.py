@@ -152,15 +152,16 @@ def crop_or_pad(
 def normalize(
     signal: np.ndarray,
     lead_observed: np.ndarray,
-    valid_samples: int | None = None,
+    valid_samples: int | np.ndarray | None = None,
     kind: str = "minmax",
     eps: float = 1e-6,
 ) -> np.ndarray:
     """signal: [T, 12], lead_observed: [12] bool -> float32 [T, 12] normalised.
 
     minmax: one min and max over the record's observed leads and valid samples, mapped to
-    [0, 1]; zscore: mean 0, std 1 per observed lead. Unobserved leads and padding rows
-    [valid_samples, T) are 0. A constant record (or lead, for zscore) becomes 0, not NaN.
+    [0, 1]; zscore: mean 0, std 1 per observed lead; none: values unchanged. valid_samples
+    is a count (rows [valid_samples, T) are padding) or a bool [T] mask of observed rows.
+    Unobserved leads and rows are 0. A constant record (or lead, for zscore) becomes 0.
     """
     signal = _check_signal(signal)
     t = signal.shape[0]
@@ -170,15 +171,22 @@ def normalize(
             f"normalize: lead_observed has shape {lead_observed.shape}; expected "
             f"({signal.shape[1]},) to match the signal {signal.shape}."
         )
-    valid = t if valid_samples is None else int(valid_samples)
-    if not 0 <= valid <= t:
-        raise ValueError(f"normalize: valid_samples={valid} is outside [0, T={t}].")
+    if valid_samples is None:
+        rows = np.ones(t, bool)
+    elif np.ndim(valid_samples) == 0:
+        if not 0 <= int(valid_samples) <= t:
+            raise ValueError(f"normalize: valid_samples={valid_samples} is outside [0, T={t}].")
+        rows = np.arange(t) < int(valid_samples)
+    else:
+        rows = np.asarray(valid_samples, bool)
+        if rows.shape != (t,):
+            raise ValueError(f"normalize: the row mask has shape {rows.shape}; expected ({t},).")
     out = np.zeros(signal.shape, np.float32)
     if kind not in NORMALIZE_KINDS:
         raise ValueError(f"normalize: kind={kind!r}; expected one of {NORMALIZE_KINDS}.")
-    if valid == 0 or not lead_observed.any():
+    if not rows.any() or not lead_observed.any():
         return out
-    x = signal[:valid][:, lead_observed].astype(np.float64)
+    x = signal[rows][:, lead_observed].astype(np.float64)
     if not np.all(np.isfinite(x)):
         raise ValueError(
             "normalize: NaN/Inf left in the observed samples; run repair_nan before normalising."
@@ -192,7 +200,7 @@ def normalize(
         y[:, std <= eps] = 0.0
     else:
         y = x
-    out[:valid, lead_observed] = y
+    out[np.ix_(rows, lead_observed)] = y
     return out
 
 

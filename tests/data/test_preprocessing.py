@@ -147,6 +147,19 @@ def test_normalize_zscore_per_lead():
     assert np.count_nonzero(y[4]) == 0
 
 
+def test_normalize_row_mask_equals_count_and_excludes_masked_rows():
+    x = np.zeros((5, 12))
+    x[:, 0] = [1.0, 9.0, 3.0, 5.0, 7.0]
+    observed = np.eye(12, dtype=bool)[0]
+    by_count = pp.normalize(x, observed, 3, "minmax")
+    by_mask = pp.normalize(x, observed, np.array([1, 1, 1, 0, 0], bool), "minmax")
+    np.testing.assert_array_equal(by_count, by_mask)
+    # a masked row in the middle (9.0) is excluded from min/max and zeroed
+    y = pp.normalize(x, observed, np.array([1, 0, 1, 1, 1], bool), "minmax")
+    np.testing.assert_allclose(y[:, 0], [0.0, 0.0, 1 / 3, 2 / 3, 1.0], rtol=1e-6)
+    np.testing.assert_array_equal(pp.normalize(x, observed, None, "none")[:, 0], x[:, 0])
+
+
 def test_normalize_constant_and_errors():
     observed = np.ones(12, bool)
     y = pp.normalize(np.full((3, 12), 5.0), observed, None, "minmax")
@@ -194,7 +207,8 @@ def test_repair_nan_edges_inf_and_given_mask():
 def test_flat_leads():
     x = np.array([[1.0, 0.0, np.nan, 2.0], [1.0, 1.0, np.nan, 2.0 + 1e-9], [1.0, 0.0, np.nan, 7.0]])
     np.testing.assert_array_equal(pp.flat_leads(x, 1e-6), [True, False, True, False])
-    np.testing.assert_array_equal(pp.flat_leads(x, 1e-6, valid_samples=2), [True, False, True, True])
+    want = [True, False, True, True]
+    np.testing.assert_array_equal(pp.flat_leads(x, 1e-6, valid_samples=2), want)
 
 
 def test_int16_round_trip_and_clipping():
@@ -226,5 +240,6 @@ def test_prepare_record_end_to_end():
     np.testing.assert_array_equal(rec["ecg"][:, ~want_obs], 0)
     t_out = np.arange(500) / 250.0
     inner = slice(100, 400)
-    np.testing.assert_allclose(rec["ecg"][inner, 6], np.sin(2 * np.pi * 2 * t_out)[inner], atol=3e-3)
+    want = np.sin(2 * np.pi * 2 * t_out)[inner]
+    np.testing.assert_allclose(rec["ecg"][inner, 6], want, atol=3e-3)
     np.testing.assert_allclose(rec["ecg"][inner, 1], 2 * rec["ecg"][inner, 6], atol=1e-2)
