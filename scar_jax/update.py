@@ -1,0 +1,257 @@
+"""The fused min-max update (METHOD §5-7): one forward/backward, both players' optax steps.
+
+`make_update_fn(model, config)` returns a pure `update_fn(state, batch, rng) -> (state,
+metrics)`. The objective J of `losses.scar_objective` is zero-sum: the encoders
+(ECG tower, text head, selector, logit scale) descend J; the masker ascends it,
+so its gradient is negated before its own optimizer is applied. Inside the step:
+the masker temperature from the step, random masks (same budget) for the first
+`masker.warmup_steps` steps, then a random mask for each example with
+probability `masker.p_rand`. `optim.minmax = alternating` (the ablation) runs
+`masker_steps` masker-only steps, then an encoder-only step, in the same
+compiled function. `jit_update` compiles it with explicit shardings and a
+donated state.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from jax.sharding import Mesh, NamedSharding
+
+from scar_jax import losses
+from scar_jax import optim
+from scar_jax import sharding as sharding_lib
+from scar_jax.models import masker as masker_lib
+from scar_jax.models import scar
+from scar_jax.train_state import TrainState
+
+NONFINITE_POLICIES = ("skip", "stop")
+
+
+def tree_norm(tree: Any) -> jax.Array:
+    """Global L2 norm of a tree (0 for an empty tree)."""
+    leaves = jax.tree.leaves(tree)
+    if not leaves:
+        return jnp.zeros((), jnp.float32)
+    return jnp.sqrt(sum(jnp.sum(jnp.square(x.astype(jnp.float32))) for x in leaves))
+
+
+def text_is_frozen(config: ml_collections.ConfigDict, params: Any) -> bool:
+    """True when config.model.txt.freeze freezes every txt/bert parameter (cached features ok)."""
+    return optim.all_frozen(params, tuple(config.model.txt.freeze))
+
+
+def mask_schedule(
+    config: ml_collections.ConfigDict, step: jax.Array, rng: jax.Array, batch_size: int
+) -> tuple[jax.Array, jax.Array]:
+    """(tau [], use_random [B] bool) at `step`: random masks in warm-up, then with p_rand."""
+    m = config.model.masker
+    tau = masker_lib.temperature(step, config.total_steps, m.tau_start, m.tau_end, m.tau_schedule)
+    mixed = jax.random.bernoulli(rng, m.p_rand, (batch_size,))
+    return tau, (step < m.warmup_steps) | mixed
+
+
+def _check_config(config: ml_collections.ConfigDict) -> None:
+    """Fail early on settings the update cannot honour."""
+    o = config.optim
+    if o.nonfinite not in NONFINITE_POLICIES:
+        raise ValueError(
+            f"config.optim.nonfinite={o.nonfinite!r}; expected one of {NONFINITE_POLICIES}."
+        )
+    if o.minmax not in ("fused", "alternating"):
+        raise ValueError(f"config.optim.minmax={o.minmax!r}; expected fused or alternating.")
+    if o.minmax == "alternating" and o.masker_steps < 1:
+        raise ValueError(f"config.optim.masker_steps={o.masker_steps} must be >= 1.")
+
+
+def make_update_fn(
+    model: scar.Model,
+    config: ml_collections.ConfigDict,
+    *,
+    players: Sequence[str] | None = None,
+):
+    """The pure update_fn(state, batch, rng) -> (state, metrics) for `config`.
+
+    batch: ecg [B, T, 12], lead_observed [B, 12] and either input_ids/attention_mask [B, L]
+    or txt_feats [B, H] (cached pooled report features; only with a frozen text tower).
+    `players` restricts which players' updates are applied (default: both, or the
+    alternating schedule); ('masker',) and ('encoders',) give one player's step alone.
+    """
+    _check_config(config)
+    weights = dict(config.loss_weights)
+    kind = config.model.loss
+    m = config.model.masker
+    alternating = players is None and config.optim.minmax == "alternating"
+    players = tuple(optim.PLAYERS if players is None else players)
+    unknown = set(players) - set(optim.PLAYERS)
+    if unknown or not players:
+        raise ValueError(f"players={players}; expected a non-empty subset of {optim.PLAYERS}.")
+    k_masker = config.optim.masker_steps if alternating else 1
+
+    def objective(enc, msk, batch, rngs, tau, use_random):
+        """J and its metrics for the player trees (enc, msk)."""
+        frozen = frozen_mask(optim.merge_players(enc, msk))
+        params = optim.merge_players(enc, msk)
+        # Frozen parameters carry no gradient, so XLA drops their backward pass.
+        params = jax.tree.map(lambda f, x: jax.lax.stop_gradient(x) if f else x, frozen, params)
+        z, out = model.apply(
+            {"params": params}, batch, tau=tau, use_random=use_random, train=True, rngs=rngs
+        )
+        total, metrics = losses.scar_objective(z, out, weights, kind)
+        observed = out["observed"].astype(jnp.float32)
+        removed = out["masker"]["m_hard"] * observed
+        ent = losses.mask_entropy(out["masker"]["entropy"])
+        metrics["mask/ratio"] = jnp.sum(removed) / jnp.maximum(jnp.sum(observed), 1.0)
+        metrics["masker/entropy"] = ent
+        metrics["masker/logit_std"] = out["masker"]["logit_std"]
+        masked = metrics.get("loss/clip_masked", jnp.zeros(()))
+        metrics["masker/objective"] = weights.get("adv", 1.0) * masked + weights.get("ent", 0) * ent
+        metrics["logit_scale"] = losses.capped_scale(out["logit_scale"])
+        return total, metrics
+
+    def frozen_mask(params):
+        """Tree of bools: parameters config.model.txt.freeze freezes."""
+        patterns = tuple(config.model.txt.freeze)
+        if not patterns:
+            return jax.tree.map(lambda _: False, params)
+        return optim.regex_mask(params, patterns)
+
+    def player_step(params, opt_state, batch, rng, step, active):
+        """One forward/backward; the `active` players' updates. -> (params, opt_state, metrics)."""
+        txs = optim.player_optimizers(config, params)
+        r_mask, r_drop, r_rand = jax.random.split(rng, 3)
+        b = batch["ecg"].shape[0]
+        tau, use_random = mask_schedule(config, step, r_rand, b)
+        rngs = {"masker": r_mask, "dropout": r_drop}
+        enc, msk = optim.split_players(params)
+        argnums = tuple(i for i, p in enumerate(optim.PLAYERS) if p in active)
+        (total, metrics), grads = jax.value_and_grad(objective, argnums=argnums, has_aux=True)(
+            enc, msk, batch, rngs, tau, use_random
+        )
+        grads = dict(zip([optim.PLAYERS[i] for i in argnums], grads))
+        new = {"encoders": (enc, opt_state["encoders"]), optim.MASKER: (msk, opt_state["masker"])}
+        finite = jnp.isfinite(total)
+        for player, g in grads.items():
+            if player == optim.MASKER:
+                g = jax.tree.map(jnp.negative, g)  # the masker ascends J
+            p, s = new[player]
+            updates, s = txs[player][0].update(g, s, p)
+            new[player] = (optax.apply_updates(p, updates), s)
+            gnorm = tree_norm(g)
+            finite &= jnp.isfinite(gnorm)
+            metrics[f"grad_norm/{player}"] = gnorm
+        metrics["grad_norm/ecg"] = tree_norm(grads.get("encoders", {}).get("ecg", {}))
+        metrics["grad_norm/txt"] = tree_norm(grads.get("encoders", {}).get("txt", {}))
+        metrics["masker/tau"] = tau
+        metrics["mask/random_share"] = jnp.mean(use_random.astype(jnp.float32))
+        new_params = optim.merge_players(new["encoders"][0], new[optim.MASKER][0])
+        new_opt = {"encoders": new["encoders"][1], optim.MASKER: new[optim.MASKER][1]}
+        # Skip the whole update when anything is non-finite (policy 'stop' also keeps the
+        # last finite state; the loop then raises).
+        keep = lambda n, o: jnp.where(finite, n, o)
+        new_params = jax.tree.map(keep, new_params, params)
+        new_opt = jax.tree.map(keep, new_opt, opt_state)
+        return new_params, new_opt, metrics, finite
+
+    def update_fn(state: TrainState, batch: Mapping[str, jax.Array], rng: jax.Array):
+        """(state, global batch, base rng key) -> (state at step + 1, flat scalar metrics)."""
+        if "txt_feats" in batch and not text_is_frozen(config, state.params):
+            raise ValueError(
+                "The batch carries cached txt_feats but the text tower is trainable; freeze "
+                "every txt/bert parameter (config.model.txt.freeze) or feed token ids."
+            )
+        rng = jax.random.fold_in(rng, state.step)
+        params, opt_state, finite = state.params, state.opt_state, jnp.bool_(True)
+        if alternating:
+            for i in range(k_masker):
+                params, opt_state, _, ok = player_step(
+                    params, opt_state, batch, jax.random.fold_in(rng, i), state.step, (optim.MASKER,)
+                )
+                finite &= ok
+            sub_rng = jax.random.fold_in(rng, k_masker)
+            params, opt_state, metrics, ok = player_step(
+                params, opt_state, batch, sub_rng, state.step, ("encoders",)
+            )
+        else:
+            params, opt_state, metrics, ok = player_step(
+                params, opt_state, batch, rng, state.step, players
+            )
+        finite &= ok
+        if alternating:  # a non-finite masker step also discards the encoder step
+            params = jax.tree.map(lambda n, o: jnp.where(finite, n, o), params, state.params)
+            opt_state = jax.tree.map(
+                lambda n, o: jnp.where(finite, n, o), opt_state, state.opt_state
+            )
+        txs = optim.player_optimizers(config, state.params)
+        enc, msk = optim.split_players(params)
+        metrics["param_norm/encoders"] = tree_norm(enc)
+        metrics["param_norm/masker"] = tree_norm(msk)
+        metrics["lr/encoders"] = txs["encoders"][1](state.step)
+        metrics["lr/masker"] = txs[optim.MASKER][1](state.step * k_masker)
+        nonfinite = state.nonfinite + (~finite).astype(jnp.int32)
+        metrics["nonfinite"] = (~finite).astype(jnp.float32)
+        metrics["nonfinite/count"] = nonfinite.astype(jnp.float32)
+        metrics = {k: jnp.asarray(v, jnp.float32) for k, v in metrics.items()}
+        new_state = TrainState(
+            step=state.step + 1, params=params, opt_state=opt_state, nonfinite=nonfinite
+        )
+        return new_state, metrics
+
+    return update_fn
+
+
+def jit_update(update_fn, state_shardings: Any, batch_sharding: NamedSharding):
+    """jax.jit(update_fn) with explicit in/out shardings and the state donated."""
+    rep = sharding_lib.replicated(batch_sharding.mesh)
+    return jax.jit(
+        update_fn,
+        in_shardings=(state_shardings, batch_sharding, rep),
+        out_shardings=(state_shardings, rep),
+        donate_argnums=0,
+    )
+
+
+def _text_features(module: scar.Model, input_ids, attention_mask):
+    """Pooled BERT features [B, H] of the text tower (eval mode)."""
+    return module.txt.features(input_ids, attention_mask, deterministic=True)
+
+
+def compute_report_features(
+    model: scar.Model,
+    params: Any,
+    tokenized_reports: Mapping[str, np.ndarray],
+    batch_size: int,
+    mesh: Mesh | None = None,
+) -> np.ndarray:
+    """Pooled report features [N, H] (float32) for a frozen text tower's feature cache.
+
+    tokenized_reports: input_ids, attention_mask [N, L]. Runs in fixed-size chunks
+    (the last one padded) so it compiles once; with `mesh` (multi-process params)
+    the inputs and outputs are replicated on it.
+    """
+    ids = np.asarray(tokenized_reports["input_ids"], np.int32)
+    mask = np.asarray(tokenized_reports["attention_mask"], np.int32)
+    n = ids.shape[0]
+    if mask.shape != ids.shape:
+        raise ValueError(f"attention_mask {mask.shape} must match input_ids {ids.shape}.")
+    fn = lambda p, i, a: model.apply({"params": p}, i, a, method=_text_features)
+    rep = None if mesh is None else sharding_lib.replicated(mesh)
+    fn = jax.jit(fn) if mesh is None else jax.jit(fn, out_shardings=rep)
+    out = []
+    for start in range(0, n, batch_size):
+        chunk_ids, chunk_mask = ids[start : start + batch_size], mask[start : start + batch_size]
+        pad = batch_size - chunk_ids.shape[0]
+        if pad:
+            chunk_ids = np.concatenate([chunk_ids, np.zeros((pad, ids.shape[1]), np.int32)])
+            chunk_mask = np.concatenate([chunk_mask, np.ones((pad, ids.shape[1]), np.int32)])
+        if mesh is not None:
+            chunk_ids, chunk_mask = sharding_lib.put_global((chunk_ids, chunk_mask), (rep, rep))
+        feats = fn(params, chunk_ids, chunk_mask)
+        feats = np.asarray(feats.addressable_data(0)) if mesh is not None else np.asarray(feats)
+        out.append(feats[: batch_size - pad])
+    return np.concatenate(out).astype(np.float32)
