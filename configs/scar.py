@@ -142,6 +142,32 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     o.masker_lr = 1e-4
     o.minmax = common.choose("minmax", arg.minmax, ("fused", "alternating"))
     o.masker_steps = 1  # alternating: masker steps per encoder step
+    o.schedule = "cosine"  # lr after linear warm-up: cosine | linear | constant
+    o.end_lr_factor = 0.0  # final lr = end_lr_factor * peak lr (cosine, linear)
+    o.masker_weight_decay = 0.0  # AdamW decay of the masker (zero grads in warm-up)
+    o.nonfinite = "skip"  # non-finite loss/grad: skip (count, state kept) | stop (loop raises)
+
+    mesh = config.mesh = ml_collections.ConfigDict()
+    mesh.data = -1  # devices on the 'data' axis (-1: all not used by the other axis)
+    mesh.fsdp = 1  # devices on the 'fsdp' axis: big kernels are sharded over it
+    mesh.fsdp_min_size = 2**16  # parameters with fewer elements stay replicated
+
+    tr = config.train = ml_collections.ConfigDict()
+    tr.checkpoint_every = 1000  # steps between (asynchronous) checkpoints; 0 = only at the end
+    tr.keep = 3  # most recent checkpoints kept
+    tr.keep_best = 1  # also kept: the best by best_metric among validated checkpoints (0 = off)
+    tr.best_metric = "val/loss"  # validation metric that ranks checkpoints
+    tr.best_mode = "min"  # min | max: which direction of best_metric is better
+    tr.async_checkpoint = True  # write checkpoints in the background
+    tr.eval_every = 1000  # steps between validation passes (0 = none); each is also saved
+    tr.eval_batches = 8  # validation batches per pass (contrastive loss on the val split)
+    tr.train_split = "train"  # split names of the input pipeline
+    tr.val_split = "validation"
+    tr.max_skipped_in_a_row = 20  # nonfinite=skip: stop after this many skipped steps in a row
+    tr.tensorboard = True  # also write TensorBoard events when tensorboardX/tensorboard is installed
+    tr.throughput_window = 20  # steps over which examples/s and the ETA are measured
+    if arg.runlocal:
+        tr.checkpoint_every, tr.eval_every, tr.eval_batches = 2, 2, 1
 
     if arg.runlocal:
         common.set_leaves(
