@@ -79,6 +79,16 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.input.sample_rate = 500  # Hz
     config.input.seconds = 10.0  # T = sample_rate * seconds samples
     config.input.normalize = "minmax"  # minmax (whole record, MERL) | zscore (per lead)
+    config.input.dataset = "synthetic_ecg/500hz"  # TFDS name/config, built as ArrayRecord
+    config.input.data_dir = ""  # TFDS data dir; '': $TFDS_DATA_DIR or ~/tensorflow_datasets
+    config.input.train_split = "train"  # split read for training
+    config.input.eval_split = "validation"  # split read for validation / evaluation
+    config.input.shuffle_seed = -1  # shuffle + augmentation seed; -1: use config.seed
+    config.input.worker_count = 0  # grain worker processes (0: read in the main process)
+    config.input.lead_drop_prob = 0.0  # train: chance a record loses some observed leads
+    config.input.max_leads_dropped = 3  # at most this many leads dropped (one always kept)
+    config.input.segment_drop_prob = 0.0  # train: chance a record loses one contiguous span
+    config.input.max_segment_fraction = 0.2  # longest dropped span, share of observed samples
 
     config.model = ml_collections.ConfigDict()
     config.model.embed_dim = 256  # shared ECG-text space
@@ -183,6 +193,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                 "total_steps": 4,
                 "log_every": 1,
                 "input.seconds": 2.0,
+                "input.dataset": "synthetic_ecg/tiny",
                 "optim.warmup_steps": 1,
                 "model.masker.warmup_steps": 1,
             },
