@@ -1,0 +1,392 @@
+"""The grain input pipeline: TFDS ArrayRecord shards -> per-process numpy batches -> global arrays.
+
+  source, info = load_source("synthetic_ecg/250hz", "train", data_dir)
+  ds = make_dataset(config.input, "train", global_batch_size=256, seed=0, train=True,
+                    text=functools.partial(text_encoder.tokenize, tok, max_len=64))
+  it = iter(ds)
+  batch = global_batch(next(it), sharding.batch_sharding(mesh))
+
+Per process the pipeline is (no TensorFlow anywhere):
+
+  record indices of this process (index i with i % process_count == process_index)
+  -> shuffle (seeded; reshuffled every epoch) -> repeat -> read + decode int16 to mV
+  -> augment (train: random lead drop, random contiguous segment drop; applied only as
+     lead_observed / time_observed = False, so they only turn observed into unobserved)
+  -> normalise over what is still observed -> batch (global_batch_size / process_count)
+  -> report tokens (`text`) or cached report features (`report_features[index]`).
+
+Batches are dicts of numpy arrays: ecg float32 [b, T, 12], lead_observed bool [b, 12],
+time_observed bool [b, T], labels bool [b, C], index int64 [b] (the record's index in the
+split, for caches), and input_ids / attention_mask int32 [b, L] or txt_feats float32 [b, H];
+without either, report holds the texts (str [b]). Evaluation pipelines (train=False) read
+every record once (no shuffle, no augmentation), pad the last batch of every process to the
+same number of full batches and add valid bool [b] (False on padding, whose index is -1).
+
+Determinism and resume: everything random is a function of `seed` and the position in the
+stream, so two iterators with the same seed give identical batches. Save and restore the
+position with the iterator's own state (checkpoint it with the train state):
+
+  it = iter(ds); ...; state = it.get_state()   # a small dict, JSON-serialisable
+  it2 = iter(make_dataset(<same arguments>)); it2.set_state(state)  # continues exactly
+
+(or `grain.checkpoint.CheckpointSave(it)` / `CheckpointRestore(it)` as an orbax item).
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+import os
+import re
+from typing import Any, Callable, Mapping, Sequence
+
+import grain
+import jax
+import ml_collections
+import numpy as np
+import tensorflow_datasets as tfds
+from absl import flags, logging
+
+from scar_jax.data import preprocessing
+
+TextFn = Callable[[list[str]], Mapping[str, np.ndarray]]
+_RATE_IN_NAME = re.compile(r"(\d+)\s*hz", re.IGNORECASE)
+
+
+def _split_name(dataset: str) -> tuple[str, str | None]:
+    """'synthetic_ecg/250hz' -> ('synthetic_ecg', '250hz'); a ':version' suffix is kept."""
+    name, _, config = dataset.partition("/")
+    return name.split(":")[0], (config or None)
+
+
+def _register(name: str) -> None:
+    """Import scar_jax.data.builders.<name> so its TFDS builder class is registered."""
+    for module in (
+        f"scar_jax.data.builders.{name}.{name}_dataset_builder",
+        f"scar_jax.data.builders.{name}",
+    ):
+        try:
+            importlib.import_module(module)
+            return
+        except ModuleNotFoundError as e:
+            if e.name is None or not module.startswith(e.name):
+                raise  # the builder exists but one of its own imports is missing
+
+
+def load_source(
+    dataset: str, split: str, data_dir: str | None = None
+) -> tuple[Any, tfds.core.DatasetInfo]:
+    """'synthetic_ecg/250hz', 'train' -> (random-access ArrayRecord source, DatasetInfo).
+
+    data_dir None means $TFDS_DATA_DIR or ~/tensorflow_datasets. The dataset must have been
+    built (with file_format='array_record'); this never builds or downloads.
+    """
+    name, _ = _split_name(dataset)
+    _register(name)
+    data_dir = data_dir or os.environ.get("TFDS_DATA_DIR") or None
+    try:
+        builder = tfds.builder(dataset, data_dir=data_dir)
+    except tfds.core.registered.DatasetNotFoundError as e:
+        raise ValueError(
+            f"Unknown dataset {dataset!r} (no TFDS builder registered under that name and no "
+            f"built copy in {data_dir or '~/tensorflow_datasets'}): {e}"
+        ) from None
+    if not builder.is_prepared():
+        raise FileNotFoundError(
+            f"Dataset {dataset!r} is not built in {builder.data_dir}; build it first "
+            f"(scar_jax.data.build.build_dataset({dataset!r}, data_dir=...)) or point "
+            "--config.input.data_dir / TFDS_DATA_DIR at the folder that holds it."
+        )
+    splits = list(builder.info.splits.keys())
+    if split not in splits:
+        raise ValueError(f"Dataset {dataset!r} has no split {split!r}; its splits are {splits}.")
+    return builder.as_data_source(split=split), builder.info
+
+
+def dataset_rate_and_length(info: tfds.core.DatasetInfo) -> tuple[int | None, int]:
+    """(sampling rate in Hz or None if the dataset does not say, samples per record)."""
+    length = int(info.features["ecg"].shape[0])
+    rate = (info.metadata or {}).get("sample_rate")
+    if rate is None and info.config_name:
+        match = _RATE_IN_NAME.search(info.config_name)
+        rate = int(match.group(1)) if match else None
+    return (None if rate is None else int(rate)), length
+
+
+def check_input_config(input_config: ml_collections.ConfigDict, info: tfds.core.DatasetInfo):
+    """Raise if the dataset's rate / record length disagree with config.input."""
+    rate, length = dataset_rate_and_length(info)
+    want_len = num_samples(input_config)
+    name = info.full_name
+    if rate is not None and rate != int(input_config.sample_rate):
+        raise ValueError(
+            f"Dataset {name} is sampled at {rate} Hz but config.input.sample_rate is "
+            f"{input_config.sample_rate}; set --config.input.sample_rate={rate} or choose a "
+            "dataset built at the config's rate."
+        )
+    if length != want_len:
+        raise ValueError(
+            f"Dataset {name} has records of {length} samples but config.input asks for "
+            f"{want_len} (sample_rate {input_config.sample_rate} x seconds "
+            f"{input_config.seconds}); set --config.input.seconds="
+            f"{length / (rate or int(input_config.sample_rate)):g} or use a matching dataset."
+        )
+
+
+def num_samples(input_config: ml_collections.ConfigDict) -> int:
+    """T = sample_rate * seconds (must be a whole number of samples)."""
+    t = float(input_config.sample_rate) * float(input_config.seconds)
+    if abs(t - round(t)) > 1e-6:
+        raise ValueError(
+            f"config.input.sample_rate={input_config.sample_rate} x seconds="
+            f"{input_config.seconds} is not a whole number of samples."
+        )
+    return int(round(t))
+
+
+def _text(value: Any) -> str:
+    """TFDS Text feature (bytes) -> str."""
+    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+
+
+def _decode_raw(example: Mapping[str, Any], num_samples: int) -> dict[str, Any]:
+    """Stored example -> {ecg float32 [T, 12] mV, lead_observed [12], time_observed [T], ...}."""
+    ecg = np.asarray(example["ecg"])
+    if ecg.shape != (num_samples, preprocessing.NUM_LEADS):
+        raise ValueError(
+            f"Record {_text(example.get('id', '?'))!r} has ecg of shape {ecg.shape}; the pipeline "
+            f"expects ({num_samples}, {preprocessing.NUM_LEADS}) from config.input "
+            "(sample_rate x seconds). Rebuild the dataset or fix config.input."
+        )
+    valid = int(example["valid_samples"])
+    return {
+        "ecg": preprocessing.from_int16(ecg, float(example["ecg_scale"])),
+        "lead_observed": np.asarray(example["lead_observed"], bool).copy(),
+        "time_observed": np.arange(num_samples) < valid,
+        "labels": np.asarray(example["labels"], bool),
+        "report": _text(example["report"]),
+    }
+
+
+def _normalize(out: dict[str, Any], kind: str) -> dict[str, Any]:
+    """Normalise out['ecg'] over its observed leads and samples (unobserved -> 0), in place."""
+    ecg, leads, rows = out["ecg"], out["lead_observed"], out["time_observed"]
+    out["ecg"] = preprocessing.normalize(ecg, leads, rows, kind)
+    return out
+
+
+def decode_example(
+    example: Mapping[str, Any], *, normalize: str, num_samples: int
+) -> dict[str, Any]:
+    """Stored example -> {ecg float32 [T, 12] normalised, lead_observed [12], time_observed [T],
+    labels bool [C], report str}."""
+    return _normalize(_decode_raw(example, num_samples), normalize)
+
+
+def augment(
+    out: dict[str, Any],
+    rng: np.random.Generator,
+    *,
+    lead_drop_prob: float,
+    max_leads_dropped: int,
+    segment_drop_prob: float,
+    max_segment_fraction: float,
+) -> dict[str, Any]:
+    """Random lead drop and contiguous segment drop as observed -> unobserved (in place).
+
+    With probability lead_drop_prob, 1..max_leads_dropped of the observed leads (always
+    leaving one) become unobserved; with probability segment_drop_prob one span of
+    1..max_segment_fraction x (observed samples) inside the observed samples becomes
+    unobserved. Masks only shrink; the signal is left to the masks (normalise afterwards).
+    """
+    lead_obs, time_obs = out["lead_observed"], out["time_observed"]
+    observed_leads = np.flatnonzero(lead_obs)
+    if rng.random() < lead_drop_prob and observed_leads.size > 1:
+        k = int(rng.integers(1, min(max_leads_dropped, observed_leads.size - 1) + 1))
+        lead_obs[rng.choice(observed_leads, size=k, replace=False)] = False
+    observed_time = np.flatnonzero(time_obs)
+    longest = int(max_segment_fraction * observed_time.size)
+    if rng.random() < segment_drop_prob and longest >= 1 and observed_time.size > longest:
+        length = int(rng.integers(1, longest + 1))
+        start = int(rng.integers(0, observed_time.size - length + 1))
+        time_obs[observed_time[start : start + length]] = False
+    return out
+
+
+class _ReadTrain(grain.transforms.RandomMap):
+    """index -> decoded, augmented, normalised example (module level: picklable for workers)."""
+
+    def __init__(self, source: Any, input_config: Mapping[str, Any], length: int):
+        self.source, self.cfg, self.length = source, dict(input_config), length
+
+    def random_map(self, index: int, rng: np.random.Generator) -> dict[str, Any]:
+        """index -> example dict (see the module docstring)."""
+        out = _decode_raw(self.source[int(index)], self.length)
+        augment(
+            out,
+            rng,
+            lead_drop_prob=float(self.cfg["lead_drop_prob"]),
+            max_leads_dropped=int(self.cfg["max_leads_dropped"]),
+            segment_drop_prob=float(self.cfg["segment_drop_prob"]),
+            max_segment_fraction=float(self.cfg["max_segment_fraction"]),
+        )
+        out = _normalize(out, self.cfg["normalize"])
+        out["index"] = np.int64(index)
+        return out
+
+
+class _ReadEval(grain.transforms.Map):
+    """index (-1 for padding) -> decoded, normalised example with a valid flag."""
+
+    def __init__(self, source: Any, input_config: Mapping[str, Any], length: int):
+        self.source, self.cfg, self.length = source, dict(input_config), length
+
+    def map(self, index: int) -> dict[str, Any]:
+        """index -> example dict; padding repeats record 0 with every mask False."""
+        index = int(index)
+        out = _decode_raw(self.source[max(index, 0)], self.length)
+        out = _normalize(out, self.cfg["normalize"])
+        if index < 0:
+            out = {k: np.zeros_like(v) if isinstance(v, np.ndarray) else v for k, v in out.items()}
+            out["report"] = ""
+        out["index"] = np.int64(index)
+        out["valid"] = np.bool_(index >= 0)
+        return out
+
+
+class _AddText(grain.transforms.Map):
+    """Batch -> batch with report tokens (from `text`) or cached report features."""
+
+    def __init__(self, text: TextFn | None, report_features: np.ndarray | None):
+        self.text, self.features = text, report_features
+
+    def map(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """Adds input_ids/attention_mask int32 [b, L] or txt_feats float32 [b, H]."""
+        if self.text is not None:
+            tokens = self.text([str(r) for r in batch.pop("report")])
+            for key in ("input_ids", "attention_mask"):
+                if key not in tokens:
+                    raise KeyError(f"The text tokenizer returned {list(tokens)}; needs {key!r}.")
+                batch[key] = np.asarray(tokens[key], np.int32)
+        elif self.features is not None:
+            batch.pop("report")
+            idx = batch["index"]
+            feats = self.features[np.maximum(idx, 0)].astype(np.float32)
+            feats[idx < 0] = 0
+            batch["txt_feats"] = feats
+        return batch
+
+
+def _process_indices(
+    n: int, process_index: int, process_count: int, train: bool, local_batch: int
+) -> np.ndarray:
+    """Record indices this process reads (train: equal counts; eval: all, padded with -1)."""
+    if train:
+        return np.arange(process_index, n - n % process_count, process_count, dtype=np.int64)
+    own = np.arange(process_index, n, process_count, dtype=np.int64)
+    per_process = math.ceil(n / process_count)
+    padded = max(1, math.ceil(per_process / local_batch)) * local_batch
+    return np.concatenate([own, np.full(padded - own.size, -1, np.int64)])
+
+
+def _mark_flags_parsed() -> None:
+    """grain's worker processes read absl flags; outside absl.app they must count as parsed."""
+    if not flags.FLAGS.is_parsed():
+        flags.FLAGS.mark_as_parsed()
+
+
+def make_dataset(
+    input_config: ml_collections.ConfigDict,
+    split: str,
+    *,
+    global_batch_size: int,
+    seed: int,
+    train: bool,
+    text: TextFn | None = None,
+    report_features: np.ndarray | None = None,
+    num_epochs: int | None = None,
+    process_index: int | None = None,
+    process_count: int | None = None,
+) -> grain.IterDataset:
+    """config.input + split -> grain IterDataset of this process's batches (module docstring).
+
+    num_epochs None: train repeats forever, eval reads every record once. process_index /
+    process_count default to this JAX process; pass them to simulate several processes.
+    """
+    if text is not None and report_features is not None:
+        raise ValueError("make_dataset: pass either text (tokenize) or report_features, not both.")
+    process_index = jax.process_index() if process_index is None else int(process_index)
+    process_count = jax.process_count() if process_count is None else int(process_count)
+    if not 0 <= process_index < process_count:
+        raise ValueError(f"process_index={process_index} outside [0, {process_count}).")
+    if global_batch_size % process_count:
+        raise ValueError(
+            f"global_batch_size={global_batch_size} is not divisible by {process_count} "
+            "processes; choose a multiple of the process count."
+        )
+    local_batch = global_batch_size // process_count
+    source, info = load_source(input_config.dataset, split, input_config.data_dir)
+    check_input_config(input_config, info)
+    length = num_samples(input_config)
+    n = len(source)
+    if report_features is not None:
+        report_features = np.asarray(report_features)
+        if report_features.ndim != 2 or report_features.shape[0] != n:
+            raise ValueError(
+                f"report_features has shape {report_features.shape}; expected [{n}, H] (one row "
+                f"per record of {input_config.dataset} {split}, in index order)."
+            )
+    indices = _process_indices(n, process_index, process_count, train, local_batch)
+    if train and indices.size < local_batch:
+        raise ValueError(
+            f"{input_config.dataset} {split} has {n} records: {indices.size} per process, fewer "
+            f"than one batch of {local_batch}; lower the batch size or use a bigger split."
+        )
+    cfg = input_config.to_dict()
+    ds = grain.MapDataset.source(indices)
+    if train:
+        ds = ds.shuffle(seed=seed).repeat(num_epochs).random_map(
+            _ReadTrain(source, cfg, length), seed=seed
+        )
+    else:
+        ds = ds.repeat(num_epochs or 1).map(_ReadEval(source, cfg, length))
+    ds = ds.to_iter_dataset().batch(local_batch, drop_remainder=True)
+    if text is not None or report_features is not None:
+        ds = ds.map(_AddText(text, report_features))
+    workers = int(input_config.worker_count)
+    if workers > 0:
+        _mark_flags_parsed()
+        ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers))
+    logging.info(
+        "pipeline %s %s: %d records, process %d/%d reads %d, local batch %d, %s",
+        input_config.dataset, split, n, process_index, process_count, indices.size, local_batch,
+        "train (shuffled, augmented)" if train else "eval",
+    )
+    return ds
+
+
+def report_texts(source: Sequence[Mapping[str, Any]]) -> list[str]:
+    """All reports of a source, in index order (for the report-feature cache)."""
+    return [_text(source[i]["report"]) for i in range(len(source))]
+
+
+def global_batch(
+    local_batch: Mapping[str, Any], sharding_or_mesh: jax.sharding.Sharding | jax.sharding.Mesh
+) -> dict[str, jax.Array]:
+    """This process's numpy batch -> global jax.Arrays with the batch axis sharded.
+
+    A Sharding is used as the prefix for every leaf (e.g. sharding.batch_sharding(mesh)); a
+    Mesh shards the batch axis over all its axes. String leaves (report) are left out.
+    """
+    if isinstance(sharding_or_mesh, jax.sharding.Mesh):
+        mesh = sharding_or_mesh
+        sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(mesh.axis_names))
+    else:
+        sharding = sharding_or_mesh
+    out = {}
+    for key, value in local_batch.items():
+        value = np.asarray(value)
+        if value.dtype.kind in "OUS":
+            continue
+        out[key] = jax.make_array_from_process_local_data(sharding, value)
+    return out
