@@ -1,0 +1,1 @@
+"""TFDS builder folder: chapman_shaoxing."""

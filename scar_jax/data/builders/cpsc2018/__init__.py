@@ -1,0 +1,1 @@
+"""TFDS builder folder: cpsc2018."""

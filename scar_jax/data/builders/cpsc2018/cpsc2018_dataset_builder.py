@@ -1,0 +1,141 @@
+"""CPSC2018 (ICBEB 2018): 6,877 12-lead ECGs of 6-60 s at 500 Hz, 9 classes, seeded split.
+
+Two on-disk layouts are accepted under --manual_dir:
+  * PhysioNet/CinC Challenge 2020 `cpsc_2018`: `*.hea` + `*.mat` (any sub-folders, e.g.
+    g1/ .. g7/), SNOMED-CT codes on the `#Dx:` header comment (mapped by
+    `real_labels.CPSC2018_SNOMED`);
+  * the original ICBEB release: `REFERENCE.csv` (Recording, First_label, Second_label,
+    Third_label; classes 1-9) + `A0001.mat` files holding a struct `ECG` with `data`
+    [12, T] in mV (standard lead order, 500 Hz).
+Length policy: records are cropped at the start to the config's length and shorter ones
+are padded with *unobserved* samples (`valid_samples`), never zeros-as-signal.
+"""
+
+from __future__ import annotations
+
+import csv
+import glob
+import os
+
+import numpy as np
+import tensorflow_datasets as tfds
+
+from scar_jax.data import preprocessing, real_labels
+from scar_jax.data.builders import wfdb_common
+
+RATE = 500
+FRACTIONS = {"train": 0.7, "validation": 0.1, "test": 0.2}
+SPLIT_FILE = "split.csv"
+
+
+class Cpsc2018Config(tfds.core.BuilderConfig):
+    """Stored length (seconds at 500 Hz) and the split seed."""
+
+    def __init__(self, *, seconds: int, seed: int = 0, **kwargs):
+        super().__init__(**kwargs)
+        self.num_samples, self.seed = seconds * RATE, seed
+
+
+def _original_record(path: str) -> wfdb_common.Record:
+    """An original-layout A0001.mat (struct ECG, data [12, T] mV) -> Record."""
+    import scipy.io
+
+    if not os.path.exists(path):
+        raise wfdb_common.RecordError("missing_file", path, "listed in REFERENCE.csv")
+    try:
+        data = np.asarray(scipy.io.loadmat(path)["ECG"]["data"][0, 0], np.float64)
+    except Exception as e:
+        raise wfdb_common.RecordError("unreadable_data", path, f"{type(e).__name__}: {e}") from None
+    if data.ndim != 2 or data.shape[0] != 12:
+        raise wfdb_common.RecordError(
+            "wrong_lead_count", path, f"ECG.data has shape {data.shape}, expected [12, T]"
+        )
+    return wfdb_common.Record(data.T, list(preprocessing.LEAD_NAMES), RATE, [], path)
+
+
+def find_records(root: str) -> dict[str, tuple[str, list[str] | None]]:
+    """{record id: (path without extension, classes or None = read #Dx later)}, either layout."""
+    ref = os.path.join(root, "REFERENCE.csv")
+    if os.path.exists(ref):
+        out = {}
+        with open(ref, newline="") as f:
+            for row in csv.DictReader(f):
+                labels = [row.get(k, "") for k in ("First_label", "Second_label", "Third_label")]
+                names = [real_labels.CPSC2018_CLASSES[int(float(v)) - 1]
+                         for v in labels if v and v.strip()]
+                rid = row["Recording"].strip()
+                out[rid] = (os.path.join(root, rid), names)
+        return out
+    heads = glob.glob(os.path.join(root, "**", "*.hea"), recursive=True)
+    if not heads:
+        raise FileNotFoundError(
+            f"No REFERENCE.csv and no *.hea under {root}: --manual_dir must be the Challenge "
+            "2020 cpsc_2018 folder or the original ICBEB folder. " + Builder.MANUAL_DOWNLOAD_INSTRUCTIONS
+        )
+    return {os.path.basename(h)[:-4]: (h[:-4], None) for h in sorted(heads)}
+
+
+class Builder(wfdb_common.WfdbBuilder):
+    """CPSC2018 from a local copy (manual_dir); ArrayRecord, no TensorFlow needed."""
+
+    name = "cpsc2018"
+    VERSION = tfds.core.Version("1.0.0")
+    RELEASE_NOTES = {"1.0.0": "Challenge 2020 and original layouts; seeded 70/10/20 split."}
+    BUILDER_CONFIGS = [
+        Cpsc2018Config(name="10s", seconds=10, description="first 10 s; shorter padded, unobserved"),
+        Cpsc2018Config(name="60s", seconds=60, description="whole records up to 60 s"),
+    ]
+    MANUAL_DOWNLOAD_INSTRUCTIONS = """
+    Pass as --manual_dir either the PhysioNet/CinC Challenge 2020 `cpsc_2018` training folder
+    (https://physionet.org/content/challenge-2020/1.0.2/training/cpsc_2018/) or the original
+    ICBEB 2018 TrainingSet folder holding REFERENCE.csv and A*.mat.
+    """
+
+    def _info(self) -> tfds.core.DatasetInfo:
+        cfg = self.builder_config
+        return self.dataset_info_from_configs(
+            features=wfdb_common.schema_features(cfg.num_samples, len(real_labels.CPSC2018_CLASSES)),
+            metadata=tfds.core.MetadataDict(
+                classes=list(real_labels.CPSC2018_CLASSES), split_file=SPLIT_FILE, seed=cfg.seed
+            ),
+            homepage="http://2018.icbeb.org/Challenge.html",
+        )
+
+    def _split_generators(self, dl_manager: tfds.download.DownloadManager):
+        root = os.fspath(dl_manager.manual_dir)
+        records = find_records(root)
+        # No patient ids exist in CPSC2018: each recording is its own group.
+        assign = wfdb_common.seeded_split(list(records), FRACTIONS, self.builder_config.seed)
+        os.makedirs(self.data_path, exist_ok=True)
+        with open(os.path.join(self.data_path, SPLIT_FILE), "w") as f:
+            f.write("id,split\n" + "".join(f"{r},{assign[r]}\n" for r in sorted(records)))
+        return {
+            split: self._generate_examples({r: v for r, v in records.items() if assign[r] == split})
+            for split in FRACTIONS
+        }
+
+    def _generate_examples(self, records):
+        cfg = self.builder_config
+        for rid, (path, names) in sorted(records.items()):
+            try:
+                if names is None:
+                    record = wfdb_common.read_record(path, rate=RATE)
+                    codes = wfdb_common.parse_dx(wfdb_common.parse_comments(record.comments).get("Dx"))
+                    names = sorted({real_labels.CPSC2018_SNOMED[c] for c in codes
+                                    if c in real_labels.CPSC2018_SNOMED})
+                    if not names:
+                        raise wfdb_common.RecordError(
+                            "no_label", path + ".hea", f"#Dx codes {codes} map to no CPSC class"
+                        )
+                else:
+                    record = _original_record(path + ".mat")
+            except wfdb_common.RecordError as e:
+                self.hygiene.skip(rid, e)
+                continue
+            signal = self.hygiene.example(rid, record, target_rate=RATE,
+                                          num_samples=cfg.num_samples)
+            if signal is None:
+                continue
+            ex = dict(signal, report="", id=rid, patient_id="")
+            ex["labels"] = wfdb_common.multi_hot(names, real_labels.CPSC2018_CLASSES)
+            yield self._keep(rid, ex)
