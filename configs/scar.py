@@ -178,6 +178,34 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     if arg.runlocal:
         tr.checkpoint_every, tr.eval_every, tr.eval_batches = 2, 2, 1
 
+    ev = config.eval = ml_collections.ConfigDict()  # scar_jax/evaluation (METHOD §8)
+    ev.split = "test"  # split scored by `main eval` (C of the probe is chosen on val_split)
+    ev.train_split = "train"  # linear-probe training split
+    ev.val_split = "validation"  # linear-probe model selection split
+    ev.batch_size = 32  # examples per batch; every condition of a batch runs stacked
+    ev.chunk = 8  # conditions per compiled (vmapped) encoder call
+    ev.max_examples = 0  # score only the first N examples of the split (0 = all)
+    ev.seed = 0  # random masks, bootstrap resamples, probe label subsets
+    ev.lead_drop = (3, 6, 9)  # random lead drop: leads removed
+    ev.subsets = ("I", "I+II", "limb6", "precordial6", "II+V1")  # only these leads kept
+    ev.temporal = (0.25, 0.5, 0.75)  # contiguous fraction of the record removed
+    ev.joint = ("3+0.25", "6+0.5", "9+0.75")  # '<leads dropped>+<time fraction>' together
+    ev.rhos = (0.1, 0.2, 0.3)  # adversarial / random removal budgets (share of observed units)
+    ev.adv_units = ("lead", "segment", "token")  # units of the adversarial removal
+    ev.adv_modes = ("whitebox", "transfer")  # ranked by the model itself | by the reference
+    ev.reference = ""  # transfer reference checkpoint ('' = the first evaluated checkpoint)
+    ev.oracle = True  # class-region oracle removal where the corpus has evidence regions
+    ev.cmrs_mode = "whitebox"  # which adversary gives the headline CMRS
+    ev.cmrs_unit = "lead"  # and which unit
+    ev.masker_tau = 0.1  # Gumbel-sigmoid temperature when measuring the masker's targeting
+    ev.bootstrap = 1000  # bootstrap resamples for the 95 % intervals
+    ev.probe = True  # also run linear probes (needs train_split and val_split)
+    ev.probe_fractions = (0.01, 0.1, 1.0)  # shares of the training labels (seeded subsets)
+    ev.probe_cs = (0.01, 0.1, 1.0, 10.0)  # inverse L2 strengths tried; chosen on val_split
+    ev.trace_examples = 3  # test examples drawn with their removed tokens shaded
+    if arg.runlocal:
+        ev.batch_size, ev.bootstrap, ev.max_examples = 8, 50, 32
+
     if arg.runlocal:
         common.set_leaves(
             config,

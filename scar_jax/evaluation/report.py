@@ -1,0 +1,280 @@
+"""Evaluation output folder: results.json, results.md (tables with 95 % intervals), PNG plots.
+
+  results.json          everything `run.evaluate` measured, per dataset and model
+  results.md            zero-shot macro AUROC per condition (rows) x dataset/model (columns)
+                        with bootstrap intervals; CMRS, drift ratio, rank retention; linear
+                        probes; adversary / masker targeting; grid cost
+  auroc_vs_missing.png  AUROC vs share removed, one line per model and protocol family
+  cmrs_vs_rho.png       CMRS_rho vs rho per model and adversary (mode / unit)
+  traces.png            a few test ECGs (12 leads) with the adversary's removed tokens shaded
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import pathlib
+from typing import Any, Mapping
+
+import numpy as np
+from absl import logging
+
+from scar_jax.models import ecg_encoder
+
+_COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#17becf")
+
+
+def _jsonable(x: Any) -> Any:
+    """numpy scalars/arrays and NaN -> JSON (NaN as null)."""
+    if isinstance(x, Mapping):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, np.ndarray):
+        return _jsonable(x.tolist())
+    if isinstance(x, (np.floating, float)):
+        return None if not math.isfinite(float(x)) else float(x)
+    if isinstance(x, np.integer):
+        return int(x)
+    if isinstance(x, np.bool_):
+        return bool(x)
+    return x
+
+
+def _fmt(v: Any, ci: Any = None) -> str:
+    """'0.812 [0.790, 0.833]' (or '–' for a missing value)."""
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "–"
+    s = f"{v:.3f}"
+    if ci and all(c is not None and math.isfinite(c) for c in ci):
+        s += f" [{ci[0]:.3f}, {ci[1]:.3f}]"
+    return s
+
+
+def markdown(results_by_dataset: Mapping[str, Mapping[str, Any]]) -> str:
+    """Markdown tables for {dataset: results} (results as returned by run.evaluate)."""
+    lines = ["# Evaluation", ""]
+    cols = [(d, m) for d, r in results_by_dataset.items() for m in r["models"]]
+    header = "| condition | " + " | ".join(f"{d} · {m}" for d, m in cols) + " |"
+    rule = "|---|" + "---|" * len(cols)
+    conds: list[str] = []
+    for r in results_by_dataset.values():
+        for c in r["conditions"]:
+            if c["name"] not in conds:
+                conds.append(c["name"])
+    lines += ["## Zero-shot macro AUROC (95 % bootstrap interval)", "", header, rule]
+    for name in conds:
+        cells = []
+        for d, m in cols:
+            z = results_by_dataset[d]["models"][m]["zeroshot"].get(name)
+            cells.append(_fmt(z["auroc"], z.get("ci")) if z else "–")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    for d, r in results_by_dataset.items():
+        if r.get("skipped_classes"):
+            lines += ["", f"{d}: classes without both positives and negatives, skipped: "
+                      + ", ".join(r["skipped_classes"])]
+
+    lines += ["", "## CMRS (our definition: README / METHOD §8)", "",
+              "| dataset · model | adversary | CMRS | CMRS_rho | drift ratio | rank retention |",
+              "|---|---|---|---|---|---|"]
+    for d, m in cols:
+        for adv, c in results_by_dataset[d]["models"][m].get("cmrs", {}).items():
+            by = lambda key: ", ".join(f"{k}: {_fmt(v)}" for k, v in c[key].items())  # noqa: E731
+            lines.append(f"| {d} · {m} | {adv} | {_fmt(c['cmrs'])} | {by('by_rho')} | "
+                         f"{by('drift_ratio')} | {by('rank_retention')} |")
+
+    probe_rows = []
+    for d, m in cols:
+        for frac, p in results_by_dataset[d]["models"][m].get("linear_probe", {}).items():
+            clean = p["test"].get("clean", {})
+            worst = min((v["auroc"] for v in p["test"].values() if v["auroc"] is not None
+                         and math.isfinite(v["auroc"])), default=float("nan"))
+            probe_rows.append(f"| {d} · {m} | {frac} | {p['C']:g} | {_fmt(p['val_auroc'])} | "
+                              f"{_fmt(clean.get('auroc'), clean.get('ci'))} | {_fmt(worst)} |")
+    if probe_rows:
+        lines += ["", "## Linear probe (C chosen on validation; test macro AUROC)", "",
+                  "| dataset · model | label fraction | C | val AUROC | test clean | "
+                  "test worst condition |", "|---|---|---|---|---|---|"] + probe_rows
+
+    tgt_rows = []
+    for d, m in cols:
+        for name, t in results_by_dataset[d]["models"][m].get("targeting", {}).items():
+            tgt_rows.append(f"| {d} · {m} | {name} | {_fmt(t['share'])} | {_fmt(t['chance'])} | "
+                            f"{_fmt(t['lift'])} | {t['n']} |")
+    if tgt_rows:
+        lines += ["", "## Targeting: share of removed tokens inside the primary evidence", "",
+                  "| dataset · model | remover | share | chance | lift | examples |",
+                  "|---|---|---|---|---|---|"] + tgt_rows
+
+    lines += ["", "## Grid cost", ""]
+    for d, r in results_by_dataset.items():
+        t = r.get("timing")
+        if t:
+            lines.append(
+                f"- {d}: {t['conditions_static']} model-independent conditions in "
+                f"{t['grid_s']:.3f} s vs {t['clean_pass_s']:.4f} s per clean pass: "
+                f"{t['ratio']:.2f}x of (conditions x clean pass); grid compiled "
+                f"{t['traces']} time(s); ranking for the adversarial masks took "
+                f"{t['total_rank_s']:.1f} s in all.")
+    return "\n".join(lines) + "\n"
+
+
+def _plt():
+    """matplotlib.pyplot with the Agg backend (no display)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_auroc_vs_missing(results: Mapping[str, Any], path: str | os.PathLike) -> None:
+    """AUROC vs share removed: panels random missingness | evidence removal; a color per model."""
+    plt = _plt()
+    conds = {c["name"]: c for c in results["conditions"]}
+    panels = [
+        ("Random missingness", [("lead_drop", "", "-", "leads"), ("temporal", "", "--", "time"),
+                                ("joint", "", ":", "joint")]),
+        ("Evidence removal vs random (same budget)",
+         [("adversarial", "whitebox", "-", "white-box"), ("adversarial", "transfer", "--",
+                                                           "transfer"),
+          ("random", "", ":", "random")]),
+    ]
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.6), sharey=True)
+    for ax, (title, series) in zip(axes, panels):
+        for mi, (model, res) in enumerate(results["models"].items()):
+            color = _COLORS[mi % len(_COLORS)]
+            clean = res["zeroshot"]["clean"]["auroc"]
+            for family, mode, style, label in series:
+                units = sorted({c["unit"] for c in conds.values() if c["family"] == family
+                                and (not mode or c["mode"] == mode)}) or [""]
+                for ui, unit in enumerate(units):
+                    pts = sorted((c["rate"], res["zeroshot"][n]["auroc"]) for n, c in conds.items()
+                                 if c["family"] == family and (not mode or c["mode"] == mode)
+                                 and c["unit"] == unit)
+                    if not pts:
+                        continue
+                    xs, ys = zip(*([(0.0, clean)] + pts))
+                    marker = "os^"[ui % 3]
+                    name = f"{model}: {label}" + (f" ({unit})" if unit else "")
+                    ax.plot(xs, ys, style, marker=marker, color=color, label=name, ms=4,
+                            alpha=0.9)
+        ax.axhline(0.5, color="grey", lw=0.8, ls="-.")
+        ax.set_title(title)
+        ax.set_xlabel("share removed (leads / time / units)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, ncol=2)
+    axes[0].set_ylabel("zero-shot macro AUROC")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_cmrs_vs_rho(results: Mapping[str, Any], path: str | os.PathLike) -> None:
+    """CMRS_rho vs rho: one line per model and adversary."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6.5, 4.4))
+    styles = {"lead": "-", "segment": "--", "token": ":"}
+    for mi, (model, res) in enumerate(results["models"].items()):
+        for adv, c in res.get("cmrs", {}).items():
+            mode, unit = adv.split("/")
+            xs = [float(r) for r in c["by_rho"]]
+            ys = [np.nan if v is None else v for v in c["by_rho"].values()]
+            ax.plot(xs, ys, styles.get(unit, "-"), marker="o" if mode == "whitebox" else "s",
+                    color=_COLORS[mi % len(_COLORS)], label=f"{model}: {adv}", ms=4)
+    ax.set_xlabel("removal budget ρ (share of observed units)")
+    ax.set_ylabel("CMRS_ρ")
+    ax.set_ylim(-0.02, 1.02)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    ax.set_title("Margin kept under primary-evidence removal")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_traces(traces: Mapping[str, Any], path: str | os.PathLike, key: str | None = None,
+                patch_size: int = 100, sample_rate: float = 500.0) -> str | None:
+    """12-lead traces of a few examples; tokens removed under `key` shaded red, primary outlined.
+
+    Returns the condition key drawn (None when there is nothing to draw).
+    """
+    ex = np.asarray(traces.get("examples", []))
+    keeps = traces.get("keeps", {})
+    if not len(ex) or not keeps:
+        return None
+    if key is None:
+        cands = [k for k in keeps if "adversarial" in k]
+        key = max(cands or list(keeps), key=lambda k: ("token" in k, "whitebox" in k, k))
+    keep = np.asarray(keeps[key], bool)
+    observed = np.asarray(traces["observed"], bool)
+    primary = traces.get("primary")
+    plt = _plt()
+    n = len(ex)
+    fig, axes = plt.subplots(1, n, figsize=(5.2 * n, 7.5), squeeze=False)
+    t = np.arange(ex.shape[1]) / sample_rate
+    seg = patch_size / sample_rate
+    for i, ax in enumerate(axes[0]):
+        x = ex[i]
+        span = np.nanmax(np.abs(x - np.nanmedian(x, 0))) or 1.0
+        for lead in range(ecg_encoder.NUM_LEADS):
+            off = -lead
+            if not observed[i, lead].any():
+                ax.text(0.0, off, "absent", fontsize=7, color="grey", va="center")
+                continue
+            for s in range(keep.shape[-1]):
+                if observed[i, lead, s] and not keep[i, lead, s]:
+                    ax.add_patch(plt.Rectangle((s * seg, off - 0.5), seg, 1.0, color="#d62728",
+                                               alpha=0.28, lw=0))
+                if primary is not None and primary[i, lead, s]:
+                    ax.add_patch(plt.Rectangle((s * seg, off - 0.5), seg, 1.0, fill=False,
+                                               ec="#1f77b4", lw=0.8))
+            y = (x[:, lead] - np.median(x[:, lead])) / span * 0.45 + off
+            ax.plot(t, y, color="black", lw=0.6)
+        ax.set_yticks(-np.arange(12), ecg_encoder.LEAD_NAMES)
+        ax.set_ylim(-11.7, 0.7)
+        ax.set_xlim(0, t[-1])
+        ax.set_xlabel("seconds")
+        ax.set_title(f"example {i}: removed = red" + (", primary = blue box" if primary is not None
+                                                     else ""), fontsize=9)
+    fig.suptitle(key, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return key
+
+
+def write(
+    out_dir: str | os.PathLike,
+    results_by_dataset: Mapping[str, Mapping[str, Any]],
+    plots_by_dataset: Mapping[str, Mapping[str, Any]] | None = None,
+    *,
+    patch_size: int = 100,
+    sample_rate: float = 500.0,
+) -> dict[str, str]:
+    """Write results.json, results.md and the PNGs into out_dir -> {what: path}."""
+    out = pathlib.Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    files = {"json": str(out / "results.json"), "markdown": str(out / "results.md")}
+    with open(files["json"], "w") as f:
+        json.dump(_jsonable(results_by_dataset), f, indent=1)
+    clean = json.loads(json.dumps(_jsonable(results_by_dataset)))  # NaN -> None, tuples -> lists
+    (out / "results.md").write_text(markdown(clean))
+    for d, res in clean.items():
+        tag = "" if len(clean) == 1 else f"_{d.replace('/', '-')}"
+        p = out / f"auroc_vs_missing{tag}.png"
+        plot_auroc_vs_missing(res, p)
+        files[f"auroc_vs_missing{tag}"] = str(p)
+        if any(r.get("cmrs") for r in res["models"].values()):
+            p = out / f"cmrs_vs_rho{tag}.png"
+            plot_cmrs_vs_rho(res, p)
+            files[f"cmrs_vs_rho{tag}"] = str(p)
+        if plots_by_dataset and d in plots_by_dataset:
+            p = out / f"traces{tag}.png"
+            if plot_traces(plots_by_dataset[d]["traces"], p, patch_size=patch_size,
+                           sample_rate=sample_rate):
+                files[f"traces{tag}"] = str(p)
+    logging.info("evaluation report written to %s", out)
+    return files

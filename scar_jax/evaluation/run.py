@@ -1,0 +1,457 @@
+"""The evaluation driver: every model on the same masks, zero-shot, CMRS, probes, report.
+
+`evaluate(models, data, eval_config, reference=...)` works on in-memory arrays
+(`EvalData`); `run_eval(config, checkpoints, dataset, split, out_dir)` loads a
+built dataset through the input pipeline and checkpoints through
+`scar_jax.checkpointing`, then writes the report (`scar_jax.evaluation.report`).
+
+Per batch, every model-independent mask is drawn once and shared by all models;
+transfer-adversarial masks are ranked once by the reference model; white-box
+masks are ranked by each evaluated model. All of a model's conditions then run
+through one compiled, vmapped encoder call per chunk of conditions.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from typing import Any, Mapping, Sequence
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from absl import logging
+
+from scar_jax.evaluation import cmrs as cmrs_lib
+from scar_jax.evaluation import linear_probe
+from scar_jax.evaluation import missingness as miss
+from scar_jax.evaluation import zeroshot
+from scar_jax.models import ecg_encoder
+from scar_jax.models import scar as scar_model
+
+
+@dataclasses.dataclass
+class EvalData:
+    """One split in memory: ecg [N, T, 12] float32 (normalised), lead_observed [N, 12], labels [N, K].
+
+    Optional: time_observed [N, T] bool; evidence_primary / evidence_secondary
+    [N, nbins, 12] bool (per record, 0.1 s bins; masker / adversary targeting);
+    class_primary / class_secondary [K, nbins, 12] or [K, N, nbins, 12] bool (class c's
+    region, for the oracle protocols); report_tokens {input_ids, attention_mask} [N, L].
+    """
+
+    ecg: np.ndarray
+    lead_observed: np.ndarray
+    labels: np.ndarray
+    class_names: list[str]
+    prompts: list[str]
+    time_observed: np.ndarray | None = None
+    evidence_primary: np.ndarray | None = None
+    evidence_secondary: np.ndarray | None = None
+    class_primary: np.ndarray | None = None
+    class_secondary: np.ndarray | None = None
+    report_tokens: dict[str, np.ndarray] | None = None
+    sample_rate: float = 500.0
+    bin_seconds: float = 0.1
+
+    def __len__(self) -> int:
+        return int(self.ecg.shape[0])
+
+
+@dataclasses.dataclass
+class ModelSpec:
+    """A model to evaluate: flax Model, its variables, and its text checkpoint name + max length."""
+
+    name: str
+    model: scar_model.Model
+    variables: Any
+    text_checkpoint: str
+    max_len: int = 64
+
+    @classmethod
+    def from_config(cls, name: str, config: ml_collections.ConfigDict, variables: Any):
+        """Model built from a full config (its `model` block) with the given variables."""
+        return cls(
+            name,
+            scar_model.build_model(config.model),
+            variables,
+            config.model.txt.checkpoint,
+            int(config.model.txt.max_len),
+        )
+
+
+def _observed_tokens(data: EvalData, sl: slice, patch_size: int) -> np.ndarray:
+    """Observed token grid [b, 12, S] of the examples in `sl`."""
+    to = None if data.time_observed is None else data.time_observed[sl]
+    return np.asarray(
+        ecg_encoder.token_observed(data.lead_observed[sl], data.ecg.shape[1], patch_size, to)
+    )
+
+
+def _pad(x: np.ndarray, n: int) -> np.ndarray:
+    """Pad axis 0 of x to n rows with zeros."""
+    if x.shape[0] == n:
+        return x
+    return np.concatenate([x, np.zeros((n - x.shape[0],) + x.shape[1:], x.dtype)])
+
+
+def _region_tokens(region: np.ndarray | None, data: EvalData, patch: int, s: int, sl: slice):
+    """Class regions [K, nbins, 12] or [K, N, nbins, 12] -> token grid [K, 1|b, 12, S] or None."""
+    if region is None:
+        return None
+    tok = miss.evidence_to_tokens(region, patch, data.sample_rate, s, data.bin_seconds)
+    return tok[:, None] if tok.ndim == 3 else tok[:, sl]
+
+
+def _masker_removals(module, ecg, lead_observed, text, rho, tau):
+    """Model method: the trained masker's hard removal [B, 12, S] at budget rho (report-conditioned)."""
+    observed = module.observed_tokens(ecg, lead_observed)
+    z_txt, _ = module.txt(text)
+    tokens = module.ecg.embed_tokens(ecg, observed)
+    rho_b = jnp.full((ecg.shape[0],), rho, jnp.float32)
+    _, aux = module.masker(tokens, z_txt, observed, tau=tau, rho=rho_b)
+    return aux["m_hard"] > 0
+
+
+def evaluate(
+    models: Sequence[ModelSpec],
+    data: EvalData,
+    cfg: ml_collections.ConfigDict,
+    *,
+    reference: ModelSpec | None = None,
+    probe_data: tuple[EvalData, EvalData] | None = None,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Evaluate every model on the same grid -> (results (JSON-able), arrays for the plots).
+
+    cfg: config.eval. reference: ranks the transfer-adversarial masks (default: none,
+    transfer conditions skipped). probe_data: (train, validation) splits for the
+    linear probe, fitted on clean features and scored on every test condition.
+    """
+    if not models:
+        raise ValueError("evaluate() needs at least one model.")
+    patch = models[0].model.ecg.patch_size
+    n, t = len(data), data.ecg.shape[1]
+    s = t // patch
+    k_cls = data.labels.shape[1]
+    if len(data.prompts) != k_cls or len(data.class_names) != k_cls:
+        raise ValueError(
+            f"{k_cls} label columns but {len(data.class_names)} class names and "
+            f"{len(data.prompts)} prompts; every class needs exactly one prompt."
+        )
+    with_oracle = bool(cfg.oracle) and data.class_primary is not None
+    conds = miss.grid_from_config(cfg, with_transfer=reference is not None, with_oracle=with_oracle)
+    static = [c for c in conds if c.family not in ("adversarial", "oracle")]
+    regions = {"primary": data.class_primary, "secondary": data.class_secondary}
+    bs = int(cfg.batch_size)
+
+    embedders = {m.name: miss.GridEmbedder(m.model, m.variables, cfg.chunk) for m in models}
+    z_cls = {
+        m.name: zeroshot.prompt_embeddings(
+            m.model, m.variables, zeroshot.tokenize_prompts(m.text_checkpoint, data.prompts,
+                                                            m.max_len))
+        for m in models
+    }
+    ref_emb = ref_zcls = None
+    if reference is not None:
+        ref_emb = miss.GridEmbedder(reference.model, reference.variables, cfg.chunk)
+        ref_zcls = zeroshot.prompt_embeddings(
+            reference.model, reference.variables,
+            zeroshot.tokenize_prompts(reference.text_checkpoint, data.prompts, reference.max_len),
+        )
+
+    want_z = {c.name for c in conds if c.family in ("clean", "random", "adversarial")}
+    sc = {m.name: {c.name: np.zeros((n, k_cls), np.float32) for c in conds} for m in models}
+    zs = {m.name: {c: None for c in want_z} for m in models}
+    feats = {m.name: {} for m in models} if probe_data is not None else None
+    target_stats = {m.name: {} for m in models}  # condition -> list of [b, 4] count rows
+    traces = {"examples": [], "keeps": {}}
+    n_trace = int(cfg.trace_examples)
+    timing = {"rank_s": 0.0, "grid_s": 0.0, "conditions": 0}
+    unit_names = sorted({c.unit for c in conds if c.family == "adversarial"})
+
+    for start in range(0, n, bs):
+        sl = slice(start, min(start + bs, n))
+        b = sl.stop - sl.start
+        observed = _pad(_observed_tokens(data, sl, patch), bs)
+        ecg = _pad(np.nan_to_num(data.ecg[sl]).astype(np.float32), bs)
+        labels = _pad(np.asarray(data.labels[sl], bool), bs)
+        index = np.arange(start, start + bs)
+        keeps = {c.name: miss.condition_keep(c, observed, index, cfg.seed) for c in static}
+        primary = None
+        if data.evidence_primary is not None:
+            primary = _pad(
+                miss.evidence_to_tokens(data.evidence_primary[sl], patch, data.sample_rate, s,
+                                        data.bin_seconds), bs)
+        t0 = time.perf_counter()
+        if ref_emb is not None:
+            ref_tok = ref_emb.tokens(ecg, observed)
+            for unit in unit_names:
+                imp = ref_emb.importance(ref_tok, observed, unit, ref_zcls, labels)
+                for c in conds:
+                    if c.family == "adversarial" and c.mode == "transfer" and c.unit == unit:
+                        keeps[c.name] = np.asarray(miss.topk_units_keep(
+                            jnp.asarray(observed), jnp.asarray(imp), unit, c.rho))
+        timing["rank_s"] += time.perf_counter() - t0
+        oracle_keeps = {}
+        for c in conds:
+            if c.family == "oracle":
+                reg = _region_tokens(regions[c.region], data, patch, s, sl)
+                if reg is None:
+                    continue
+                if reg.shape[1] != 1:
+                    reg = np.stack([_pad(r, bs) for r in reg])
+                oracle_keeps[c.name] = [miss.region_keep(observed, reg[j]) for j in range(k_cls)]
+
+        for m in models:
+            emb = embedders[m.name]
+            t0 = time.perf_counter()
+            tok = emb.tokens(ecg, observed)
+            mk = dict(keeps)
+            for unit in unit_names:
+                if not any(c.mode == "whitebox" and c.unit == unit for c in conds):
+                    continue
+                imp = emb.importance(tok, observed, unit, z_cls[m.name], labels)
+                for c in conds:
+                    if c.family == "adversarial" and c.mode == "whitebox" and c.unit == unit:
+                        mk[c.name] = np.asarray(miss.topk_units_keep(
+                            jnp.asarray(observed), jnp.asarray(imp), unit, c.rho))
+            timing["rank_s"] += time.perf_counter() - t0
+            names, stack = [], []
+            for c in conds:
+                if c.family == "oracle":
+                    if c.name in oracle_keeps:
+                        names += [(c.name, j) for j in range(k_cls)]
+                        stack += oracle_keeps[c.name]
+                else:
+                    names.append((c.name, None))
+                    stack.append(mk[c.name])
+            t0 = time.perf_counter()
+            z, pooled = emb.embed(tok, miss.stack_keeps(stack))
+            timing["grid_s"] += time.perf_counter() - t0
+            timing["conditions"] = len(stack)
+            scores = zeroshot.scores(z, z_cls[m.name])  # [C', bs, K]
+            for i, (name, j) in enumerate(names):
+                if j is None:
+                    sc[m.name][name][sl] = scores[i, :b]
+                    if name in want_z:
+                        zs[m.name][name] = _append(zs[m.name][name], z[i, :b])
+                    if feats is not None:
+                        feats[m.name][name] = _append(feats[m.name].get(name), pooled[i, :b])
+                else:
+                    sc[m.name][name][sl, j] = scores[i, :b, j]
+            if primary is not None:
+                for c in conds:
+                    if c.family in ("adversarial", "random"):
+                        removed = observed & ~mk[c.name]
+                        target_stats[m.name].setdefault(c.name, []).append(
+                            _target_counts(removed, primary, observed)[:b])
+                if data.report_tokens is not None and m.model.masker.kind == "adversarial":
+                    text = {k: jnp.asarray(_pad(v[sl], bs)) for k, v in data.report_tokens.items()}
+                    for rho in cfg.rhos:
+                        removed = np.asarray(m.model.apply(
+                            m.variables, jnp.asarray(ecg), jnp.asarray(_pad(
+                                np.asarray(data.lead_observed[sl], bool), bs)), text, float(rho),
+                            float(cfg.masker_tau), method=_masker_removals,
+                            rngs={"masker": jax.random.fold_in(jax.random.key(cfg.seed), start)},
+                        ))
+                        target_stats[m.name].setdefault(f"masker/rho{rho:g}", []).append(
+                            _target_counts(removed & observed, primary, observed)[:b])
+            if start == 0 and n_trace:
+                for name, _ in names:
+                    if name in mk and (name.startswith("adversarial") or name == "clean"):
+                        key = name if "transfer" in name or name == "clean" else f"{m.name}:{name}"
+                        traces["keeps"][key] = mk[name][:n_trace]
+        if start == 0 and n_trace:
+            traces["examples"] = ecg[: min(n_trace, b)]
+            traces["observed"] = observed[: min(n_trace, b)]
+            if primary is not None:
+                traces["primary"] = primary[: min(n_trace, b)]
+
+    results = _aggregate(models, data, cfg, conds, sc, zs, target_stats)
+    results["timing"] = _measure_cost(embedders[models[0].name], data, cfg, patch, static, timing)
+    if probe_data is not None:
+        for m in models:
+            results["models"][m.name]["linear_probe"] = _probe(
+                m, embedders[m.name], probe_data, feats[m.name], data, cfg, patch)
+    plots = {"scores": sc, "traces": traces, "conditions": conds}
+    return results, plots
+
+
+def _append(acc: np.ndarray | None, x: np.ndarray) -> np.ndarray:
+    """Concatenate rows."""
+    return x.copy() if acc is None else np.concatenate([acc, x])
+
+
+def _target_counts(removed: np.ndarray, primary: np.ndarray, observed: np.ndarray) -> np.ndarray:
+    """Per example [b, 4]: removed, removed in primary, primary observed, observed token counts."""
+    primary = primary & observed
+    return np.stack(
+        [removed.sum((1, 2)), (removed & primary).sum((1, 2)), primary.sum((1, 2)),
+         observed.sum((1, 2))], -1)
+
+
+def _targeting_from_counts(rows: np.ndarray) -> dict[str, float]:
+    """Aggregate [N, 4] count rows into share / chance / lift (as missingness.targeting)."""
+    ok = (rows[:, 0] > 0) & (rows[:, 2] > 0)
+    if not ok.any():
+        return {"share": float("nan"), "chance": float("nan"), "lift": float("nan"), "n": 0}
+    share = float(np.mean(rows[ok, 1] / rows[ok, 0]))
+    chance = float(np.mean(rows[ok, 2] / rows[ok, 3]))
+    return {"share": share, "chance": chance, "lift": share / chance, "n": int(ok.sum())}
+
+
+def _aggregate(models, data, cfg, conds, sc, zs, target_stats) -> dict[str, Any]:
+    """Metrics per model and condition from the collected scores / embeddings."""
+    n = len(data)
+    idx = zeroshot.bootstrap_indices(n, int(cfg.bootstrap), int(cfg.seed))
+    labels = np.asarray(data.labels, bool)
+    out = {
+        "n": n,
+        "classes": list(data.class_names),
+        "skipped_classes": zeroshot.macro_auroc(labels, np.zeros(labels.shape))["skipped"],
+        "conditions": [dataclasses.asdict(c) for c in conds],
+        "models": {},
+    }
+    for m in models:
+        res = {"zeroshot": {}, "cmrs": {}, "targeting": {}}
+        for c in conds:
+            res["zeroshot"][c.name] = zeroshot.evaluate(labels, sc[m.name][c.name],
+                                                        data.class_names, indices=idx)
+        clean = sc[m.name]["clean"]
+        for mode in miss.MODES:
+            for unit in miss.UNITS:
+                adv = [c for c in conds if c.family == "adversarial" and c.mode == mode
+                       and c.unit == unit]
+                if not adv:
+                    continue
+                by_rho, drift, retention = {}, {}, {}
+                for c in adv:
+                    by_rho[c.rho] = cmrs_lib.cmrs_rho(clean, sc[m.name][c.name], labels)
+                    retention[c.rho] = cmrs_lib.rank_retention(clean, sc[m.name][c.name], labels)
+                    rnd = f"random/{unit}/rho{c.rho:g}"
+                    drift[c.rho] = cmrs_lib.drift_ratio(
+                        zs[m.name]["clean"], zs[m.name][c.name], zs[m.name][rnd])
+                res["cmrs"][f"{mode}/{unit}"] = {
+                    "cmrs": cmrs_lib.headline(by_rho),
+                    "by_rho": {f"{r:g}": v for r, v in by_rho.items()},
+                    "drift_ratio": {f"{r:g}": v for r, v in drift.items()},
+                    "rank_retention": {f"{r:g}": v for r, v in retention.items()},
+                }
+        head = res["cmrs"].get(f"{cfg.cmrs_mode}/{cfg.cmrs_unit}")
+        res["cmrs_headline"] = head["cmrs"] if head else float("nan")
+        for name, rows in target_stats[m.name].items():
+            res["targeting"][name] = _targeting_from_counts(np.concatenate(rows))
+        out["models"][m.name] = res
+    return out
+
+
+def _measure_cost(emb, data, cfg, patch, static, timing) -> dict[str, float]:
+    """Grid cost vs (conditions x one clean pass) on the first batch, compiled functions warm."""
+    bs = int(cfg.batch_size)
+    sl = slice(0, min(bs, len(data)))
+    observed = _pad(_observed_tokens(data, sl, patch), bs)
+    ecg = _pad(np.nan_to_num(data.ecg[sl]).astype(np.float32), bs)
+    keeps = miss.stack_keeps([miss.condition_keep(c, observed, np.arange(bs), cfg.seed)
+                              for c in static])
+    one = keeps[:1]
+
+    def clean_pass():
+        return emb.embed(emb.tokens(ecg, observed), np.concatenate([one] * emb.chunk))
+
+    # A clean pass alone is one condition; run the chunk and divide (same compiled function).
+    clean_pass()
+    t_clean = min(miss.timed(clean_pass)[1] for _ in range(3)) / emb.chunk
+    grid = lambda: emb.embed(emb.tokens(ecg, observed), keeps)  # noqa: E731
+    grid()
+    t_grid = min(miss.timed(grid)[1] for _ in range(3))
+    c = len(static)
+    ratio = t_grid / (c * t_clean)
+    logging.info("grid cost: %d conditions in %.3fs vs %.3fs per clean pass -> %.2fx", c, t_grid,
+                 t_clean, ratio)
+    return {
+        "conditions_static": c,
+        "clean_pass_s": t_clean,
+        "grid_s": t_grid,
+        "ratio": ratio,
+        "total_rank_s": timing["rank_s"],
+        "total_grid_s": timing["grid_s"],
+        "conditions_per_model": timing["conditions"],
+        "traces": emb.traces,
+    }
+
+
+def _probe(m, emb, probe_data, test_feats, data, cfg, patch) -> dict[str, Any]:
+    """Linear probes at each label fraction; test macro AUROC under every non-oracle condition."""
+    train, val = probe_data
+
+    def clean_feats(d: EvalData) -> np.ndarray:
+        out = []
+        for start in range(0, len(d), cfg.batch_size):
+            sl = slice(start, min(start + cfg.batch_size, len(d)))
+            obs = _pad(_observed_tokens(d, sl, patch), cfg.batch_size)
+            ecg = _pad(np.nan_to_num(d.ecg[sl]).astype(np.float32), cfg.batch_size)
+            _, p = emb.embed(emb.tokens(ecg, obs), obs[None])
+            out.append(p[0, : sl.stop - sl.start])
+        return np.concatenate(out)
+
+    x_tr, x_va = clean_feats(train), clean_feats(val)
+    probes = linear_probe.fit_fractions(
+        x_tr, train.labels, x_va, val.labels, cfg.probe_fractions, cfg.probe_cs, cfg.seed)
+    idx = zeroshot.bootstrap_indices(len(data), int(cfg.bootstrap), int(cfg.seed))
+    out = {}
+    for frac, probe in probes.items():
+        res = {"C": probe.c, "val_auroc": probe.val_auroc, "test": {}}
+        for name, x in test_feats.items():
+            res["test"][name] = zeroshot.evaluate(
+                data.labels, probe.decision(x), data.class_names, indices=idx)
+        out[f"{frac:g}"] = res
+    return out
+
+
+# ----------------------------------------------------------------------------- Checkpoints.
+
+
+def load_checkpoint(path: str | os.PathLike, step: int | None = None) -> tuple[Any, dict | None]:
+    """(variables {'params': ...}, saved config dict or None) from a training checkpoint folder."""
+    import orbax.checkpoint as ocp
+
+    from scar_jax import checkpointing
+
+    ckpt = checkpointing.Checkpointer(os.fspath(path), async_save=False, keep_best=0)
+    step = ckpt.latest_step() if step is None else step
+    if step is None:
+        raise FileNotFoundError(
+            f"No complete checkpoint in {path}; pass the folder a training run saved into "
+            "(config.train.checkpoint_dir), or in-memory params to run_eval."
+        )
+    restored = ckpt.manager.restore(
+        step, args=ocp.args.Composite(**{checkpointing.STATE: ocp.args.StandardRestore()}))
+    state = restored[checkpointing.STATE]
+    params = state["params"] if isinstance(state, Mapping) else state.params
+    try:
+        saved_config = ckpt.restore_config(step)
+    except Exception as e:  # noqa: BLE001  (a checkpoint saved without its config)
+        logging.warning("checkpoint %s step %d has no config (%s); using the eval config.",
+                        path, step, e)
+        saved_config = None
+    ckpt.close()
+    return {"params": params}, saved_config
+
+
+def model_spec(name: str, config: ml_collections.ConfigDict, source: Any) -> ModelSpec:
+    """ModelSpec from a checkpoint folder, a variables dict, or (config, variables)."""
+    if isinstance(source, ModelSpec):
+        return source
+    if isinstance(source, tuple):
+        cfg, variables = source
+        return ModelSpec.from_config(name, cfg, variables)
+    if isinstance(source, (str, os.PathLike)):
+        variables, saved = load_checkpoint(source)
+        cfg = config
+        if saved is not None and "model" in saved:
+            cfg = ml_collections.ConfigDict(saved)
+        return ModelSpec.from_config(name, cfg, variables)
+    variables = source if "params" in source else {"params": source}
+    return ModelSpec.from_config(name, config, variables)

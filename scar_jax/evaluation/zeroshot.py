@@ -1,0 +1,150 @@
+"""Zero-shot diagnosis (METHOD §8): prompt embeddings once, cosine scores, macro AUROC + bootstrap.
+
+AUROC is the Mann-Whitney statistic with average ranks for ties, which is exactly
+`sklearn.metrics.roc_auc_score` (tested); it is written with ranks so that a
+thousand bootstrap resamples of every condition stay cheap.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import warnings
+from typing import Any, Sequence
+
+import jax
+import numpy as np
+import scipy.stats
+
+from scar_jax.models import scar as scar_model
+from scar_jax.models import text_encoder
+
+
+def tokenize_prompts(
+    text_checkpoint: str, prompts: Sequence[str], max_len: int
+) -> dict[str, np.ndarray]:
+    """Prompt token ids [K, max_len] with the text checkpoint's tokenizer.
+
+    For the random tiny BERT (no tokenizer) the ids are a hash of the prompt text, so
+    distinct prompts get distinct, reproducible ids.
+    """
+    folder = scar_model.text_checkpoint_folder(text_checkpoint)
+    if folder is not None:
+        return text_encoder.tokenize(text_encoder.load_tokenizer(folder), prompts, max_len)
+    vocab = text_encoder.BertConfig.tiny().vocab_size
+    ids = np.zeros((len(prompts), max_len), np.int32)
+    for i, p in enumerate(prompts):
+        digest = hashlib.sha256(p.encode()).digest()
+        seed = int.from_bytes(digest[:8], "little")
+        ids[i] = np.random.default_rng(seed).integers(1, vocab, max_len)
+    ones = np.ones_like(ids)
+    return {"input_ids": ids, "attention_mask": ones, "token_type_ids": np.zeros_like(ids)}
+
+
+def prompt_embeddings(model: Any, variables: Any, tokens: dict[str, np.ndarray]) -> np.ndarray:
+    """Class prompt embeddings [K, E] (L2-normalised), computed once per model."""
+    z, _ = model.apply(
+        variables, {k: jax.numpy.asarray(v) for k, v in tokens.items()},
+        method=scar_model.Model.embed_text,
+    )
+    return np.asarray(z)
+
+
+def scores(z_ecg: np.ndarray, z_cls: np.ndarray) -> np.ndarray:
+    """Cosine scores [..., N, K] of ECG embeddings [..., N, E] against prompts [K, E]."""
+    a = z_ecg / np.maximum(np.linalg.norm(z_ecg, axis=-1, keepdims=True), 1e-12)
+    b = z_cls / np.maximum(np.linalg.norm(z_cls, axis=-1, keepdims=True), 1e-12)
+    return a @ b.T
+
+
+def auroc(labels: np.ndarray, scores_: np.ndarray) -> np.ndarray:
+    """Per-column AUROC of labels [..., N, K] bool vs scores [..., N, K]; NaN without both classes.
+
+    Mann-Whitney U with average ranks for ties (= sklearn.metrics.roc_auc_score).
+    """
+    labels = np.asarray(labels, bool)
+    ranks = scipy.stats.rankdata(scores_, axis=-2)
+    n_pos = labels.sum(-2)
+    n_neg = labels.shape[-2] - n_pos
+    u = np.sum(ranks * labels, axis=-2) - n_pos * (n_pos + 1) / 2.0
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = u / (n_pos * n_neg)
+    return np.where((n_pos > 0) & (n_neg > 0), out, np.nan)
+
+
+def valid_classes(labels: np.ndarray) -> np.ndarray:
+    """Bool [K]: classes with at least one positive and one negative example."""
+    labels = np.asarray(labels, bool)
+    n_pos = labels.sum(0)
+    return (n_pos > 0) & (n_pos < labels.shape[0])
+
+
+def macro_auroc(
+    labels: np.ndarray, scores_: np.ndarray, class_names: Sequence[str] | None = None
+) -> dict[str, Any]:
+    """Macro AUROC over valid classes: {'auroc', 'per_class', 'skipped'} (skipped = class names)."""
+    labels = np.asarray(labels, bool)
+    k = labels.shape[1]
+    names = list(class_names) if class_names is not None else [str(i) for i in range(k)]
+    per = auroc(labels, scores_)
+    ok = valid_classes(labels)
+    return {
+        "auroc": float(np.mean(per[ok])) if ok.any() else float("nan"),
+        "per_class": {n: float(a) for n, a, v in zip(names, per, ok) if v},
+        "skipped": [n for n, v in zip(names, ok) if not v],
+    }
+
+
+def bootstrap_indices(n: int, num_samples: int, seed: int) -> np.ndarray:
+    """Resampled example indices [num_samples, n] (with replacement), seeded."""
+    return np.random.default_rng(seed).integers(0, n, size=(num_samples, n))
+
+
+def bootstrap_macro_auroc(
+    labels: np.ndarray,
+    scores_: np.ndarray,
+    indices: np.ndarray,
+    classes: np.ndarray | None = None,
+    chunk: int = 64,
+) -> np.ndarray:
+    """Macro AUROC of each resample [num_samples]: indices [R, N] from bootstrap_indices.
+
+    Averaged over `classes` (bool [K]; default the classes valid on the full set) that
+    still have both labels in the resample.
+    """
+    labels = np.asarray(labels, bool)
+    if classes is None:
+        classes = valid_classes(labels)
+    labels, scores_ = labels[:, classes], np.asarray(scores_)[:, classes]
+    out = []
+    for i in range(0, len(indices), chunk):
+        idx = indices[i : i + chunk]
+        per = auroc(labels[idx], scores_[idx])  # [r, K]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # a resample without any valid class
+            out.append(np.nanmean(per, -1))
+    return np.concatenate(out) if out else np.zeros((0,))
+
+
+def interval(samples: np.ndarray, level: float = 0.95) -> tuple[float, float]:
+    """Percentile interval (lo, hi) of bootstrap samples (NaNs ignored)."""
+    samples = np.asarray(samples, np.float64)
+    samples = samples[np.isfinite(samples)]
+    if samples.size == 0:
+        return float("nan"), float("nan")
+    a = (1.0 - level) / 2.0
+    lo, hi = np.quantile(samples, [a, 1.0 - a])
+    return float(lo), float(hi)
+
+
+def evaluate(
+    labels: np.ndarray,
+    scores_: np.ndarray,
+    class_names: Sequence[str],
+    *,
+    indices: np.ndarray | None = None,
+) -> dict[str, Any]:
+    """Macro AUROC with its 95 % bootstrap interval (when `indices` are given) for one condition."""
+    out = macro_auroc(labels, scores_, class_names)
+    if indices is not None and len(indices):
+        out["ci"] = list(interval(bootstrap_macro_auroc(labels, scores_, indices)))
+    return out
