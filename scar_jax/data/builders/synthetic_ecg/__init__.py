@@ -1,0 +1,1 @@
+"""TFDS builder folder: synthetic_ecg (the built-in corpus of scar_jax.data.synthetic)."""
