@@ -1,0 +1,482 @@
+"""The training loop: setup -> state (fresh or resumed) -> for step: update, log, validate, save.
+
+  python -m scar_jax.main train --config=configs/scar.py:variant=mu,runlocal --workdir=/tmp/run
+
+`train(config, workdir)` is the whole run and is callable from tests. A workdir
+holds `checkpoints/` (orbax: train state, data iterator state, config),
+`metrics.jsonl` (+ `tensorboard/` when installed). Started on a workdir that has
+a complete checkpoint, the run resumes from it, data order included: the
+resumed run's parameters equal an uninterrupted run's bitwise on CPU.
+
+Multi-host: `initialize_distributed` calls `jax.distributed.initialize` before
+anything touches a device: automatically on TPU pods and under SLURM, with an
+explicit coordinator (arguments or JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES /
+JAX_PROCESS_ID) for a local cluster. Every process runs the same loop on its
+shard of the data; only process 0 writes metrics.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+import time
+import zlib
+from typing import Any, Callable, Mapping, Sequence
+
+from absl import logging
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from scar_jax import checkpointing
+from scar_jax import losses
+from scar_jax import metrics as metrics_lib
+from scar_jax import sharding as sharding_lib
+from scar_jax import train_state as train_state_lib
+from scar_jax import update as update_lib
+from scar_jax.data import pipeline
+from scar_jax.models import ecg_encoder
+from scar_jax.models import scar
+from scar_jax.models import text_encoder
+
+# An evaluator gets (state, step) at every validation and returns named scalars
+# ('val/zeroshot_auroc': 0.71); they are logged and can rank checkpoints (best_metric).
+Evaluator = Callable[[Any, int], Mapping[str, float]]
+# Called with (step, this process's numpy batch) before the batch is used; it may read it
+# (data audits: batch['index'] holds the record indices) or modify it in place.
+BatchCallback = Callable[[int, dict[str, np.ndarray]], None]
+
+CHECKPOINT_DIR = "checkpoints"
+
+
+# --- multi-host ------------------------------------------------------------------------------
+
+
+def _int_env(name: str) -> int | None:
+    """An integer environment variable, or None when unset/empty."""
+    value = os.environ.get(name, "")
+    return int(value) if value.strip() else None
+
+
+def initialize_distributed(
+    coordinator_address: str | None = None,
+    num_processes: int | None = None,
+    process_id: int | None = None,
+) -> bool:
+    """jax.distributed.initialize when this is one process of several; True if it was called.
+
+    Explicit (a local cluster): coordinator_address 'host:port', num_processes and
+    process_id, from the arguments or JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES /
+    JAX_PROCESS_ID. Automatic: under SLURM with more than one task and on a TPU
+    slice with more than one worker. Otherwise (one process) nothing is done.
+    """
+    if jax.distributed.is_initialized():
+        return True
+    address = coordinator_address or os.environ.get("JAX_COORDINATOR_ADDRESS") or None
+    num = num_processes if num_processes is not None else _int_env("JAX_NUM_PROCESSES")
+    pid = process_id if process_id is not None else _int_env("JAX_PROCESS_ID")
+    if address is not None:
+        if num is None or pid is None:
+            raise ValueError(
+                f"Coordinator {address!r} given without num_processes/process_id; pass all "
+                "three (or set JAX_NUM_PROCESSES and JAX_PROCESS_ID)."
+            )
+        if num > 1:
+            logging.info("jax.distributed.initialize(%s, %d processes, id %d)", address, num, pid)
+            jax.distributed.initialize(address, num_processes=num, process_id=pid)
+            return True
+        return False
+    slurm_tasks = _int_env("SLURM_STEP_NUM_TASKS") or _int_env("SLURM_NTASKS") or 1
+    tpu_workers = [h for h in os.environ.get("TPU_WORKER_HOSTNAMES", "").split(",") if h]
+    if ("SLURM_JOB_ID" in os.environ and slurm_tasks > 1) or len(tpu_workers) > 1:
+        logging.info("jax.distributed.initialize() with the cluster's auto-detected settings")
+        jax.distributed.initialize()
+        return True
+    return False
+
+
+# --- text ------------------------------------------------------------------------------------
+
+
+class HashTokenizer:
+    """Deterministic word-hash token ids for the random text tower (no vocabulary exists).
+
+    texts -> input_ids int32 [N, max_len] (CLS=1, words -> crc32 % (vocab - 2) + 2, 0 pads),
+    attention_mask int32 [N, max_len].
+    """
+
+    def __init__(self, vocab_size: int, max_len: int):
+        self.vocab_size, self.max_len = vocab_size, max_len
+
+    def __call__(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
+        """Token ids and attention mask of each text, truncated/padded to max_len."""
+        ids = np.zeros((len(texts), self.max_len), np.int32)
+        for i, text in enumerate(texts):
+            words = [1] + [
+                zlib.crc32(w.encode()) % (self.vocab_size - 2) + 2 for w in str(text).split()
+            ]
+            words = words[: self.max_len]
+            ids[i, : len(words)] = words
+        return {"input_ids": ids, "attention_mask": (ids > 0).astype(np.int32)}
+
+
+def report_text_fn(config: ml_collections.ConfigDict) -> Callable[[list[str]], Mapping]:
+    """texts -> token ids with the text checkpoint's tokenizer (HashTokenizer for random-tiny)."""
+    folder = scar.text_checkpoint_folder(config.model.txt.checkpoint)
+    if folder is None:
+        return HashTokenizer(text_encoder.BertConfig.tiny().vocab_size, config.model.txt.max_len)
+    tokenizer = text_encoder.load_tokenizer(folder)
+    return functools.partial(text_encoder.tokenize, tokenizer, max_len=config.model.txt.max_len)
+
+
+def _report_features(
+    model: scar.Model, params: Any, config: ml_collections.ConfigDict, split: str, text_fn, mesh
+) -> np.ndarray:
+    """Pooled frozen-text features [N, H] of every report of `split`, in record index order."""
+    source, _ = pipeline.load_source(
+        config.input.dataset, split, config.input.data_dir or None
+    )
+    texts = pipeline.report_texts(source)
+    t0 = time.perf_counter()
+    feats = update_lib.compute_report_features(
+        model, params, text_fn(texts), batch_size=max(config.batch_size, 8), mesh=mesh
+    )
+    logging.info(
+        "cached %d report features of %s (%.1fs)", len(texts), split, time.perf_counter() - t0
+    )
+    return feats
+
+
+# --- validation ------------------------------------------------------------------------------
+
+
+def make_embed_fn(model: scar.Model) -> Callable:
+    """jitted (params, global batch) -> (z_ecg [B, E], z_txt [B, E]) in eval mode, no masker."""
+
+    def embed(params, batch):
+        z_e, _ = model.apply(
+            {"params": params},
+            batch["ecg"],
+            batch["lead_observed"],
+            batch.get("time_observed"),
+            method=model.embed_ecg,
+        )
+        text = {k: batch[k] for k in ("input_ids", "attention_mask", "txt_feats") if k in batch}
+        z_t, _ = model.apply({"params": params}, text, method=model.embed_text)
+        return z_e, z_t
+
+    return jax.jit(embed)
+
+
+def validation_loss(
+    embed_fn: Callable,
+    params: Any,
+    batches: Any,
+    batch_sharding: jax.sharding.Sharding,
+    loss_kind: str,
+    max_batches: int,
+) -> dict[str, float]:
+    """{'val/loss': contrastive loss of the clean view, 'val/examples': n} over the first
+    `max_batches` global batches (padding rows dropped; batches weighted by their rows)."""
+    out = {"logit_scale": params["logit_scale"]}
+    if "logit_bias" in params:
+        out["logit_bias"] = params["logit_bias"]
+    out = jax.device_get(out)
+    total, count = 0.0, 0
+    for i, local in enumerate(batches):
+        if i >= max_batches:
+            break
+        batch = pipeline.global_batch(local, batch_sharding)
+        z_e, z_t, valid = sharding_lib.to_host(
+            (*embed_fn(params, batch), batch["valid"])
+        )
+        valid = np.asarray(valid, bool)
+        if valid.sum() < 2:
+            continue  # a contrastive loss needs at least one negative
+        loss = float(losses.contrastive(z_e[valid], z_t[valid], out, loss_kind))
+        total += loss * int(valid.sum())
+        count += int(valid.sum())
+    if count == 0:
+        raise ValueError(
+            "Validation saw fewer than 2 real examples per batch; use a bigger validation split "
+            "or set config.train.eval_every=0."
+        )
+    return {"val/loss": total / count, "val/examples": float(count)}
+
+
+# --- the loop --------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class TrainResult:
+    """What a run ends with: the final state and step, the last logged train/val scalars."""
+
+    state: Any
+    step: int
+    train_metrics: dict[str, float]
+    val_metrics: dict[str, float]
+    preempted: bool
+    resumed_from: int | None
+
+
+def _batch_spec(config: ml_collections.ConfigDict) -> dict[str, jax.ShapeDtypeStruct]:
+    """Shapes of a global batch for the shape-first state init."""
+    t = pipeline.num_samples(config.input)
+    b, length = config.batch_size, config.model.txt.max_len
+    return {
+        "ecg": jax.ShapeDtypeStruct((b, t, ecg_encoder.NUM_LEADS), jnp.float32),
+        "input_ids": jax.ShapeDtypeStruct((b, length), jnp.int32),
+    }
+
+
+def _abstract(tree: Any) -> Any:
+    """Arrays -> ShapeDtypeStructs with their shardings (a restore target)."""
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), tree)
+
+
+def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested dict -> {'a.b': leaf}."""
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, Mapping):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = list(v) if isinstance(v, tuple) else v
+    return out
+
+
+def _warn_config_changes(saved: Mapping[str, Any], config: ml_collections.ConfigDict) -> None:
+    """Log the config leaves that differ from those the checkpoint was written with."""
+    now, before = _flatten(config.to_dict()), _flatten(saved)
+    changed = sorted(k for k in set(now) | set(before) if now.get(k) != before.get(k))
+    if changed:
+        logging.warning(
+            "Resuming with a config that differs from the checkpoint's in %s",
+            ", ".join(f"{k}: {before.get(k)!r} -> {now.get(k)!r}" for k in changed[:20]),
+        )
+
+
+def _check_train_config(config: ml_collections.ConfigDict) -> None:
+    """Fail early on loop settings that cannot work."""
+    t = config.train
+    if config.optim.nonfinite not in update_lib.NONFINITE_POLICIES:
+        raise ValueError(
+            f"config.optim.nonfinite={config.optim.nonfinite!r}; expected one of "
+            f"{update_lib.NONFINITE_POLICIES}."
+        )
+    for name in ("checkpoint_every", "eval_every", "keep_best"):
+        if t[name] < 0:
+            raise ValueError(f"config.train.{name}={t[name]} must be >= 0.")
+    if t.keep < 1:
+        raise ValueError(f"config.train.keep={t.keep}: keep at least the latest checkpoint.")
+    if t.eval_every > 0 and t.eval_batches < 1:
+        raise ValueError("config.train.eval_batches must be >= 1 when eval_every > 0.")
+    if config.log_every < 1:
+        raise ValueError(f"config.log_every={config.log_every} must be >= 1.")
+
+
+def train(
+    config: ml_collections.ConfigDict,
+    workdir: str | os.PathLike,
+    *,
+    evaluators: Sequence[Evaluator] = (),
+    batch_callback: BatchCallback | None = None,
+) -> TrainResult:
+    """Train (or resume) the run in `workdir` up to config.total_steps; see the module doc."""
+    initialize_distributed()
+    _check_train_config(config)
+    workdir = os.fspath(workdir)
+    t_cfg, policy = config.train, config.optim.nonfinite
+    is_main = jax.process_index() == 0
+    if is_main:
+        os.makedirs(workdir, exist_ok=True)
+
+    mesh = sharding_lib.make_mesh(config.mesh)
+    batch_sharding = sharding_lib.batch_sharding(mesh)
+    if config.batch_size % sharding_lib.batch_divisor(mesh):
+        raise ValueError(
+            f"config.batch_size={config.batch_size} is not divisible by the "
+            f"{sharding_lib.batch_divisor(mesh)} devices on the batch axes; use a multiple."
+        )
+    model = scar.build_model(config.model)
+    state, state_shardings = train_state_lib.create_train_state(
+        model, config, _batch_spec(config), mesh, jax.random.key(config.seed)
+    )
+
+    # Data: report tokens, or features of the frozen text tower computed once.
+    text_fn = report_text_fn(config)
+    cache = t_cfg.cache_text_features and update_lib.text_is_frozen(config, state.params)
+    train_split, val_split = config.input.train_split, config.input.eval_split
+    feats = {}
+    if cache:
+        for split in {train_split, val_split} if t_cfg.eval_every else {train_split}:
+            feats[split] = _report_features(model, state.params, config, split, text_fn, mesh)
+    data_seed = config.input.shuffle_seed if config.input.shuffle_seed >= 0 else config.seed
+
+    def dataset(split: str, train_mode: bool):
+        return pipeline.make_dataset(
+            config.input,
+            split,
+            global_batch_size=config.batch_size,
+            seed=data_seed,
+            train=train_mode,
+            text=None if cache else text_fn,
+            report_features=feats.get(split),
+        )
+
+    train_iter = iter(dataset(train_split, True))
+    val_ds = dataset(val_split, False) if t_cfg.eval_every else None
+
+    # Fresh or resumed.
+    ckpt = checkpointing.Checkpointer(
+        os.path.join(workdir, CHECKPOINT_DIR),
+        save_every=t_cfg.checkpoint_every,
+        keep=t_cfg.keep,
+        keep_best=t_cfg.keep_best,
+        best_metric=t_cfg.best_metric,
+        best_mode=t_cfg.best_mode,
+        async_save=t_cfg.async_checkpoint,
+    )
+    start = ckpt.latest_step()
+    if start is not None:
+        _warn_config_changes(ckpt.restore_config(start), config)
+        template = _abstract(state)
+        del state  # free the fresh copy before the restored one is loaded
+        state, start = ckpt.restore(template, step=start, data_iterator=train_iter)
+        logging.info("Resuming from step %d of %s.", start, workdir)
+    step = 0 if start is None else start
+
+    update_fn = update_lib.jit_update(
+        update_lib.make_update_fn(model, config), state_shardings, batch_sharding
+    )
+    embed_fn = make_embed_fn(model)
+    rng = jax.device_put(jax.random.key(config.seed), sharding_lib.replicated(mesh))
+    writer = metrics_lib.MetricWriter(
+        workdir, enabled=is_main, tensorboard=t_cfg.tensorboard, resume_step=start
+    )
+    throughput = metrics_lib.Throughput(config.total_steps, window=t_cfg.throughput_window)
+
+    pending: list[dict[str, jax.Array]] = []
+    last_train: dict[str, float] = {}
+    last_val: dict[str, float] = {}
+    skipped_in_a_row, preempted = 0, False
+    config_dict = config.to_dict()
+
+    def save(step: int, metrics: Mapping[str, float] | None = None) -> None:
+        ckpt.save(step, state, data_iterator=train_iter, config=config_dict, metrics=metrics)
+
+    def validate(step: int) -> dict[str, float]:
+        t0 = time.perf_counter()
+        out = validation_loss(
+            embed_fn, state.params, val_ds, batch_sharding, config.model.loss, t_cfg.eval_batches
+        )
+        for evaluator in evaluators:
+            out.update({k: float(v) for k, v in evaluator(state, step).items()})
+        writer.write(step, out)
+        logging.info(
+            "validation at step %d (%.1fs): %s",
+            step,
+            time.perf_counter() - t0,
+            ", ".join(f"{k} {v:.4f}" for k, v in out.items()),
+        )
+        throughput.reset()
+        return out
+
+    try:
+        with checkpointing.PreemptionGuard() as guard:
+            throughput.mark(step, step * config.batch_size)
+            while step < config.total_steps:
+                local = next(train_iter)
+                if batch_callback is not None:
+                    batch_callback(step + 1, local)
+                batch = pipeline.global_batch(local, batch_sharding)
+                t0 = time.perf_counter()
+                state, metrics = update_fn(state, batch, rng)
+                step += 1
+                pending.append(metrics)
+                if step == (start or 0) + 1:
+                    jax.block_until_ready(metrics)
+                    logging.info(
+                        "first step (compile + run) %.1fs", time.perf_counter() - t0
+                    )
+                    throughput.reset()
+                    throughput.mark(step, step * config.batch_size)
+                if policy == "stop" and float(metrics["nonfinite"]) > 0:
+                    raise FloatingPointError(
+                        f"Non-finite loss or gradient at step {step} (its update was not "
+                        "applied). Stopping as config.optim.nonfinite='stop'; the last "
+                        f"checkpoint is step {ckpt.latest_step()}. Lower the learning rate, "
+                        "check the data, or set config.optim.nonfinite='skip'."
+                    )
+                throughput.mark(step, step * config.batch_size)
+
+                if step % config.log_every == 0 or step == config.total_steps:
+                    window = jax.device_get(pending)
+                    pending.clear()
+                    flags = [float(m["nonfinite"]) for m in window]
+                    for f in flags:
+                        skipped_in_a_row = skipped_in_a_row + 1 if f > 0 else 0
+                        if skipped_in_a_row >= t_cfg.max_skipped_in_a_row > 0:
+                            raise FloatingPointError(
+                                f"{skipped_in_a_row} steps in a row had a non-finite loss or "
+                                f"gradient (up to step {step}); the run is not recovering. "
+                                f"The last checkpoint is step {ckpt.latest_step()}."
+                            )
+                    last_train = {
+                        f"train/{k}": float(np.mean([float(m[k]) for m in window]))
+                        for k in window[-1]
+                    }
+                    last_train["train/nonfinite/count"] = float(window[-1]["nonfinite/count"])
+                    steps_s, ex_s = throughput.rates()
+                    if np.isfinite(ex_s):
+                        last_train["train/examples_per_s"] = ex_s
+                        last_train["train/steps_per_s"] = steps_s
+                    writer.write(step, last_train)
+                    metrics_lib.log_progress(
+                        step, config.total_steps, last_train, throughput, keys=("train/loss/total",)
+                    )
+
+                val = None
+                if t_cfg.eval_every and (
+                    step % t_cfg.eval_every == 0 or step == config.total_steps
+                ):
+                    val = last_val = validate(step)
+                if guard.requested(step):
+                    logging.warning("Preemption: saving step %d and stopping.", step)
+                    save(step, val)
+                    preempted = True
+                    break
+                if (
+                    ckpt.should_save(step)
+                    or step == config.total_steps
+                    or (val is not None and t_cfg.keep_best > 0)
+                ):
+                    save(step, val)
+    finally:
+        ckpt.close()  # waits for the asynchronous saves to be finalised
+        writer.close()
+    return TrainResult(
+        state=state,
+        step=step,
+        train_metrics=last_train,
+        val_metrics=last_val,
+        preempted=preempted,
+        resumed_from=start,
+    )
+
+
+def run(config: ml_collections.ConfigDict, workdir: str) -> TrainResult:
+    """The `scar_jax.main train` command: train (or resume) and log a one-line summary."""
+    result = train(config, workdir)
+    logging.info(
+        "%s at step %d/%d; last train loss %s, val %s; workdir %s",
+        "Preempted" if result.preempted else "Finished",
+        result.step,
+        config.total_steps,
+        result.train_metrics.get("train/loss/total"),
+        result.val_metrics.get("val/loss"),
+        workdir,
+    )
+    return result
