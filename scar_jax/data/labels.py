@@ -1,0 +1,98 @@
+"""Class names and zero-shot prompts per dataset.
+
+    labels.classes("synthetic_ecg")          # ('NORM', 'AMI', ...)
+    labels.prompts("synthetic_ecg/250hz")    # {class: prompt}; the config part is optional
+    labels.prompts("ptbxl/superdiagnostic")  # real corpora from scar_jax.data.real_labels
+
+A dataset is looked up by its full name first, then by the part before '/'. The synthetic
+corpus is registered from `scar_jax.data.synthetic.CLASS_INFO`; the real corpora come from
+`scar_jax.data.real_labels` ("<corpus>/<label set>" for PTB-XL, "<corpus>" otherwise).
+Corpora whose classes are only known once built (Chapman-Shaoxing) are registered with
+`register(name, classes, prompts)`, e.g. from `info.metadata["classes"]`.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Mapping, Sequence
+
+_REGISTRY: dict[str, tuple[tuple[str, ...], dict[str, str]]] = {}
+
+
+def register(
+    dataset: str, classes: Sequence[str], prompts: Mapping[str, str], *, overwrite: bool = False
+) -> None:
+    """Register a dataset's class names (in label order) and a prompt for every class."""
+    classes = tuple(classes)
+    missing = [c for c in classes if not prompts.get(c)]
+    if missing:
+        raise ValueError(f"register({dataset!r}): no prompt for classes {missing}.")
+    if len(set(classes)) != len(classes):
+        raise ValueError(f"register({dataset!r}): repeated class names in {classes}.")
+    if dataset in _REGISTRY and not overwrite and _REGISTRY[dataset][0] != classes:
+        raise ValueError(
+            f"Dataset {dataset!r} is already registered with other classes; pass overwrite=True "
+            "to replace it."
+        )
+    _REGISTRY[dataset] = (classes, {c: prompts[c] for c in classes})
+
+
+def _register_synthetic() -> None:
+    synthetic = importlib.import_module("scar_jax.data.synthetic")
+    register(
+        "synthetic_ecg",
+        synthetic.CLASSES,
+        {c.name: c.prompt for c in synthetic.CLASS_INFO},
+        overwrite=True,
+    )
+
+
+def _from_real_labels(dataset: str) -> tuple[tuple[str, ...], dict[str, str]] | None:
+    """Classes and prompts of a real corpus from scar_jax.data.real_labels, if it knows it."""
+    try:
+        real = importlib.import_module("scar_jax.data.real_labels")
+    except ModuleNotFoundError as e:
+        if e.name == "scar_jax.data.real_labels":
+            return None
+        raise
+    corpus, _, label_set = dataset.partition("/")
+    if corpus not in getattr(real, "PROMPTS", {}):
+        return None
+    try:
+        names = real.classes(corpus, label_set or None)
+    except ValueError:
+        return None
+    return tuple(names), {c: real.prompt(corpus, c, fallback=c) for c in names}
+
+
+def _lookup(dataset: str) -> tuple[tuple[str, ...], dict[str, str]]:
+    if "synthetic_ecg" not in _REGISTRY:
+        _register_synthetic()
+    for key in (dataset, dataset.partition("/")[0]):
+        if key in _REGISTRY:
+            return _REGISTRY[key]
+    found = _from_real_labels(dataset)
+    if found is not None:
+        return found
+    raise KeyError(
+        f"No class list for dataset {dataset!r}; known: {sorted(_REGISTRY)} and the real corpora "
+        "of scar_jax/data/real_labels.py (ptbxl/<label set>, cpsc2018). Register it with "
+        "scar_jax.data.labels.register(name, classes, prompts)."
+    )
+
+
+def classes(dataset: str) -> tuple[str, ...]:
+    """Class names of `dataset`, in the order of its multi-hot `labels`."""
+    return _lookup(dataset)[0]
+
+
+def prompts(dataset: str) -> dict[str, str]:
+    """{class name: zero-shot prompt} of `dataset`, in class order."""
+    return dict(_lookup(dataset)[1])
+
+
+def registered() -> tuple[str, ...]:
+    """Datasets registered so far (the real corpora of real_labels are looked up on demand)."""
+    if "synthetic_ecg" not in _REGISTRY:
+        _register_synthetic()
+    return tuple(sorted(_REGISTRY))
