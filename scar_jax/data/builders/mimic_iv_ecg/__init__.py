@@ -1,0 +1,1 @@
+"""TFDS builder folder: mimic_iv_ecg."""
