@@ -1,0 +1,211 @@
+"""Missingness protocols: exact counts, named subsets, contiguity, budgets, evidence grid, grid."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from scar_jax.evaluation import missingness as miss
+from tests.evaluation.conftest import ecg_batch
+
+S = 10
+
+
+def _observed(n=64, seed=0, s=S):
+    """[n, 12, s] observed tokens: some absent leads, some records padded at the end."""
+    rng = np.random.default_rng(seed)
+    lead = rng.random((n, 12)) > 0.2
+    lead[:, 0] = True
+    valid = rng.integers(s // 2, s + 1, n)
+    seg = np.arange(s)[None] < valid[:, None]
+    return lead[:, :, None] & seg[:, None, :]
+
+
+@pytest.mark.parametrize("k", [3, 6, 9])
+def test_lead_drop_removes_exactly_k_observed_leads(k):
+    obs = _observed()
+    keep = miss.condition_keep(miss.lead_drop(k), obs, np.arange(len(obs)), seed=0)
+    n_obs = obs.any(-1).sum(-1)
+    n_kept = keep.any(-1).sum(-1)
+    np.testing.assert_array_equal(n_obs - n_kept, np.minimum(k, n_obs - 1))
+    assert (keep <= obs).all()
+    # whole leads go: a kept lead keeps all its observed tokens
+    kept_lead = keep.any(-1)
+    np.testing.assert_array_equal(keep, obs & kept_lead[:, :, None])
+
+
+def test_masks_depend_on_example_not_batch_and_seed_matters():
+    obs = _observed()
+    idx = np.arange(len(obs))
+    cond = miss.joint(6, 0.5)
+    whole = miss.condition_keep(cond, obs, idx, seed=3)
+    halves = np.concatenate([miss.condition_keep(cond, obs[:20], idx[:20], seed=3),
+                             miss.condition_keep(cond, obs[20:], idx[20:], seed=3)])
+    np.testing.assert_array_equal(whole, halves)
+    other = miss.condition_keep(cond, obs, idx, seed=4)
+    assert (other != whole).any()
+
+
+@pytest.mark.parametrize("name,leads", [("I", [0]), ("I+II", [0, 1]), ("limb6", range(6)),
+                                        ("precordial6", range(6, 12)), ("II+V1", [1, 6])])
+def test_named_subsets(name, leads):
+    obs = _observed()
+    keep = miss.condition_keep(miss.subset(name), obs, np.arange(len(obs)), seed=0)
+    want = np.zeros(12, bool)
+    want[list(leads)] = True
+    np.testing.assert_array_equal(keep, obs & want[None, :, None])
+
+
+@pytest.mark.parametrize("r", [0.25, 0.5, 0.75])
+def test_temporal_drop_is_one_contiguous_run_of_the_observed_segments(r):
+    obs = _observed(s=20)
+    keep = miss.condition_keep(miss.temporal(r), obs, np.arange(len(obs)), seed=0)
+    for o, k in zip(obs, keep):
+        seg_obs = o.any(0)
+        dropped = seg_obs & ~k.any(0)
+        assert dropped.sum() == round(r * seg_obs.sum())
+        where = np.flatnonzero(dropped)
+        assert (np.diff(where) == 1).all()  # contiguous
+        np.testing.assert_array_equal(k, o & ~dropped[None])  # across all leads, nothing else
+
+
+def test_joint_is_lead_drop_and_temporal_drop():
+    obs = _observed(s=20)
+    keep = miss.condition_keep(miss.joint(3, 0.5), obs, np.arange(len(obs)), seed=0)
+    for o, k in zip(obs, keep):
+        n_obs, n_seg = o.any(-1).sum(), o.any(0).sum()
+        assert n_obs - k.any(-1).sum() == min(3, n_obs - 1)
+        assert n_seg - k.any(0).sum() == round(0.5 * n_seg)
+        np.testing.assert_array_equal(k, o & k.any(-1)[:, None] & k.any(0)[None])
+
+
+@pytest.mark.parametrize("unit", ["lead", "segment", "token"])
+def test_topk_units_removes_the_most_important_within_budget(unit):
+    obs = _observed(n=8)
+    u = miss.units_observed(obs, unit)
+    imp = np.random.default_rng(1).normal(size=u.shape)
+    keep = np.asarray(miss.topk_units_keep(jnp.asarray(obs), jnp.asarray(imp), unit, 0.3))
+    removed_u = np.asarray(miss.units_observed(obs & ~keep, unit)) if unit == "token" else None
+    for i in range(len(obs)):
+        n = int(np.asarray(u[i]).sum())
+        k = int(np.round(0.3 * n))
+        order = np.argsort(-np.where(u[i], imp[i], -np.inf), kind="stable")[:k]
+        want = np.zeros(u.shape[1], bool)
+        want[order] = True
+        if unit == "token":
+            got = removed_u[i]
+        elif unit == "lead":
+            got = (obs[i] & ~keep[i]).any(-1)
+        else:
+            got = (obs[i] & ~keep[i]).any(0)
+        np.testing.assert_array_equal(got, want)
+
+
+def test_random_units_budget_is_exact():
+    obs = _observed()
+    keep = miss.condition_keep(miss.random_units("segment", 0.2), obs, np.arange(64), seed=0)
+    n_seg = obs.any(1).sum(-1)
+    np.testing.assert_array_equal(n_seg - keep.any(1).sum(-1), np.round(0.2 * n_seg))
+
+
+def test_evidence_bins_to_token_grid():
+    # 2 s at 500 Hz, patch 100 -> 10 segments of 0.2 s; 20 bins of 0.1 s.
+    ev = np.zeros((20, 12), bool)
+    ev[3, 6] = True  # 0.3-0.4 s in V1 -> segment 1
+    ev[10:14, 1] = True  # 1.0-1.4 s in II -> segments 5, 6
+    tok = miss.evidence_to_tokens(ev, patch_size=100, sample_rate=500, num_segments=10)
+    want = np.zeros((12, 10), bool)
+    want[6, 1] = True
+    want[1, 5:7] = True
+    np.testing.assert_array_equal(tok, want)
+    # patch 125 at 500 Hz = 0.25 s: bin 0.3-0.4 overlaps segment 1 only; bin 0.4-0.5 spans 1 and 2
+    ev2 = np.zeros((20, 12), bool)
+    ev2[4, 0] = True
+    tok2 = miss.evidence_to_tokens(ev2, patch_size=125, sample_rate=500, num_segments=8)
+    np.testing.assert_array_equal(np.flatnonzero(tok2[0]), [1])
+    # the oracle keeps everything observed outside the region
+    obs = _observed(n=4)
+    keep = miss.region_keep(obs, want)
+    np.testing.assert_array_equal(keep, obs & ~want[None])
+
+
+def test_targeting_share_and_chance_by_hand():
+    obs = np.ones((2, 12, 10), bool)
+    primary = np.zeros_like(obs)
+    primary[:, 0, :] = True  # 10 of 120 tokens: chance 1/12
+    removed = np.zeros_like(obs)
+    removed[0, 0, :5] = True  # 5 of 5 removals inside
+    removed[1, 0, :2] = True
+    removed[1, 1, :6] = True  # 2 of 8 inside
+    t = miss.targeting(removed, primary, obs)
+    assert t["share"] == pytest.approx((1.0 + 0.25) / 2)
+    assert t["chance"] == pytest.approx(1 / 12)
+    assert t["lift"] == pytest.approx(0.625 * 12)
+
+
+@pytest.fixture(scope="module")
+def mu_model(mu):
+    ecg, lead_obs = ecg_batch(8, mu.num_samples)
+    obs = np.asarray(mu.model.apply(mu.variables, jnp.asarray(ecg), jnp.asarray(lead_obs),
+                                    method=mu.model.observed_tokens))
+    return mu.model, mu.variables, ecg, lead_obs, obs
+
+
+def _embed_ecg(model):
+    """Jitted model.embed_ecg(ecg, lead_observed, keep=keep) -> (z, pooled)."""
+
+    def f(v, ecg, lead_obs, keep):
+        z, aux = model.apply(v, ecg, lead_obs, keep=keep, method=model.embed_ecg)
+        return z, aux["pre_logits"]
+
+    jf = jax.jit(f)
+    return lambda v, e, lo, k: jf(v, jnp.asarray(e), jnp.asarray(lo), jnp.asarray(k, jnp.float32))
+
+
+def test_grid_equals_one_by_one_and_compiles_once(mu_model):
+    model, variables, ecg, lead_obs, obs = mu_model
+    emb = miss.GridEmbedder(model, variables, chunk=4)
+    conds = [miss.clean(), miss.lead_drop(3), miss.subset("II+V1"), miss.temporal(0.5),
+             miss.joint(6, 0.25), miss.random_units("token", 0.3)]
+    keeps = miss.stack_keeps([miss.condition_keep(c, obs, np.arange(8), 0) for c in conds])
+    tok = emb.tokens(ecg, obs)
+    z, pooled = emb.embed(tok, keeps)
+    one = _embed_ecg(model)
+    assert z.shape[:2] == (len(conds), 8) and pooled.shape[:2] == (len(conds), 8)
+    for i in range(len(conds)):
+        want, want_pooled = one(variables, ecg, lead_obs, keeps[i])
+        np.testing.assert_allclose(z[i], np.asarray(want), atol=2e-5)
+        np.testing.assert_allclose(pooled[i], np.asarray(want_pooled), atol=2e-5)
+    # more conditions, other data, one condition: still the single compiled function
+    emb.embed(emb.tokens(ecg[::-1].copy(), obs[::-1].copy()), np.concatenate([keeps, keeps]))
+    emb.embed(tok, keeps[:1])
+    assert emb.traces == 1
+
+
+def test_occlusion_importance_is_the_margin_drop(mu_model):
+    model, variables, ecg, lead_obs, obs = mu_model
+    emb = miss.GridEmbedder(model, variables, chunk=4)
+    z_cls = np.array(jax.random.normal(jax.random.key(5), (3, 32)))
+    z_cls /= np.linalg.norm(z_cls, axis=-1, keepdims=True)
+    labels = np.zeros((8, 3), bool)
+    labels[:, 0] = True
+    labels[::2, 2] = True
+    tok = emb.tokens(ecg, obs)
+    imp = emb.importance(tok, obs, "lead", z_cls, labels)
+
+    one = _embed_ecg(model)
+
+    def margin(keep):
+        z, _ = one(variables, ecg, lead_obs, keep)
+        s = np.asarray(z) @ z_cls.T
+        pos = (s * labels).sum(-1) / labels.sum(-1)
+        neg = (s * ~labels).sum(-1) / (~labels).sum(-1)
+        return pos - neg
+
+    base = margin(obs)
+    for lead in (1, 7):
+        k = obs.copy()
+        k[:, lead] = False
+        np.testing.assert_allclose(imp[:, lead], base - margin(k), atol=2e-5)
+    g = emb.importance(tok, obs, "token", z_cls, labels)
+    assert g.shape == (8, 12 * S) and (g[~obs.reshape(8, -1)] == 0).all()
