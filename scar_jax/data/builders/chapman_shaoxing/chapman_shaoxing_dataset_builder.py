@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import collections
 import csv
+import dataclasses
 import glob
 import os
 
@@ -70,12 +71,12 @@ def compare_matching(dx: dict[str, list[str]], names: dict[str, str]) -> dict[st
     return {a: (exact[a], sub[a]) for a in sorted(acr)}
 
 
+@dataclasses.dataclass(eq=False)
 class CsnConfig(tfds.core.BuilderConfig):
     """Minimum records per class and the split seed."""
 
-    def __init__(self, *, min_count: int = 10, seed: int = 0, **kwargs):
-        super().__init__(**kwargs)
-        self.min_count, self.seed = min_count, seed
+    min_count: int = 10  # a SNOMED code becomes a class when this many records have it
+    seed: int = 0  # seed of the 70/10/20 split
 
 
 class Builder(wfdb_common.WfdbBuilder):

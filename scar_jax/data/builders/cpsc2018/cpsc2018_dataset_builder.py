@@ -14,6 +14,7 @@ are padded with *unobserved* samples (`valid_samples`), never zeros-as-signal.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import glob
 import os
 
@@ -28,12 +29,17 @@ FRACTIONS = {"train": 0.7, "validation": 0.1, "test": 0.2}
 SPLIT_FILE = "split.csv"
 
 
+@dataclasses.dataclass(eq=False)
 class Cpsc2018Config(tfds.core.BuilderConfig):
     """Stored length (seconds at 500 Hz) and the split seed."""
 
-    def __init__(self, *, seconds: int, seed: int = 0, **kwargs):
-        super().__init__(**kwargs)
-        self.num_samples, self.seed = seconds * RATE, seed
+    seconds: int = 10  # stored length; longer records are cropped at the start
+    seed: int = 0  # seed of the 70/10/20 split
+
+    @property
+    def num_samples(self) -> int:
+        """Stored samples at 500 Hz."""
+        return self.seconds * RATE
 
 
 def _original_record(path: str) -> wfdb_common.Record:

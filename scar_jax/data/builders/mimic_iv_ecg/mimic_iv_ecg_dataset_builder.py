@@ -21,6 +21,7 @@ position.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import os
 import re
 import sqlite3
@@ -56,24 +57,21 @@ def clean_report(parts: list[str]) -> str:
     return " ".join(text.lower().split())
 
 
+@dataclasses.dataclass(eq=False)
 class MimicConfig(tfds.core.BuilderConfig):
     """Split fractions and seed, minimum report words, and the shard this build covers."""
 
-    def __init__(
-        self,
-        *,
-        validation_fraction: float = 0.02,
-        seed: int = 0,
-        min_words: int = 4,
-        num_shards: int = 1,
-        shard_index: int = 0,
-        **kwargs,
-    ):
-        super().__init__(**kwargs)
-        if not 0 <= shard_index < num_shards:
-            raise ValueError(f"shard_index={shard_index} must be in [0, num_shards={num_shards}).")
-        self.validation_fraction, self.seed, self.min_words = validation_fraction, seed, min_words
-        self.num_shards, self.shard_index = num_shards, shard_index
+    validation_fraction: float = 0.02  # share of subjects in the validation split
+    seed: int = 0  # seed of the subject hash split
+    min_words: int = 4  # reports with fewer words are skipped (short_report)
+    num_shards: int = 1  # sharded generation: number of shards of the corpus
+    shard_index: int = 0  # sharded generation: the shard this build writes
+
+    def __post_init__(self):
+        if not 0 <= self.shard_index < self.num_shards:
+            raise ValueError(
+                f"shard_index={self.shard_index} must be in [0, num_shards={self.num_shards})."
+            )
 
     @property
     def fractions(self) -> dict[str, float]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import dataclasses
 import os
 from typing import Any
 
@@ -61,14 +62,25 @@ def derive_labels(scp_codes: str | dict, maps: dict[str, dict[str, str]]) -> dic
     return {s: sorted({m[c] for c in codes if c in m}) for s, m in maps.items()}
 
 
+@dataclasses.dataclass(eq=False)
 class PtbxlConfig(tfds.core.BuilderConfig):
-    """A sampling rate: which WFDB folder to read and the stored length."""
+    """A sampling rate (500 or 100 Hz): which WFDB folder to read and the stored length."""
 
-    def __init__(self, *, rate: int, **kwargs):
-        super().__init__(**kwargs)
-        self.rate = rate
-        self.num_samples = 10 * rate
-        self.filename_column = {500: "filename_hr", 100: "filename_lr"}[rate]
+    rate: int = 500  # Hz: records500 (filename_hr) or records100 (filename_lr)
+
+    def __post_init__(self):
+        if self.rate not in (100, 500):
+            raise ValueError(f"PTB-XL rate={self.rate}; the corpus has 100 and 500 Hz files.")
+
+    @property
+    def num_samples(self) -> int:
+        """10 s at the config's rate."""
+        return 10 * self.rate
+
+    @property
+    def filename_column(self) -> str:
+        """The ptbxl_database.csv column of the record paths."""
+        return {500: "filename_hr", 100: "filename_lr"}[self.rate]
 
 
 class Builder(wfdb_common.WfdbBuilder):

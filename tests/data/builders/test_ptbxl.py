@@ -1,0 +1,101 @@
+"""PTB-XL builder on its dummy data: split counts, labels, lead order, units, provenance."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from scar_jax.data import preprocessing, real_labels
+from scar_jax.data.builders import wfdb_common
+from scar_jax.data.builders.ptbxl import make_dummy_data, ptbxl_dataset_builder as ptbxl
+
+from .conftest import build, dummy_dir, millivolts, read_all
+
+
+@pytest.fixture(scope="module", params=["500hz", "100hz"])
+def built(request, tmp_path_factory):
+    b = build(ptbxl.Builder, dummy_dir("ptbxl"), tmp_path_factory.mktemp("tfds"), request.param)
+    return request.param, b, read_all(b)
+
+
+def test_split_counts_and_has_label_counts(built):
+    _, b, data = built
+    assert {s: len(v) for s, v in data.items()} == {"train": 5, "validation": 2, "test": 2}
+    # Hand-counted from make_dummy_data.RECORDS (a set leaves out records without a label).
+    expected = {
+        "superdiagnostic": {"train": 3, "validation": 2, "test": 2},
+        "subdiagnostic": {"train": 3, "validation": 2, "test": 2},
+        "form": {"train": 2, "validation": 1, "test": 1},
+        "rhythm": {"train": 5, "validation": 2, "test": 1},
+    }
+    for name, want in expected.items():
+        got = {s: sum(bool(ex[f"has_{name}"]) for ex in v.values()) for s, v in data.items()}
+        assert got == want, name
+    assert b.info.metadata["classes"] == list(real_labels.PTBXL_SUPERDIAGNOSTIC)
+
+
+def _names(ex, name):
+    return sorted(np.array(real_labels.PTBXL_LABEL_SETS[name])[ex[f"labels_{name}"]])
+
+
+def test_labels_match_hand_derivation(built):
+    _, _, data = built
+    ex = {k: v for split in data.values() for k, v in split.items()}
+    assert _names(ex["3"], "superdiagnostic") == ["HYP", "MI"]  # ASMI -> MI, LVH -> HYP
+    assert _names(ex["3"], "subdiagnostic") == ["AMI", "LVH"]
+    assert _names(ex["3"], "rhythm") == ["AFIB"] and not ex["3"]["has_form"]
+    assert _names(ex["6"], "superdiagnostic") == ["STTC"] and _names(ex["6"], "form") == ["NDT"]
+    assert _names(ex["7"], "subdiagnostic") == ["CLBBB", "_AVB"]  # CLBBB, 1AVB
+    assert _names(ex["8"], "subdiagnostic") == ["ISCA", "STTC"]  # ISCAL, LNGQT
+    assert _names(ex["8"], "form") == ["LNGQT"] and not ex["8"]["has_rhythm"]
+    assert _names(ex["2"], "form") == ["ABQRS"]  # likelihood 0 still counts
+    assert not ex["5"]["has_superdiagnostic"] and _names(ex["5"], "rhythm") == ["SR"]
+    np.testing.assert_array_equal(ex["2"]["labels"], ex["2"]["labels_superdiagnostic"])
+    assert ex["4"]["patient_id"] == b"104" and ex["5"]["patient_id"] == b"104"
+    assert int(ex["8"]["strat_fold"]) == 10 and int(ex["8"]["ecg_id"]) == 8
+    assert ex["1"]["report"] == b"sinusrhythmus normales ekg"
+
+
+def test_label_maps_cover_the_71_statements():
+    st = make_dummy_data.statements()
+    maps = ptbxl.label_maps(st)
+    assert len(st) == 71
+    assert {k: len(v) for k, v in maps.items()} == {
+        "superdiagnostic": 44, "subdiagnostic": 44, "form": 19, "rhythm": 12
+    }
+    assert {k: len(set(v.values())) for k, v in maps.items()} == {
+        "superdiagnostic": 5, "subdiagnostic": 23, "form": 19, "rhythm": 12
+    }
+    assert ptbxl.derive_labels("{'INJIL': 0.0, 'PRC(S)': 0.0}", maps) == {
+        "superdiagnostic": ["MI"], "subdiagnostic": ["IMI"], "form": ["PRC(S)"], "rhythm": []
+    }
+    bad = st.copy()
+    bad.loc["NORM", "diagnostic_class"] = "NORMAL"
+    with pytest.raises(ValueError, match="NORMAL"):
+        ptbxl.label_maps(bad)
+
+
+def test_signals_units_and_lead_order(built):
+    config, _, data = built
+    rate = {"500hz": 500, "100hz": 100}[config]
+    ex = {k: v for split in data.values() for k, v in split.items()}
+    for key, ref in [("3", make_dummy_data.signal_for(3, "synthetic")),  # shuffled header
+                     ("1", make_dummy_data.signal_for(1, "pydicom"))]:  # the real ECG
+        if rate == 100:
+            ref = preprocessing.resample(ref, 500, 100)
+        got = millivolts(ex[key])
+        assert got.shape == (10 * rate, 12)
+        # wfdb stores 1 uV per count and the int16 store 1 uV: error <= 1 uV.
+        np.testing.assert_allclose(got, ref, atol=1.01e-3)
+        assert ex[key]["lead_observed"].all()
+        assert int(ex[key]["source_rate"]) == rate and int(ex[key]["source_length"]) == 10 * rate
+        assert int(ex[key]["valid_samples"]) == 10 * rate
+    header = pd.read_csv(dummy_dir("ptbxl", "ptbxl_database.csv"))
+    assert header.filename_hr[2].endswith("00003_hr")
+
+
+def test_manifest_is_empty_on_clean_data(built):
+    _, b, _ = built
+    assert wfdb_common.read_manifest(str(b.data_path / wfdb_common.MANIFEST_NAME)) == []
+    assert b.info.metadata["record_counts"]["kept"] == 9
