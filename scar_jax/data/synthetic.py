@@ -141,7 +141,12 @@ _CI = {c.name: i for i, c in enumerate(CLASS_INFO)}
 # ---------------------------------------------------------------------------------------
 # Reports: several phrasings per finding; none contains a class prompt (tested).
 FINDING_TEMPLATES: dict[str, tuple[str, ...]] = {
-    "NORM": ("normal ecg", "within normal limits", "normal tracing", "no abnormality detected"),
+    "NORM": (
+        "normal electrocardiogram",
+        "ecg within normal limits",
+        "normal resting ecg",
+        "no abnormality detected",
+    ),
     "SR": ("sinus rhythm", "normal sinus rhythm", "rhythm is sinus", "regular sinus rhythm"),
     "AMI": (
         "st elevation in v1-v4 consistent with anterior infarct, acute",
@@ -222,7 +227,7 @@ IRRELEVANT_REMARKS = (
     "confirmed by cardiologist",
     "ventricular rate {hr} bpm",
 )
-ABNORMAL_SUMMARY = ("abnormal ecg", "abnormal tracing", "otherwise normal ecg")
+ABNORMAL_SUMMARY = ("abnormal ecg", "abnormal tracing", "borderline ecg")
 
 
 # ---------------------------------------------------------------------------------------
@@ -380,9 +385,9 @@ def _frontal_injury(deg: float) -> np.ndarray:
 
 # Injury (ST) fields per territory: [9] electrode potentials for 1 mV of primary elevation.
 _INJURY = {
-    "AMI": _frontal_injury(-90.0) * 0.4
+    "AMI": _frontal_injury(-90.0) * 0.5
     + np.r_[np.zeros(3), [0.6, 1.0, 1.0, 0.8, 0.15, 0.0]],
-    "IMI": _frontal_injury(110.0),
+    "IMI": _frontal_injury(115.0),
     "LMI": _frontal_injury(-40.0) * 0.8 + np.r_[np.zeros(3), [0.0, 0.0, 0.0, 0.15, 0.8, 1.0]],
 }
 _EARLY_REPOL = _frontal_injury(60.0) * 0.2 + np.r_[np.zeros(3), [0.0, 0.5, 1.0, 0.8, 0.3, 0.0]]
@@ -484,7 +489,7 @@ def generate_record(
     q_lobes = [(0.012, 0.006, 0.006, septal), (0.038, 0.010, 0.010, main),
                (0.062, 0.009, 0.009, term)]  # fmt: skip
     t_local = np.zeros(6)
-    st_dipole = rng.normal(0.0, 0.012, 3)  # non-specific ST drift, every record
+    st_dipole = rng.normal(0.0, 0.008, 3)  # non-specific ST drift, every record
     if has["LBBB"]:
         lb = rot @ _unit([0.75, 0.15, -0.65]) * r_amp * 0.9
         q_lobes = [(0.012, 0.008, 0.008, -0.6 * septal), (0.05, 0.02, 0.018, lb),
@@ -502,7 +507,7 @@ def generate_record(
     rr_sin = np.where(kind == 2, mean_rr, rr_prev)  # QT follows the underlying sinus RR
     qt = qtc * np.sqrt(np.clip(rr_sin, 0.3, 2.0))
     t_sr = rng.uniform(0.035, 0.045)
-    t_sl = rng.uniform(0.05, 0.07)
+    t_sl = rng.uniform(0.04, 0.055)
     t_end = onsets + qt
     t_peak = t_end - 2.5 * t_sr
     j_point = onsets + qrs_dur
@@ -558,7 +563,7 @@ def generate_record(
     st_e = _dipole_to_electrodes(st_dipole)
     for c in ("AMI", "IMI", "LMI"):
         if has[c]:
-            st_e = st_e + _INJURY[c] * gain**0.5 * rng.uniform(0.15, 0.4)
+            st_e = st_e + _INJURY[c] * gain**0.5 * rng.uniform(0.18, 0.4)
     if not (has["AMI"] or has["IMI"] or has["LMI"]) and rng.random() < 0.15:
         st_e = st_e + _EARLY_REPOL * rng.uniform(0.05, 0.15)
     plateau = _sigmoid((tw - (j_point - onsets)[:, None]) / 0.008) * _sigmoid(
@@ -671,7 +676,7 @@ def make_report(
     order = rng.permutation(len(parts))
     parts = [parts[i] for i in order]
     if "NORM" not in names and rng.random() < 0.5:
-        parts.append(rng.choice(ABNORMAL_SUMMARY[:2]))
+        parts.append(rng.choice(ABNORMAL_SUMMARY))
     for _ in range(rng.binomial(2, 0.2)):
         parts.insert(int(rng.integers(0, len(parts) + 1)), rng.choice(IRRELEVANT_REMARKS))
     return ". ".join(p.format(**fill) for p in parts) + "."
@@ -709,7 +714,7 @@ def plot_examples(
         raise ValueError(f"plot_examples: config_name {config_name!r}; expected one of {list(rates)}.")
     fs = rates[config_name]
     fig, axes = plt.subplots(
-        NUM_LEADS, len(CLASSES), figsize=(2.6 * len(CLASSES), 16), sharex=True, squeeze=False
+        NUM_LEADS, len(CLASSES), figsize=(2.6 * len(CLASSES), 16), squeeze=False
     )
     for j, name in enumerate(CLASSES):
         rec = generate_record(seed, "test", j, sampling_rate=fs, labels=[name])
@@ -718,13 +723,15 @@ def plot_examples(
         for i, lead in enumerate(LEAD_NAMES):
             ax = axes[i, j]
             for ev, colour in ((rec.evidence_primary, "tab:red"), (rec.evidence_secondary, "tab:blue")):
-                for b in np.flatnonzero(ev[: int(np.ceil(seconds / EVIDENCE_BIN_S)), i]):
-                    ax.axvspan(b * EVIDENCE_BIN_S, (b + 1) * EVIDENCE_BIN_S, color=colour,
-                               alpha=0.15, lw=0)  # fmt: skip
+                col = np.r_[False, ev[: int(np.ceil(seconds / EVIDENCE_BIN_S)), i], False]
+                edges = np.flatnonzero(np.diff(col.astype(np.int8)))  # run starts and ends
+                for lo, hi in zip(edges[::2], edges[1::2]):
+                    ax.axvspan(lo * EVIDENCE_BIN_S, hi * EVIDENCE_BIN_S, color=colour, alpha=0.15, lw=0)
             ax.plot(t, rec.ecg[:n, i], "k", lw=0.6)
             ax.set_xlim(0, seconds)
             ax.set_ylim(-2.0, 2.5)
-            ax.set_yticks([-1, 0, 1, 2])
+            ax.set_yticks([-1, 0, 1, 2], labels=None if j == 0 else [])
+            ax.set_xticks(np.arange(int(seconds) + 1), labels=None if i == NUM_LEADS - 1 else [])
             ax.tick_params(labelsize=6)
             ax.grid(True, lw=0.2)
             if j == 0:
@@ -735,7 +742,7 @@ def plot_examples(
         f"synthetic_ecg {config_name}, seed {seed}: primary evidence red, secondary blue",
         fontsize=10,
     )
-    fig.tight_layout()
+    fig.subplots_adjust(left=0.03, right=0.995, top=0.955, bottom=0.03, wspace=0.15, hspace=0.12)
     fig.savefig(out_png, dpi=110)
     plt.close(fig)
     logging.info("Wrote %s", out_png)

@@ -1,0 +1,257 @@
+"""The synthetic ECG generator: lead algebra, rates, ST deviations, evidence, reports, labels."""
+
+import numpy as np
+import pytest
+
+from scar_jax.data import labels, synthetic
+from scar_jax.models.ecg_encoder import LEAD_NAMES
+
+L = {name: i for i, name in enumerate(LEAD_NAMES)}
+
+
+def _rec(index, names=None, fs=500, seed=0, **kw):
+    return synthetic.generate_record(seed, "train", index, sampling_rate=fs, labels=names, **kw)
+
+
+def test_lead_names_are_the_models():
+    assert synthetic.LEAD_NAMES == LEAD_NAMES
+
+
+@pytest.mark.parametrize("names", [["NORM"], ["AMI", "RBBB"], ["AFIB", "LVOLT"], ["PVC", "IMI"]])
+def test_einthoven_and_goldberger_relations(names):
+    for i in range(3):
+        x = _rec(i, names).ecg
+        lead_i, lead_ii = x[:, L["I"]], x[:, L["II"]]
+        np.testing.assert_allclose(x[:, L["III"]], lead_ii - lead_i, atol=1e-5, rtol=0)
+        np.testing.assert_allclose(x[:, L["aVR"]], -(lead_i + lead_ii) / 2, atol=1e-5, rtol=0)
+        np.testing.assert_allclose(x[:, L["aVL"]], lead_i - lead_ii / 2, atol=1e-5, rtol=0)
+        np.testing.assert_allclose(x[:, L["aVF"]], lead_ii - lead_i / 2, atol=1e-5, rtol=0)
+        # precordial leads are not a function of the limb leads
+        coef, res, *_ = np.linalg.lstsq(x[:, :2], x[:, L["V2"]], rcond=None)
+        assert res[0] > 0.1 * np.sum(x[:, L["V2"]] ** 2)
+
+
+def test_rr_intervals_have_the_requested_mean():
+    rng = np.random.default_rng(0)
+    for hr in (45.0, 72.0, 130.0):
+        for afib in (False, True):
+            rr = synthetic.rr_intervals(rng, hr, 40, afib=afib)
+            assert 60.0 / rr.mean() == pytest.approx(hr, rel=1e-9)
+
+
+def _r_peaks(ecg, fs):
+    """QRS detection: peaks of the summed absolute slope of the smoothed leads (refractory 250 ms)."""
+    k = max(int(0.02 * fs), 1)
+    smooth = np.apply_along_axis(lambda v: np.convolve(v, np.ones(k) / k, "same"), 0, ecg)
+    energy = np.abs(np.diff(smooth, axis=0)).sum(1)  # muscle noise averaged out first
+    energy = np.convolve(energy, np.ones(k) / k, mode="same")
+    thr = 0.4 * np.percentile(energy, 99.5)
+    peaks, last = [], -(10**9)
+    for i in np.flatnonzero((energy[1:-1] > thr) & (energy[1:-1] >= energy[:-2])
+                            & (energy[1:-1] >= energy[2:])) + 1:  # fmt: skip
+        if i - last > 0.25 * fs:
+            peaks.append(i)
+            last = i
+        elif energy[i] > energy[peaks[-1]]:
+            peaks[-1] = last = i
+    return np.array(peaks)
+
+
+@pytest.mark.parametrize("hr", [48.0, 75.0, 125.0])
+def test_heart_rate_measured_on_the_signal(hr):
+    for i in range(3):
+        rec = _rec(i, ["NORM"], heart_rate=hr, fs=250)
+        peaks = _r_peaks(rec.ecg, 250)
+        measured = 60.0 / np.mean(np.diff(peaks) / 250.0)
+        assert measured == pytest.approx(hr, rel=0.05), (i, measured)
+        # one detected peak per generated QRS inside the record (+-1 at the edges)
+        inside = rec.qrs_onsets[(rec.qrs_onsets > 0) & (rec.qrs_onsets < 10)]
+        assert abs(len(peaks) - len(inside)) <= 1
+
+
+def _st_deviation(rec, fs):
+    """Mean over beats of ECG(J + 60 ms) - mean ECG(PR segment [onset-40, onset-10] ms): [12]."""
+    n = rec.ecg.shape[0]
+    out = []
+    for on, j in zip(rec.qrs_onsets, rec.j_points):
+        a, b, c = int((on - 0.04) * fs), int((on - 0.01) * fs), int((j + 0.06) * fs)
+        if a >= 0 and c < n:
+            out.append(rec.ecg[c] - rec.ecg[a:b].mean(0))
+    return np.mean(out, 0)
+
+
+@pytest.mark.parametrize("cls", ["AMI", "IMI", "LMI"])
+def test_st_elevation_primary_and_reciprocal_depression_secondary(cls):
+    info = synthetic.CLASS_INFO[synthetic.CLASSES.index(cls)]
+    prim = [L[x] for x in info.primary_leads]
+    sec = [L[x] for x in info.secondary_leads]
+    norm = np.array([_st_deviation(_rec(i, ["NORM"]), 500) for i in range(10)])
+    for i in range(10):
+        st = _st_deviation(_rec(100 + i, [cls]), 500)
+        assert st[prim].min() > 0.05, (i, st[prim])
+        assert st[sec].max() < 0.0 and st[sec].mean() < -0.03, (i, st[sec])
+        assert np.all(st[prim] > norm.mean(0)[prim] + 0.04), (i, st[prim])
+    # normal records: no systematic deviation (T-wave upslope and early repolarisation aside)
+    assert np.abs(norm.mean(0)).max() < 0.08
+
+
+def test_afib_rr_irregular_sinus_regular():
+    def irregularity(rec):
+        inside = rec.qrs_onsets[(rec.qrs_onsets > 0) & (rec.qrs_onsets < 10)]
+        rr = np.diff(inside)
+        return np.sqrt(np.mean(np.diff(rr) ** 2)) / rr.mean()  # RMSSD / mean RR
+
+    sinus = [irregularity(_rec(i, ["NORM"], fs=100)) for i in range(20)]
+    afib = [irregularity(_rec(i, ["AFIB"], fs=100)) for i in range(20)]
+    assert max(sinus) < 0.06 < min(afib)
+    # and measured on the signal
+    for i in range(5):
+        peaks = _r_peaks(_rec(i, ["AFIB"], fs=250).ecg, 250)
+        rr = np.diff(peaks) / 250.0
+        assert np.sqrt(np.mean(np.diff(rr) ** 2)) / rr.mean() > 0.06
+
+
+def test_determinism_by_seed_and_independent_of_order():
+    a = [synthetic.generate_record(7, "validation", i, sampling_rate=100) for i in range(4)]
+    b = [synthetic.generate_record(7, "validation", i, sampling_rate=100) for i in (3, 2, 1, 0)]
+    for x, y in zip(a, b[::-1]):
+        np.testing.assert_array_equal(x.ecg, y.ecg)
+        np.testing.assert_array_equal(x.evidence_primary, y.evidence_primary)
+        assert x.report == y.report
+    c = synthetic.generate_record(8, "validation", 0, sampling_rate=100)
+    assert not np.array_equal(a[0].ecg, c.ecg)
+    d = synthetic.generate_record(7, "test", 0, sampling_rate=100)
+    assert not np.array_equal(a[0].ecg, d.ecg)
+
+
+def test_missing_leads_are_zero_and_unobserved():
+    n_missing = 0
+    for i in range(20):
+        rec = synthetic.generate_record(0, "train", i, sampling_rate=100, missing_lead_fraction=1.0)
+        assert 1 <= (~rec.lead_observed).sum() <= 6
+        assert np.all(rec.ecg[:, ~rec.lead_observed] == 0)
+        assert np.all(np.abs(rec.ecg[:, rec.lead_observed]).max(0) > 0.05)
+        n_missing += (~rec.lead_observed).sum()
+    assert n_missing > 20
+    rec = synthetic.generate_record(0, "train", 0, sampling_rate=100, missing_lead_fraction=0.0)
+    assert rec.lead_observed.all()
+
+
+def test_label_exclusions_and_prevalence():
+    y = np.array([synthetic.sample_labels(np.random.default_rng(i)) for i in range(3000)])
+    c = {name: y[:, i] for i, name in enumerate(synthetic.CLASSES)}
+    assert np.all(y.sum(1) >= 1)
+    assert np.all(y[c["NORM"]].sum(1) == 1)  # NORM stands alone
+    rhythm = c["AFIB"].astype(int) + c["SBRAD"] + c["STACH"]
+    assert rhythm.max() == 1
+    assert not np.any(c["LBBB"] & c["RBBB"])
+    mi = c["AMI"].astype(int) + c["IMI"] + c["LMI"]
+    assert mi.max() == 1 and not np.any((mi > 0) & c["LBBB"])
+    assert not np.any(c["AFIB"] & (c["1AVB"] | c["PVC"]))
+    assert (y.sum(1) > 1).mean() > 0.15  # multi-label happens
+    assert y.mean(0).min() > 0.04, dict(zip(synthetic.CLASSES, y.mean(0)))
+
+
+def test_every_class_has_primary_and_secondary_regions():
+    for info in synthetic.CLASS_INFO:
+        assert info.primary_leads and info.secondary_leads
+        assert info.primary_time in synthetic.TIME_KINDS
+        assert info.secondary_time in synthetic.TIME_KINDS
+        assert set(info.primary_leads) <= set(LEAD_NAMES)
+        assert set(info.secondary_leads) <= set(LEAD_NAMES)
+        # lead-level regions are disjoint; the time-localised class splits by time instead
+        if info.primary_time == info.secondary_time or "all" in (
+            info.primary_time, info.secondary_time
+        ):
+            assert not set(info.primary_leads) & set(info.secondary_leads), info.name
+    assert len(synthetic.CLASSES) >= 8
+
+
+def test_evidence_maps_follow_the_class_regions():
+    rec = _rec(3, ["IMI"], fs=100)
+    prim, sec = rec.evidence_primary, rec.evidence_secondary
+    assert prim.shape == sec.shape == (100, 12)
+    assert set(np.flatnonzero(prim.any(0))) == {L["II"], L["III"], L["aVF"]}
+    assert set(np.flatnonzero(sec.any(0))) == {L["I"], L["aVL"]}
+    # ST spans of every beat: about (T end - J) / RR of the time, never all of it
+    assert 0.15 < prim[:, L["II"]].mean() < 0.9
+    # each J point .. T end lies in a marked bin
+    for j in rec.j_points[(rec.j_points > 0.05) & (rec.j_points < 9.8)]:
+        assert prim[int((j + 0.05) / 0.1), L["III"]]
+
+    pvc = _rec(4, ["PVC"], fs=100)
+    assert pvc.evidence_primary.all(1).sum() >= 3  # whole-lead-set spans at the PVCs
+    assert pvc.evidence_primary.any(1).mean() < 0.5  # localised in time
+    assert not (pvc.evidence_primary.any(1) & ~pvc.evidence_primary.all(1)).any()
+    assert pvc.evidence_secondary.any()
+    # secondary spans start where the premature beat's span ends (after it in time)
+    first_p = np.flatnonzero(pvc.evidence_primary[:, 0])[0]
+    first_s = np.flatnonzero(pvc.evidence_secondary[:, 0])[0]
+    assert first_s > first_p
+
+    norm = _rec(5, ["NORM"], fs=100)
+    assert norm.evidence_primary[:, 6:].all() and not norm.evidence_primary[:, :6].any()
+
+
+def test_pack_unpack_evidence_round_trip():
+    rng = np.random.default_rng(0)
+    m = rng.random((100, 12)) < 0.3
+    np.testing.assert_array_equal(synthetic.unpack_evidence(synthetic.pack_evidence(m), 100), m)
+
+
+def test_prompts_are_worded_unlike_every_report_phrasing():
+    templates = [t.lower() for t in synthetic.all_report_templates()]
+    reports = [_rec(i, fs=100).report.lower() for i in range(100)]
+    for info in synthetic.CLASS_INFO:
+        body = info.prompt[len(synthetic.PROMPT_PREFIX) :].lower()
+        assert info.prompt.startswith(synthetic.PROMPT_PREFIX)
+        for text in templates + reports:
+            assert body not in text and info.prompt.lower() not in text, (info.name, text)
+    assert labels.prompts("synthetic_ecg") == {c.name: c.prompt for c in synthetic.CLASS_INFO}
+    assert labels.classes("synthetic_ecg/250hz") == synthetic.CLASSES
+
+
+def _marker(template):
+    return template.split("{")[0].lower()
+
+
+def test_reports_name_exactly_the_positive_findings():
+    n_remarks = 0
+    orders = set()
+    for i in range(200):
+        rec = _rec(i, fs=100)
+        text = rec.report
+        for c, on in zip(synthetic.CLASSES, rec.labels):
+            found = any(_marker(t) in text for t in synthetic.FINDING_TEMPLATES[c])
+            assert found == bool(on), (c, on, text)
+        n_remarks += any(_marker(r) in text for r in synthetic.IRRELEVANT_REMARKS)
+        if rec.labels.sum() >= 2:
+            names = [c for c, on in zip(synthetic.CLASSES, rec.labels) if on]
+            pos = [min(text.find(_marker(t)) for t in synthetic.FINDING_TEMPLATES[c]
+                       if _marker(t) in text) for c in names]  # fmt: skip
+            orders.add(tuple(np.argsort(pos)))
+    assert n_remarks > 20  # occasional irrelevant remarks
+    assert len(orders) > 1  # shuffled order
+    # several phrasings per finding are used
+    afib_reports = [_rec(i, ["AFIB"], fs=100).report for i in range(40)]
+    used = {t for t in synthetic.FINDING_TEMPLATES["AFIB"] for r in afib_reports
+            if _marker(t) in r}  # fmt: skip
+    assert len(used) >= 3
+
+
+def test_amplitudes_are_plausible():
+    for i in range(10):
+        x = _rec(i, ["NORM"]).ecg
+        qrs = np.ptp(x, 0)
+        assert 0.3 < qrs[L["II"]] < 4.0
+        assert np.abs(x).max() < 6.0
+    low = np.median([np.ptp(_rec(i, ["LVOLT"]).ecg[:, :6], 0).max() for i in range(10)])
+    normal = np.median([np.ptp(_rec(i, ["NORM"]).ecg[:, :6], 0).max() for i in range(10)])
+    assert low < 0.6 * normal
+
+
+@pytest.mark.slow
+def test_plot_examples_writes_png(tmp_path):
+    out = synthetic.plot_examples(str(tmp_path / "ex.png"), config_name="100hz", seconds=3.0)
+    data = open(out, "rb").read()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 50_000
