@@ -99,3 +99,20 @@ def test_manifest_is_empty_on_clean_data(built):
     _, b, _ = built
     assert wfdb_common.read_manifest(str(b.data_path / wfdb_common.MANIFEST_NAME)) == []
     assert b.info.metadata["record_counts"]["kept"] == 9
+
+
+def test_build_dataset_and_the_pipeline_read_it_unchanged(tmp_path):
+    from configs import scar as scar_config
+    from scar_jax.data import build, pipeline
+
+    info = build.build_dataset("ptbxl/100hz", data_dir=str(tmp_path),
+                               manual_dir=dummy_dir("ptbxl"), strict=True)
+    assert info.metadata["sample_rate"] == 100
+    cfg = scar_config.get_config("runlocal")
+    cfg.input.dataset, cfg.input.data_dir = "ptbxl/100hz", str(tmp_path)
+    cfg.input.sample_rate, cfg.input.seconds = 100, 10.0
+    ds = pipeline.make_dataset(cfg.input, "validation", global_batch_size=2, seed=0,
+                               train=False, process_index=0, process_count=1)
+    batch = next(iter(ds))
+    assert batch["ecg"].shape == (2, 1000, 12) and batch["labels"].shape == (2, 5)
+    assert batch["lead_observed"].all() and batch["time_observed"].all()

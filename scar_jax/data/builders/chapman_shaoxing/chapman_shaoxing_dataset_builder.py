@@ -28,7 +28,7 @@ CONDITIONS = "ConditionNames_SNOMED-CT.csv"
 
 
 def read_conditions(path: str) -> dict[str, str]:
-    """ConditionNames_SNOMED-CT.csv -> {SNOMED code: acronym} (acronyms sharing a code joined by '/')."""
+    """ConditionNames_SNOMED-CT.csv -> {SNOMED code: acronym}; acronyms of one code join by '/'."""
     out: dict[str, list[str]] = collections.defaultdict(list)
     with open(path, newline="", encoding="utf-8-sig") as f:
         for row in csv.DictReader(f):
@@ -98,7 +98,9 @@ class Builder(wfdb_common.WfdbBuilder):
         return self.dataset_info_from_configs(
             # The class count depends on the corpus: every example has len(classes) entries.
             features=wfdb_common.schema_features(10 * RATE, None),
-            metadata=tfds.core.MetadataDict(split_file=SPLIT_FILE, seed=self.builder_config.seed),
+            metadata=tfds.core.MetadataDict(
+                sample_rate=RATE, split_file=SPLIT_FILE, seed=self.builder_config.seed
+            ),
             homepage="https://physionet.org/content/ecg-arrhythmia/1.0.0/",
         )
 

@@ -76,7 +76,8 @@ def find_records(root: str) -> dict[str, tuple[str, list[str] | None]]:
     if not heads:
         raise FileNotFoundError(
             f"No REFERENCE.csv and no *.hea under {root}: --manual_dir must be the Challenge "
-            "2020 cpsc_2018 folder or the original ICBEB folder. " + Builder.MANUAL_DOWNLOAD_INSTRUCTIONS
+            "2020 cpsc_2018 folder or the original ICBEB folder. "
+            + Builder.MANUAL_DOWNLOAD_INSTRUCTIONS
         )
     return {os.path.basename(h)[:-4]: (h[:-4], None) for h in sorted(heads)}
 
@@ -88,7 +89,7 @@ class Builder(wfdb_common.WfdbBuilder):
     VERSION = tfds.core.Version("1.0.0")
     RELEASE_NOTES = {"1.0.0": "Challenge 2020 and original layouts; seeded 70/10/20 split."}
     BUILDER_CONFIGS = [
-        Cpsc2018Config(name="10s", seconds=10, description="first 10 s; shorter padded, unobserved"),
+        Cpsc2018Config(name="10s", seconds=10, description="first 10 s; shorter: unobserved pad"),
         Cpsc2018Config(name="60s", seconds=60, description="whole records up to 60 s"),
     ]
     MANUAL_DOWNLOAD_INSTRUCTIONS = """
@@ -100,8 +101,11 @@ class Builder(wfdb_common.WfdbBuilder):
     def _info(self) -> tfds.core.DatasetInfo:
         cfg = self.builder_config
         return self.dataset_info_from_configs(
-            features=wfdb_common.schema_features(cfg.num_samples, len(real_labels.CPSC2018_CLASSES)),
+            features=wfdb_common.schema_features(
+                cfg.num_samples, len(real_labels.CPSC2018_CLASSES)
+            ),
             metadata=tfds.core.MetadataDict(
+                sample_rate=RATE,
                 classes=list(real_labels.CPSC2018_CLASSES), split_file=SPLIT_FILE, seed=cfg.seed
             ),
             homepage="http://2018.icbeb.org/Challenge.html",
@@ -126,7 +130,8 @@ class Builder(wfdb_common.WfdbBuilder):
             try:
                 if names is None:
                     record = wfdb_common.read_record(path, rate=RATE)
-                    codes = wfdb_common.parse_dx(wfdb_common.parse_comments(record.comments).get("Dx"))
+                    comments = wfdb_common.parse_comments(record.comments)
+                    codes = wfdb_common.parse_dx(comments.get("Dx"))
                     names = sorted({real_labels.CPSC2018_SNOMED[c] for c in codes
                                     if c in real_labels.CPSC2018_SNOMED})
                     if not names:

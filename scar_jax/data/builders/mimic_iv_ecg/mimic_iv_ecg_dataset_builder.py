@@ -203,7 +203,7 @@ class Builder(wfdb_common.WfdbBuilder):
     def _info(self) -> tfds.core.DatasetInfo:
         return self.dataset_info_from_configs(
             features=wfdb_common.schema_features(NUM_SAMPLES, 0),
-            metadata=tfds.core.MetadataDict(classes=[]),
+            metadata=tfds.core.MetadataDict(sample_rate=RATE, classes=[]),
             homepage="https://physionet.org/content/mimic-iv-ecg/1.0/",
         )
 

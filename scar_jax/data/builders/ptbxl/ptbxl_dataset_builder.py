@@ -107,6 +107,7 @@ class Builder(wfdb_common.WfdbBuilder):
         extra["ecg_id"] = tfds.features.Scalar(dtype=np.int32)
         extra["strat_fold"] = tfds.features.Scalar(dtype=np.int32)
         metadata = tfds.core.MetadataDict(
+            sample_rate=self.builder_config.rate,
             classes=list(real_labels.PTBXL_SUPERDIAGNOSTIC),
             label_sets={k: list(v) for k, v in real_labels.PTBXL_LABEL_SETS.items()},
         )
