@@ -1,0 +1,414 @@
+"""PyTorch export: output parity with JAX, strict loading, exact round trip, failure messages."""
+
+import dataclasses
+import importlib.util
+import json
+import pathlib
+import runpy
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+import transformers
+from safetensors.numpy import load_file, save_file
+from safetensors.torch import load_file as load_torch_file
+
+from configs import scar as scar_config
+from scar_jax import losses
+from scar_jax.export import to_torch
+from scar_jax.export import torch_modules as tm
+from scar_jax.models import scar
+from scar_jax.models import text_encoder as te
+
+TOL = 1e-5
+WORDS = "sinus rhythm atrial fibrillation normal ecg left bundle branch block st elevation".split()
+PROMPTS = ["atrial fibrillation", "sinus rhythm", "normal ecg", "left bundle branch block"]
+T = 1000  # samples per record in the parity tests (10 segments of 100)
+
+
+def _write_text_source(folder: pathlib.Path) -> pathlib.Path:
+    """A tiny random HF BERT folder with a word-level tokenizer (the text 'checkpoint')."""
+    cfg = te.BertConfig.tiny()
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + WORDS
+    vocab += [f"[unused{i}]" for i in range(cfg.vocab_size - len(vocab))]
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    transformers.BertTokenizerFast(vocab_file=str(folder / "vocab.txt")).save_pretrained(folder)
+    torch.manual_seed(0)
+    bert = transformers.BertModel(transformers.BertConfig(**dataclasses.asdict(cfg)))
+    bert.save_pretrained(folder, safe_serialization=True)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def text_source(tmp_path_factory) -> pathlib.Path:
+    return _write_text_source(tmp_path_factory.mktemp("tiny_bert"))
+
+
+def _config(arg: str, text: str):
+    """runlocal config with `arg`; runlocal's variant mu is replaced by arg's variant if given."""
+    config = scar_config.get_config(f"runlocal,{arg}")
+    config.model.ecg.variant = config.arg.variant if "variant=" in arg else "mu"
+    config.model.txt.checkpoint = text
+    return config
+
+
+def _ecg_inputs(batch: int = 5, t: int = T, seed: int = 0):
+    """Signals in [0, 1] with missing leads (NaN-filled), removed time spans and a soft keep."""
+    rng = np.random.default_rng(seed)
+    ecg = rng.random((batch, t, 12)).astype(np.float32)
+    lead_obs = np.ones((batch, 12), bool)
+    lead_obs[1, 6:] = False  # limb leads only
+    lead_obs[2, [0, 2, 4, 7, 9, 11]] = False
+    lead_obs[4] = False  # nothing observed at all
+    ecg[~lead_obs[:, None, :].repeat(t, 1)] = np.nan  # absent leads hold garbage
+    time_obs = np.ones((batch, t), bool)
+    time_obs[0, 250:500] = False  # a removed span (segments 2-4)
+    time_obs[2, 730:] = False  # a partial segment removes segment 7 too
+    keep = rng.random((batch, 12, t // 100)).astype(np.float32) + 0.05
+    keep[3, :, 5:] = 0.0  # the second half removed by keep
+    keep[3, 3] = 0.0  # and lead aVR
+    return ecg, lead_obs, time_obs, keep
+
+
+def _random_params(config, seed: int = 0, log_scale: float = np.log(50.0)) -> dict:
+    """Random params of the model of `config` (numpy, no compile); every entry is non-trivial.
+
+    LayerNorm scales are 1 + noise, everything else noise, so a wrong bias or scale mapping
+    shows in the outputs. The text tower's weights are loaded from its checkpoint, if any, then
+    perturbed the same way.
+    """
+    rng = np.random.default_rng(seed)
+    shapes = to_torch.flax_shapes(config)
+    variables = scar.load_text_weights(
+        {"params": jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), shapes)},
+        config.model.txt.checkpoint,
+        config.model.txt.pooling,
+    )
+
+    def fill(path, x):
+        name = jax.tree_util.keystr(path)
+        noise = rng.normal(scale=0.2, size=x.shape).astype(np.float32)
+        return jnp.asarray(np.asarray(x) + noise + (1.0 if name.endswith("['scale']") else 0.0))
+
+    params = jax.tree_util.tree_map_with_path(fill, variables["params"])
+    params["logit_scale"] = jnp.asarray(log_scale, jnp.float32)
+    return params
+
+
+def _init(config, seed: int = 0, **kw):
+    """(model, random variables) for `config`."""
+    return scar.build_model(config.model), {"params": _random_params(config, seed, **kw)}
+
+
+def _load_tower_module(out_dir: pathlib.Path):
+    """Imports the exported ecg_tower.py under a unique name (no sys.path changes)."""
+    name = f"ecg_tower_{abs(hash(str(out_dir)))}"
+    spec = importlib.util.spec_from_file_location(name, out_dir / "ecg_tower.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _jax_outputs(model, variables, ecg, lead_obs, time_obs, keep, text):
+    """JAX ECG embeddings (three input modes), text embeddings and logits, in one jit."""
+
+    @jax.jit
+    def run(ecg, lead_obs, time_obs, keep, text):
+        embed = lambda *a: model.apply(variables, *a, method=model.embed_ecg)  # noqa: E731
+        z_plain, _ = embed(ecg, lead_obs)
+        z_time, _ = embed(ecg, lead_obs, time_obs)
+        z_keep, aux_keep = embed(ecg, lead_obs, time_obs, keep)
+        z_txt, _ = model.apply(variables, text, method=model.embed_text)
+        p = variables["params"]
+        logits = losses.capped_scale(p["logit_scale"]) * z_keep @ z_txt.T
+        if "logit_bias" in p:
+            logits = logits + p["logit_bias"]
+        return dict(z_plain=z_plain, z_time=z_time, z_keep=z_keep, z_txt=z_txt, logits=logits,
+                    weights=aux_keep["weights"], pre_logits=aux_keep["pre_logits"])
+
+    out = run(ecg, lead_obs, time_obs, keep, text)
+    return {k: np.asarray(v) for k, v in out.items()}
+
+
+def _torch_outputs(out_dir, ecg, lead_obs, time_obs, keep, text):
+    """The same from the export folder: ecg_tower.py, HF AutoModel and the text head."""
+    mod = _load_tower_module(out_dir)
+    tower, head = mod.load_ecg_tower(out_dir), mod.load_text_head(out_dir)
+    bert = transformers.AutoModel.from_pretrained(out_dir / "text").eval()
+    t = lambda x: torch.from_numpy(np.array(x))  # noqa: E731
+    with torch.no_grad():
+        z_plain = tower(t(ecg), t(lead_obs))
+        z_time = tower(t(ecg), t(lead_obs), t(time_obs))
+        z_keep, aux = tower.embed(t(ecg), t(lead_obs), t(time_obs), t(keep))
+        ids = {k: t(v).long() for k, v in text.items()}
+        hf = bert(**ids)
+        z_txt = head(hf.last_hidden_state, ids["attention_mask"], hf.pooler_output)
+        logits = head.logits(z_keep, z_txt)
+    out = dict(z_plain=z_plain, z_time=z_time, z_keep=z_keep, z_txt=z_txt, logits=logits,
+               weights=aux["weights"], pre_logits=aux["pre_logits"])
+    return {k: v.numpy() for k, v in out.items()}
+
+
+def _tokens(folder, texts=PROMPTS):
+    tok = transformers.AutoTokenizer.from_pretrained(str(folder))
+    enc = tok(texts, padding=True, return_tensors="np")
+    keys = ("input_ids", "attention_mask", "token_type_ids")
+    return {k: np.asarray(enc[k], np.int32) for k in keys}
+
+
+@pytest.mark.parametrize(
+    "arg,pooling,log_scale",
+    [
+        ("variant=tiny/2", "mean", np.log(50.0)),  # adaptive selector
+        ("variant=mu,selector=cls,loss=siglip", "pooler", 5.0),  # exp(5) > 100: the cap acts
+        ("variant=mu,selector=mean", "cls", np.log(50.0)),
+    ],
+)
+def test_parity_random_weights(arg, pooling, log_scale, text_source, tmp_path):
+    config = _config(arg, str(text_source))
+    config.model.txt.pooling = pooling
+    model, variables = _init(config, log_scale=log_scale)
+    out_dir = tmp_path / "export"
+    manifest = to_torch.export(variables, config, out_dir)
+    ecg, lead_obs, time_obs, keep = _ecg_inputs()
+    text = _tokens(out_dir / "text")
+    assert (text["attention_mask"] == 0).any()  # prompts of different lengths: padding is used
+    want = _jax_outputs(model, variables, ecg, lead_obs, time_obs, keep, text)
+    got = _torch_outputs(out_dir, ecg, lead_obs, time_obs, keep, text)
+    diffs = {k: float(np.max(np.abs(got[k] - want[k]))) for k in want}
+    print(arg, pooling, "max-abs torch vs jax:", diffs)
+    # Logits are scale * cosine: float32 rounding of the embeddings (~1e-7) is multiplied by the
+    # scale (up to 100), so the logits are held to TOL per unit of scale, i.e. TOL in cosine.
+    scale = float(losses.capped_scale(variables["params"]["logit_scale"]))
+    assert scale == pytest.approx(min(np.exp(log_scale), 100.0), rel=1e-6)
+    assert diffs.pop("logits") <= TOL * scale
+    assert max(diffs.values()) <= TOL, diffs
+    assert np.isfinite(got["z_keep"]).all()
+    # The inputs really differ: removing time spans / tokens changes the embeddings.
+    assert np.abs(want["z_time"][[0, 2]] - want["z_plain"][[0, 2]]).max() > 1e-3
+    assert np.abs(want["z_keep"][3] - want["z_time"][3]).max() > 1e-3
+    assert manifest["ecg_tower"]["kwargs"]["selector"] == config.model.selector.kind
+    assert manifest["text"]["pooling"] == pooling
+
+
+def test_strict_loading_and_files(text_source, tmp_path):
+    config = _config("variant=mu", str(text_source))
+    _, variables = _init(config)
+    out_dir = tmp_path / "export"
+    manifest = to_torch.export(variables, config, out_dir)
+    kwargs = json.loads((out_dir / "ecg_tower.json").read_text())
+    tower = tm.ECGTower(**kwargs)
+    result = tower.load_state_dict(
+        load_torch_file(str(out_dir / "ecg_tower.safetensors")), strict=True
+    )
+    assert not result.missing_keys and not result.unexpected_keys
+    head = tm.TextHead(**json.loads((out_dir / "text_head.json").read_text()))
+    head.load_state_dict(load_torch_file(str(out_dir / "text_head.safetensors")), strict=True)
+    bert, info = transformers.AutoModel.from_pretrained(out_dir / "text", output_loading_info=True)
+    assert all(not v for v in info.values()), info  # pooler copied from the source checkpoint
+    tokenizer = transformers.AutoTokenizer.from_pretrained(out_dir / "text")
+    assert tokenizer.tokenize("sinus rhythm") == ["sinus", "rhythm"]
+    # The exported source is this module's source, and it imports nothing beyond torch.
+    source = (out_dir / "ecg_tower.py").read_text()
+    assert source == pathlib.Path(tm.__file__).read_text()
+    imports = {line.split()[1].split(".")[0] for line in source.splitlines()
+               if line.startswith(("import ", "from "))}
+    assert imports <= {"__future__", "json", "math", "pathlib", "typing", "torch"}, imports
+    # No pickle: every weight file is safetensors; the manifest hashes every file written.
+    files = {p.relative_to(out_dir).as_posix() for p in out_dir.rglob("*") if p.is_file()}
+    assert files - {"manifest.json"} == set(manifest["sha256"])
+    assert not [f for f in files if f.endswith((".bin", ".pt", ".pth", ".pkl", ".ckpt"))]
+    assert {"text/tokenizer.json", "text/vocab.txt", "text/config.json"} <= files
+    assert manifest["versions"]["torch"] == torch.__version__
+    assert manifest["versions"]["jax"] == jax.__version__
+    assert manifest["dropped"] == {"masker/": to_torch.DROPPED[("masker",)]}
+    assert to_torch.read_manifest(out_dir) == manifest
+    # Tampering with a weight file is caught by the hashes.
+    w = load_file(str(out_dir / "text_head.safetensors"))
+    w["proj.bias"] = w["proj.bias"] + 1.0
+    save_file(w, str(out_dir / "text_head.safetensors"))
+    with pytest.raises(ValueError, match=r"changed since export.*text_head\.safetensors"):
+        to_torch.read_manifest(out_dir)
+
+
+def test_round_trip_is_exact(text_source, tmp_path):
+    config = _config("variant=mu,loss=siglip", str(text_source))
+    config.model.txt.pooling = "pooler"
+    _, variables = _init(config)
+    to_torch.export(variables, config, tmp_path)
+    config2, params = to_torch.load_exported_params(tmp_path)
+    want = {k: v for k, v in variables["params"].items() if k != "masker"}
+    assert "masker" in variables["params"] and "logit_bias" in want
+    assert jax.tree.structure(params) == jax.tree.structure(want)
+    for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(want)):
+        assert a.dtype == b.dtype and a.shape == b.shape
+        np.testing.assert_array_equal(a, b)
+    assert config2.to_dict() == json.loads(config.to_json_best_effort())
+
+
+def test_minilm_text_tower_equals_original(tmp_path):
+    """The real all-MiniLM-L6-v2, never trained: the exported HF folder is the original model."""
+    config = _config("variant=mu", "minilm")
+    model = scar.build_model(config.model)
+    _, variables = _init(config)
+    source = te.minilm_folder()
+    variables["params"]["txt"]["bert"] = te.load_hf_bert(source, pooling="mean")[1]  # untrained
+    to_torch.export(variables, config, tmp_path)
+    texts = ["Sinus rhythm with occasional premature ventricular complexes.", "Hi!",
+             "Atrial fibrillation with rapid ventricular response and ST depression."]
+    tok_src = transformers.AutoTokenizer.from_pretrained(str(source))
+    tok_exp = transformers.AutoTokenizer.from_pretrained(str(tmp_path / "text"))
+    enc = tok_exp(texts, padding=True, return_tensors="pt")
+    assert enc["input_ids"].tolist() == tok_src(texts, padding=True)["input_ids"]
+    orig = transformers.AutoModel.from_pretrained(str(source)).eval()
+    exported, info = transformers.AutoModel.from_pretrained(str(tmp_path / "text"),
+                                                            output_loading_info=True)
+    assert all(not v for v in info.values()), info
+    sd_o, sd_e = orig.state_dict(), exported.eval().state_dict()
+    assert sd_o.keys() == sd_e.keys()
+    assert all(torch.equal(sd_o[k], sd_e[k]) for k in sd_o)
+    with torch.no_grad():
+        a, b = orig(**enc), exported(**enc)
+    torch.testing.assert_close(b.last_hidden_state, a.last_hidden_state, rtol=0, atol=0)
+    torch.testing.assert_close(b.pooler_output, a.pooler_output, rtol=0, atol=0)
+    # And the exported text embedding (HF + head) equals JAX's.
+    head = tm.load_text_head(tmp_path)
+    with torch.no_grad():
+        z_torch = head(b.last_hidden_state, enc["attention_mask"]).numpy()
+    text = {k: jnp.asarray(v.numpy(), jnp.int32) for k, v in enc.items()}
+    z_jax = jax.jit(lambda t: model.apply(variables, t, method=model.embed_text)[0])(text)
+    z_jax = np.asarray(z_jax)
+    assert float(np.abs(z_torch - z_jax).max()) <= TOL
+
+
+def test_out_dir_must_be_empty_or_a_previous_export(text_source, tmp_path):
+    config = _config("variant=mu", str(text_source))
+    _, variables = _init(config)
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("keep me")
+    with pytest.raises(FileExistsError, match="not empty"):
+        to_torch.export(variables, config, tmp_path / "other")
+    with pytest.raises(FileExistsError, match="not a previous export"):
+        to_torch.export(variables, config, tmp_path / "other", overwrite=True)
+    assert (tmp_path / "other" / "notes.txt").read_text() == "keep me"
+    first = to_torch.export(variables, config, tmp_path / "exp")
+    with pytest.raises(FileExistsError, match="not empty"):
+        to_torch.export(variables, config, tmp_path / "exp")
+    variables["params"]["logit_scale"] = variables["params"]["logit_scale"] + 1.0
+    second = to_torch.export(variables, config, tmp_path / "exp", overwrite=True)
+    assert second["sha256"]["text_head.safetensors"] != first["sha256"]["text_head.safetensors"]
+    assert second["sha256"]["ecg_tower.safetensors"] == first["sha256"]["ecg_tower.safetensors"]
+    to_torch.read_manifest(tmp_path / "exp")  # hashes match the rewritten files
+
+
+# ----------------------------------------------------------------------------- Strictness.
+
+
+@pytest.fixture(scope="module")
+def mu_setup(tmp_path_factory):
+    text = _write_text_source(tmp_path_factory.mktemp("tiny_bert_mu"))
+    config = _config("variant=mu", str(text))
+    _, variables = _init(config)
+    return config, variables
+
+
+def _rules_and_shapes(config):
+    return to_torch.model_rules(config), to_torch.torch_shapes(config)
+
+
+def test_unmapped_flax_param_fails(mu_setup):
+    config, variables = mu_setup
+    params = jax.tree.map(lambda x: x, variables["params"])
+    params["ecg"]["encoder"]["block_1"]["extra"] = {"kernel": jnp.zeros((3, 3))}
+    with pytest.raises(ValueError, match=r"without an export rule: \['ecg/encoder/block_1/extra/"):
+        to_torch.flax_to_torch(params, *_rules_and_shapes(config))
+
+
+def test_missing_flax_param_and_unfilled_torch_tensor_fail(mu_setup):
+    config, variables = mu_setup
+    params = jax.tree.map(lambda x: x, variables["params"])
+    del params["ecg"]["selector_fc2"]["bias"]
+    with pytest.raises(ValueError, match=r"(?s)parameter is missing: \['ecg/selector_fc2/bias'\]"
+                                         r".*no rule fills: \['selector_fc2\.bias'\]"):
+        to_torch.flax_to_torch(params, *_rules_and_shapes(config))
+
+
+def test_rule_without_torch_tensor_fails(mu_setup):
+    config, variables = mu_setup
+    rules, shapes = _rules_and_shapes(config)
+    rules = [r if r.torch != "head.bias" else dataclasses.replace(r, torch="head.b") for r in rules]
+    with pytest.raises(ValueError, match=r"(?s)ecg/head/bias -> ecg:head\.b: no such torch name"
+                                         r".*no rule fills: \['head\.bias'\]"):
+        to_torch.flax_to_torch(variables, rules, shapes)
+
+
+def test_shape_mismatch_fails(mu_setup):
+    config, variables = mu_setup
+    rules, shapes = _rules_and_shapes(config)
+    # A wrong transform (plain identity for a q kernel [32, 2, 16]) is caught by the shape check.
+    rules = [dataclasses.replace(r, transform=to_torch.IDENTITY)
+             if r.torch == "blocks.0.attn.query.weight" else r for r in rules]
+    with pytest.raises(ValueError, match=r"Shape mismatch: ecg/encoder/block_0/attn/query/kernel "
+                                         r"\(32, 2, 16\).*torch expects \(32, 32\)"):
+        to_torch.flax_to_torch(variables, rules, shapes)
+
+
+def test_import_rejects_unknown_and_missing_tensors(mu_setup, tmp_path):
+    config, variables = mu_setup
+    to_torch.export(variables, config, tmp_path)
+    tensors = {t: load_file(str(tmp_path / rel)) for t, rel in to_torch.FILES.items()}
+    rules, shapes = to_torch.model_rules(config), to_torch.flax_shapes(config)
+    ignore = to_torch.pooler_names(config)
+    tensors[to_torch.ECG]["blocks.9.ln1.weight"] = np.ones(32, np.float32)
+    del tensors[to_torch.TEXT_HEAD]["proj.bias"]
+    with pytest.raises(ValueError, match=r"(?s)Missing torch tensor text_head:proj\.bias.*"
+                                         r"ecg not read by any rule: \['blocks\.9\.ln1\.weight'\]"):
+        to_torch.torch_to_flax(tensors, rules, shapes, ignore=ignore)
+
+
+def test_transforms_invert_exactly():
+    rng = np.random.default_rng(0)
+    for transform, shape, torch_shape in [
+        (to_torch.DENSE, (32, 64), (64, 32)),
+        (to_torch.DENSE, (32, 2, 16), (32, 32)),
+        (to_torch.ATTN_OUT, (2, 16, 24), (24, 32)),
+        (to_torch.FLATTEN, (2, 16), (32,)),
+        (to_torch.IDENTITY, (), ()),
+    ]:
+        x = rng.normal(size=shape).astype(np.float32)
+        y = transform.to_torch(x)
+        assert y.shape == torch_shape, transform.name
+        np.testing.assert_array_equal(transform.to_flax(y, shape), x)
+    # The attention q kernel [D, H, hd] becomes rows h * hd + d of the torch weight.
+    x = rng.normal(size=(4, 2, 3)).astype(np.float32)
+    np.testing.assert_array_equal(to_torch.DENSE.to_torch(x)[1 * 3 + 2], x[:, 1, 2])
+
+
+# ----------------------------------------------------------------------------- README example.
+
+EXAMPLE = pathlib.Path(to_torch.__file__).with_name("README_example.py")
+
+
+def test_readme_example_runs(text_source, tmp_path, monkeypatch):
+    config = _config("variant=mu", str(text_source))
+    model, variables = _init(config)
+    to_torch.export(variables, config, tmp_path)
+    monkeypatch.setattr(sys, "argv", [str(EXAMPLE), str(tmp_path)])
+    monkeypatch.delitem(sys.modules, "ecg_tower", raising=False)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    g = runpy.run_path(str(EXAMPLE), run_name="__main__")
+    sys.modules.pop("ecg_tower", None)
+    logits = g["logits"].numpy()
+    ecg, lead_obs = g["ecg"].numpy(), g["lead_observed"].numpy()
+    assert logits.shape == (1, 2) and not lead_obs[0, 6:].any()
+    text = {k: jnp.asarray(v.numpy(), jnp.int32) for k, v in g["prompts"].items()}
+    z_e = jax.jit(lambda *a: model.apply(variables, *a, method=model.embed_ecg)[0])(
+        jnp.asarray(ecg), jnp.asarray(lead_obs)
+    )
+    z_t = jax.jit(lambda t: model.apply(variables, t, method=model.embed_text)[0])(text)
+    want = losses.capped_scale(variables["params"]["logit_scale"]) * z_e @ z_t.T
+    assert float(np.abs(logits - np.asarray(want)).max()) <= TOL
