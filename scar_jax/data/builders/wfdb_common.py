@@ -291,8 +291,8 @@ class Hygiene:
                 max_gap_samples=int(round(max_gap_s * record.rate)),
                 crop_policy=crop_policy,
             )
-        except ValueError as e:  # names were checked by read_record; anything else is a bug
-            self.skip(id_, RecordError("unknown_lead", record.file, str(e)))
+        except ValueError as e:  # names were checked by read_record
+            self.skip(id_, RecordError("unreadable_data", record.file, str(e)))
             return None
         # Which leads were lost to NaN (not flat): present in the header, unobserved, not flat.
         present = np.zeros(preprocessing.NUM_LEADS, bool)

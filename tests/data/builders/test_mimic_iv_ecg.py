@@ -193,3 +193,14 @@ def test_sharded_build_resumes_after_interruption(tmp_path, monkeypatch):
             np.testing.assert_array_equal(got[split][k]["ecg"], ex["ecg"])
             assert got[split][k]["report"] == ex["report"]
     assert merged.info.metadata["record_counts"]["kept"] == 30
+
+
+def test_default_config_and_counts_logged_at_the_end(tmp_path, caplog):
+    import logging
+
+    with caplog.at_level(logging.INFO):
+        b = build(mimic.Builder, dummy_dir("mimic_iv_ecg"), tmp_path, "default")
+    data = read_all(b)
+    # 2 % validation: no fixture subject hashes there, and an empty split is left out.
+    assert {s: len(v) for s, v in data.items()} == {"train": 11}
+    assert "record counts" in caplog.text and "truncated/skipped" in caplog.text

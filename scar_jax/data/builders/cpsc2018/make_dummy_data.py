@@ -56,7 +56,10 @@ def main(out: str = HERE) -> None:
     for i, (rid, (sec, labels)) in enumerate(ORIGINAL.items()):
         sig = wfdb_common.synthetic_ecg(sec, 500, seed=100 + i)
         ecg = {"sex": "Female", "age": np.array([[60.0]]), "data": sig.T}
-        scipy.io.savemat(os.path.join(out, "original", rid + ".mat"), {"ECG": ecg})
+        path = os.path.join(out, "original", rid + ".mat")
+        scipy.io.savemat(path, {"ECG": ecg})
+        with open(path, "r+b") as f:  # fixed MAT 5 header text (scipy writes today's date)
+            f.write(b"MATLAB 5.0 MAT-file, written by make_dummy_data.py".ljust(116))
         rows.append(",".join([rid] + [str(v) for v in labels] + [""] * (3 - len(labels))))
     with open(os.path.join(out, "original", "REFERENCE.csv"), "w") as f:
         f.write("\n".join(rows) + "\n")
