@@ -11,7 +11,8 @@ written to the skip manifest (JSON lines: id, file, reason, detail, action); in 
 the first such record raises `RecordError` naming the file and the problem. Lead-level
 problems (NaN runs, flat leads) mask the lead by default (`bad_lead_policy='mask'`: the
 record is kept, the lead becomes unobserved, the event is in the manifest with
-action 'masked'); `bad_lead_policy='skip'` skips such records instead.
+action 'masked'); `bad_lead_policy='skip'` skips such records instead. Short NaN gaps are
+interpolated and listed with action 'repaired' (NaN counts per record).
 """
 
 from __future__ import annotations
@@ -313,7 +314,10 @@ class Hygiene:
         if not prep["lead_observed"].any():
             self.report(id_, record.file, "no_observed_lead", "every lead is NaN or flat")
             return None
-        self.n_repaired += int(prep["n_repaired"] > 0)
+        if prep["n_repaired"]:
+            self.n_repaired += 1
+            self.report(id_, record.file, "nan", f"{prep['n_repaired']} NaN/Inf samples "
+                        "interpolated", action="repaired")
         ecg, n_clipped = preprocessing.to_int16(prep["ecg"])
         if n_clipped:
             logging.warning("%s: %d samples beyond +-32.767 mV clipped", id_, n_clipped)

@@ -83,6 +83,8 @@ def test_every_broken_kind_is_in_the_manifest_and_every_good_record_kept(built):
     counts = b.info.metadata["record_counts"]
     assert counts["kept"] == 11 and counts["nan_repaired_records"] == 1
     assert counts["nan/masked"] == 1 and counts["flat/masked"] == 1
+    assert by_id[inv["repaired_nan"]]["action"] == "repaired"
+    assert by_id[inv["repaired_nan"]]["detail"].startswith("10 NaN/Inf samples")
 
 
 def _fixture_kinds():

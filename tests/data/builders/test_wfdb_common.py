@@ -94,5 +94,5 @@ def test_example_masks_a_long_nan_run_and_repairs_a_short_one():
     h = wfdb_common.Hygiene("t")
     ex = h.example("r", rec, target_rate=500, num_samples=5000)
     assert ex["lead_observed"].tolist() == [True] * 5 + [False] + [True] * 6
-    assert h.counts == {("nan", "masked"): 1} and h.n_repaired == 1
+    assert h.counts == {("nan", "masked"): 1, ("nan", "repaired"): 1} and h.n_repaired == 1
     assert ex["ecg"].dtype == np.int16 and not ex["ecg"][:, 5].any()

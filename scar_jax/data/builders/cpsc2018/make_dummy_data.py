@@ -36,9 +36,9 @@ CHALLENGE = {
 }
 # id: (seconds, labels 1-9)
 ORIGINAL = {
-    "A0001": (10, [1]), "A0002": (6, [2, 5]), "A0003": (15, [3]), "A0004": (8, [7, 8, 9]),
-    "A0005": (12, [6]), "A0006": (9, [4]), "A0007": (7, [1]), "A0008": (10, [2]),
-    "A0009": (13, [5, 6]), "A0010": (6, [8]),
+    "A0001": (6, [1]), "A0002": (6, [2, 5]), "A0003": (7, [3]), "A0004": (8, [7, 8, 9]),
+    "A0005": (6, [6]), "A0006": (7, [4]), "A0007": (6, [1]), "A0008": (6, [2]),
+    "A0009": (7, [5, 6]), "A0010": (6, [8]),
 }  # fmt: skip
 
 
@@ -55,7 +55,7 @@ def main(out: str = HERE) -> None:
     rows = ["Recording,First_label,Second_label,Third_label"]
     for i, (rid, (sec, labels)) in enumerate(ORIGINAL.items()):
         sig = wfdb_common.synthetic_ecg(sec, 500, seed=100 + i)
-        ecg = {"sex": "Female", "age": np.array([[60.0]]), "data": sig.T}
+        ecg = {"sex": "Female", "age": np.array([[60.0]]), "data": sig.T.astype(np.float32)}
         path = os.path.join(out, "original", rid + ".mat")
         scipy.io.savemat(path, {"ECG": ecg})
         with open(path, "r+b") as f:  # fixed MAT 5 header text (scipy writes today's date)
