@@ -219,7 +219,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                 "batch_size": 8,
                 "total_steps": 4,
                 "log_every": 1,
-                "input.seconds": 2.0,
+                "input.sample_rate": 100,  # synthetic_ecg/tiny: 10 s at 100 Hz (T = 1000)
+                "input.seconds": 10.0,
                 "input.dataset": "synthetic_ecg/tiny",
                 "optim.warmup_steps": 1,
                 "model.masker.warmup_steps": 1,
