@@ -248,7 +248,9 @@ class Hygiene:
         self.manifest_path: str | None = None
 
     def open(self, directory: str) -> None:
-        """Starts a fresh manifest `directory/skip_manifest.jsonl`."""
+        """Starts a fresh manifest `directory/skip_manifest.jsonl` and zeroes the counts."""
+        self.counts.clear()
+        self.kept = self.n_repaired = 0
         os.makedirs(directory, exist_ok=True)
         self.manifest_path = os.path.join(directory, MANIFEST_NAME)
         open(self.manifest_path, "w").close()
