@@ -12,7 +12,7 @@ Per process the pipeline is (no TensorFlow anywhere):
   -> shuffle (seeded; reshuffled every epoch) -> repeat -> read + decode int16 to mV
   -> augment (train: random lead drop, random contiguous segment drop; applied only as
      lead_observed / time_observed = False, so they only turn observed into unobserved)
-  -> normalise over what is still observed -> batch (global_batch_size / process_count)
+  -> batch (global_batch_size / process_count) -> normalise over what is still observed
   -> report tokens (`text`) or cached report features (`report_features[index]`).
 
 Batches are dicts of numpy arrays: ecg float32 [b, T, 12], lead_observed bool [b, 12],
@@ -150,7 +150,7 @@ def _text(value: Any) -> str:
 
 
 def _decode_raw(example: Mapping[str, Any], num_samples: int) -> dict[str, Any]:
-    """Stored example -> {ecg float32 [T, 12] mV, lead_observed [12], time_observed [T], ...}."""
+    """Stored example -> {ecg int16 [T, 12], ecg_scale, lead_observed [12], time_observed [T]..}."""
     ecg = np.asarray(example["ecg"])
     if ecg.shape != (num_samples, preprocessing.NUM_LEADS):
         raise ValueError(
@@ -160,7 +160,8 @@ def _decode_raw(example: Mapping[str, Any], num_samples: int) -> dict[str, Any]:
         )
     valid = int(example["valid_samples"])
     return {
-        "ecg": preprocessing.from_int16(ecg, float(example["ecg_scale"])),
+        "ecg": ecg,  # int16 counts until _normalize (minmax / zscore do not need the scale)
+        "ecg_scale": float(example["ecg_scale"]),
         "lead_observed": np.asarray(example["lead_observed"], bool).copy(),
         "time_observed": np.arange(num_samples) < valid,
         "labels": np.asarray(example["labels"], bool),
@@ -169,17 +170,29 @@ def _decode_raw(example: Mapping[str, Any], num_samples: int) -> dict[str, Any]:
 
 
 def _normalize(out: dict[str, Any], kind: str) -> dict[str, Any]:
-    """Normalise out['ecg'] over its observed leads and samples (unobserved -> 0), in place."""
+    """int16 ecg [T, 12] or [B, T, 12] -> float32 normalised over what is observed, in place.
+
+    kind 'none' gives millivolts; unobserved leads and samples are 0 in every case.
+    """
     ecg, leads, rows = out["ecg"], out["lead_observed"], out["time_observed"]
-    out["ecg"] = preprocessing.normalize(ecg, leads, rows, kind)
+    scale = np.asarray(out.pop("ecg_scale"), np.float32)
+    single = ecg.ndim == 2
+    if single:
+        ecg, leads, rows, scale = ecg[None], leads[None], rows[None], scale[None]
+    if kind == "none":
+        ecg = ecg * scale[:, None, None]
+    ecg = preprocessing.normalize_batch(ecg, leads, rows, kind)
+    out["ecg"] = ecg[0] if single else ecg
     return out
 
 
 def decode_example(
     example: Mapping[str, Any], *, normalize: str, num_samples: int
 ) -> dict[str, Any]:
-    """Stored example -> {ecg float32 [T, 12] normalised, lead_observed [12], time_observed [T],
-    labels bool [C], report str}."""
+    """Stored example -> {ecg float32 [T, 12] normalised, lead_observed, time_observed, ...}.
+
+    lead_observed bool [12], time_observed bool [T] (False on padding), labels bool [C].
+    """
     return _normalize(_decode_raw(example, num_samples), normalize)
 
 
@@ -214,7 +227,7 @@ def augment(
 
 
 class _ReadTrain(grain.transforms.RandomMap):
-    """index -> decoded, augmented, normalised example (module level: picklable for workers)."""
+    """index -> decoded, augmented example, int16 ecg (module level: picklable for workers)."""
 
     def __init__(self, source: Any, input_config: Mapping[str, Any], length: int):
         self.source, self.cfg, self.length = source, dict(input_config), length
@@ -230,13 +243,12 @@ class _ReadTrain(grain.transforms.RandomMap):
             segment_drop_prob=float(self.cfg["segment_drop_prob"]),
             max_segment_fraction=float(self.cfg["max_segment_fraction"]),
         )
-        out = _normalize(out, self.cfg["normalize"])
         out["index"] = np.int64(index)
         return out
 
 
 class _ReadEval(grain.transforms.Map):
-    """index (-1 for padding) -> decoded, normalised example with a valid flag."""
+    """index (-1 for padding) -> decoded example (int16 ecg) with a valid flag."""
 
     def __init__(self, source: Any, input_config: Mapping[str, Any], length: int):
         self.source, self.cfg, self.length = source, dict(input_config), length
@@ -245,7 +257,6 @@ class _ReadEval(grain.transforms.Map):
         """index -> example dict; padding repeats record 0 with every mask False."""
         index = int(index)
         out = _decode_raw(self.source[max(index, 0)], self.length)
-        out = _normalize(out, self.cfg["normalize"])
         if index < 0:
             out = {k: np.zeros_like(v) if isinstance(v, np.ndarray) else v for k, v in out.items()}
             out["report"] = ""
@@ -254,14 +265,15 @@ class _ReadEval(grain.transforms.Map):
         return out
 
 
-class _AddText(grain.transforms.Map):
-    """Batch -> batch with report tokens (from `text`) or cached report features."""
+class _FinishBatch(grain.transforms.Map):
+    """Batch -> normalised float32 ecg plus report tokens (from `text`) or cached features."""
 
-    def __init__(self, text: TextFn | None, report_features: np.ndarray | None):
-        self.text, self.features = text, report_features
+    def __init__(self, kind: str, text: TextFn | None, report_features: np.ndarray | None):
+        self.kind, self.text, self.features = kind, text, report_features
 
     def map(self, batch: dict[str, Any]) -> dict[str, Any]:
-        """Adds input_ids/attention_mask int32 [b, L] or txt_feats float32 [b, H]."""
+        """Normalises ecg [b, T, 12]; adds input_ids/attention_mask [b, L] or txt_feats [b, H]."""
+        batch = _normalize(batch, self.kind)
         if self.text is not None:
             tokens = self.text([str(r) for r in batch.pop("report")])
             for key in ("input_ids", "attention_mask"):
@@ -351,8 +363,7 @@ def make_dataset(
     else:
         ds = ds.repeat(num_epochs or 1).map(_ReadEval(source, cfg, length))
     ds = ds.to_iter_dataset().batch(local_batch, drop_remainder=True)
-    if text is not None or report_features is not None:
-        ds = ds.map(_AddText(text, report_features))
+    ds = ds.map(_FinishBatch(input_config.normalize, text, report_features))
     workers = int(input_config.worker_count)
     if workers > 0:
         _mark_flags_parsed()

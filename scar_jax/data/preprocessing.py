@@ -149,6 +149,20 @@ def crop_or_pad(
     return out, t
 
 
+def _row_mask(valid_samples: int | np.ndarray | None, t: int) -> np.ndarray:
+    """A sample count, a bool [T] mask or None (all rows) -> bool [T]."""
+    if valid_samples is None:
+        return np.ones(t, bool)
+    if np.ndim(valid_samples) == 0:
+        if not 0 <= int(valid_samples) <= t:
+            raise ValueError(f"normalize: valid_samples={valid_samples} is outside [0, T={t}].")
+        return np.arange(t) < int(valid_samples)
+    rows = np.asarray(valid_samples, bool)
+    if rows.shape != (t,):
+        raise ValueError(f"normalize: the row mask has shape {rows.shape}; expected ({t},).")
+    return rows
+
+
 def normalize(
     signal: np.ndarray,
     lead_observed: np.ndarray,
@@ -162,46 +176,78 @@ def normalize(
     [0, 1]; zscore: mean 0, std 1 per observed lead; none: values unchanged. valid_samples
     is a count (rows [valid_samples, T) are padding) or a bool [T] mask of observed rows.
     Unobserved leads and rows are 0. A constant record (or lead, for zscore) becomes 0.
+    minmax and zscore do not depend on the signal's unit, so int16 counts can go in directly.
     """
     signal = _check_signal(signal)
-    t = signal.shape[0]
     lead_observed = np.asarray(lead_observed, bool)
     if lead_observed.shape != (signal.shape[1],):
         raise ValueError(
             f"normalize: lead_observed has shape {lead_observed.shape}; expected "
             f"({signal.shape[1]},) to match the signal {signal.shape}."
         )
-    if valid_samples is None:
-        rows = np.ones(t, bool)
-    elif np.ndim(valid_samples) == 0:
-        if not 0 <= int(valid_samples) <= t:
-            raise ValueError(f"normalize: valid_samples={valid_samples} is outside [0, T={t}].")
-        rows = np.arange(t) < int(valid_samples)
-    else:
-        rows = np.asarray(valid_samples, bool)
-        if rows.shape != (t,):
-            raise ValueError(f"normalize: the row mask has shape {rows.shape}; expected ({t},).")
-    out = np.zeros(signal.shape, np.float32)
+    rows = _row_mask(valid_samples, signal.shape[0])
+    return normalize_batch(signal[None], lead_observed[None], rows[None], kind, eps)[0]
+
+
+def normalize_batch(
+    signal: np.ndarray,
+    lead_observed: np.ndarray,
+    time_observed: np.ndarray,
+    kind: str = "minmax",
+    eps: float = 1e-6,
+) -> np.ndarray:
+    """signal: [B, T, L], lead_observed: [B, L], time_observed: [B, T] -> float32 [B, T, L].
+
+    `normalize` for a batch, example by example (no statistic crosses examples).
+    """
     if kind not in NORMALIZE_KINDS:
         raise ValueError(f"normalize: kind={kind!r}; expected one of {NORMALIZE_KINDS}.")
-    if not rows.any() or not lead_observed.any():
-        return out
-    x = signal[rows][:, lead_observed].astype(np.float64)
-    if not np.all(np.isfinite(x)):
+    signal = np.asarray(signal)
+    b, t, num_leads = signal.shape
+    lead_observed = np.asarray(lead_observed, bool)
+    time_observed = np.asarray(time_observed, bool)
+    if lead_observed.shape != (b, num_leads) or time_observed.shape != (b, t):
         raise ValueError(
-            "normalize: NaN/Inf left in the observed samples; run repair_nan before normalising."
+            f"normalize_batch: masks {lead_observed.shape} and {time_observed.shape} do not fit "
+            f"the signal {signal.shape}; expected ({b}, {num_leads}) and ({b}, {t})."
         )
+    mask = time_observed[:, :, None] & lead_observed[:, None, :]
+    info = np.iinfo if np.issubdtype(signal.dtype, np.integer) else np.finfo
+    limits = info(signal.dtype)
+    big, small = signal.dtype.type(limits.max), signal.dtype.type(limits.min)
+    # where + reduce: several times faster than reductions with where= on 2 cores
+    hi = np.where(mask, signal, small).max((1, 2)).astype(np.float64)
+    lo = np.where(mask, signal, big).min((1, 2)).astype(np.float64)
+    has = mask.any((1, 2))
+    if np.issubdtype(signal.dtype, np.floating):
+        bad = has & ~(np.isfinite(lo) & np.isfinite(hi))
+        if bad.any():
+            raise ValueError(
+                "normalize: NaN/Inf left in the observed samples of example(s) "
+                f"{np.flatnonzero(bad).tolist()}; run repair_nan before normalising."
+            )
+    lo, hi = np.where(has, lo, 0.0), np.where(has, hi, 0.0)  # nothing observed: all 0
+    out = np.empty(signal.shape, np.float32)
     if kind == "minmax":
-        lo, hi = x.min(), x.max()
-        y = (x - lo) / (hi - lo) if hi - lo > eps else np.zeros_like(x)
+        spread = hi - lo
+        inv = np.where(spread > eps, 1.0 / np.where(spread > eps, spread, 1.0), 0.0)
+        np.subtract(signal, lo.astype(np.float32)[:, None, None], out=out, casting="unsafe")
+        np.multiply(out, inv.astype(np.float32)[:, None, None], out=out)
     elif kind == "zscore":
-        mean, std = x.mean(0), x.std(0)
-        y = (x - mean) / np.where(std > eps, std, 1.0)
-        y[:, std <= eps] = 0.0
+        rows = time_observed.astype(np.float32)[:, None, :]  # [B, 1, T]
+        count = np.maximum(rows.sum(-1), 1.0)  # [B, 1]
+        center = (lo + hi) / 2  # shift first: float32 sums of centred values stay accurate
+        np.subtract(signal, center.astype(np.float32)[:, None, None], out=out, casting="unsafe")
+        out[~mask] = 0
+        mean = np.matmul(rows, out)[:, 0] / count  # [B, L]
+        np.subtract(out, mean[:, None, :], out=out)
+        out[~mask] = 0
+        std = np.sqrt(np.matmul(rows, np.square(out))[:, 0] / count)
+        inv = np.where(std > eps, 1.0 / np.where(std > eps, std, 1.0), 0.0)
+        np.multiply(out, inv.astype(np.float32)[:, None, :], out=out)
     else:
-        y = x
-    out[np.ix_(rows, lead_observed)] = y
-    return out
+        out[...] = signal
+    return np.where(mask, out, np.float32(0))  # unobserved rows / leads may hold anything
 
 
 def _runs(mask: np.ndarray) -> list[tuple[int, int]]:

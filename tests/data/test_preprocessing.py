@@ -160,6 +160,23 @@ def test_normalize_row_mask_equals_count_and_excludes_masked_rows():
     np.testing.assert_array_equal(pp.normalize(x, observed, None, "none")[:, 0], x[:, 0])
 
 
+@pytest.mark.parametrize("kind", ["minmax", "zscore"])
+def test_normalize_batch_is_per_example_and_unit_free(kind):
+    rng = np.random.default_rng(0)
+    counts = rng.integers(-3000, 3000, size=(3, 50, 12)).astype(np.int16)
+    leads = rng.random((3, 12)) > 0.3
+    rows = rng.random((3, 50)) > 0.2
+    leads[2] = False  # an example with nothing observed -> all 0
+    got = pp.normalize_batch(counts, leads, rows, kind)
+    assert got.dtype == np.float32
+    for b in range(3):
+        want = pp.normalize(counts[b].astype(np.float64) * 0.00123, leads[b], rows[b], kind)
+        np.testing.assert_allclose(got[b], want, atol=2e-5)
+    np.testing.assert_array_equal(got[2], 0)
+    with pytest.raises(ValueError, match="masks"):
+        pp.normalize_batch(counts, leads[:, :11], rows, kind)
+
+
 def test_normalize_constant_and_errors():
     observed = np.ones(12, bool)
     y = pp.normalize(np.full((3, 12), 5.0), observed, None, "minmax")

@@ -1,0 +1,256 @@
+"""The grain pipeline: determinism, resume, process sharding, augmentation, global batches."""
+
+import jax
+import ml_collections
+import numpy as np
+import pytest
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from configs import scar as scar_config
+from scar_jax.data import build, pipeline, preprocessing
+
+DATASET = "synthetic_ecg/tiny"  # 24 / 8 / 8 records of 10 s at 100 Hz
+BATCH = 8
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory):
+    """The tiny synthetic corpus, built once per session."""
+    out = str(tmp_path_factory.mktemp("tfds"))
+    build.build_dataset(DATASET, data_dir=out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def info(data_dir):
+    return pipeline.load_source(DATASET, "train", data_dir)[1]
+
+
+def input_config(data_dir: str, info, **overrides) -> ml_collections.ConfigDict:
+    """config.input of the runlocal config pointed at the test corpus."""
+    cfg = scar_config.get_config("runlocal").input
+    rate, length = pipeline.dataset_rate_and_length(info)
+    cfg.dataset, cfg.data_dir = DATASET, data_dir
+    cfg.sample_rate, cfg.seconds = rate, length / rate
+    for key, value in overrides.items():
+        cfg[key] = value
+    return cfg
+
+
+def take(ds, n: int) -> list[dict]:
+    it = iter(ds)
+    return [next(it) for _ in range(n)]
+
+
+def assert_batches_equal(a: list[dict], b: list[dict]):
+    assert len(a) == len(b)
+    for x, y in zip(a, b):
+        assert x.keys() == y.keys()
+        for key in x:
+            np.testing.assert_array_equal(x[key], y[key], err_msg=key)
+
+
+def test_batch_shapes_and_dtypes(data_dir, info):
+    cfg = input_config(data_dir, info)
+    t = pipeline.num_samples(cfg)
+    (batch,) = take(pipeline.make_dataset(cfg, "train", global_batch_size=BATCH, seed=0,
+                                          train=True), 1)
+    num_classes = len(info.metadata["classes"])
+    want = {
+        "ecg": ((BATCH, t, 12), np.float32),
+        "lead_observed": ((BATCH, 12), np.bool_),
+        "time_observed": ((BATCH, t), np.bool_),
+        "labels": ((BATCH, num_classes), np.bool_),
+        "index": ((BATCH,), np.int64),
+    }
+    for key, (shape, dtype) in want.items():
+        assert batch[key].shape == shape and batch[key].dtype == dtype, key
+    assert batch["report"].shape == (BATCH,)
+
+
+def test_decode_example_against_preprocessing(data_dir, info):
+    cfg = input_config(data_dir, info)
+    t = pipeline.num_samples(cfg)
+    source, _ = pipeline.load_source(DATASET, "train", data_dir)
+    partial = [i for i in range(len(source)) if not source[i]["lead_observed"].all()]
+    assert partial, "the tiny corpus should hold a record with missing leads"
+    ex = dict(source[partial[0]])
+    ex["valid_samples"] = t - 100  # as if the last 100 samples were padding
+    out = pipeline.decode_example(ex, normalize="minmax", num_samples=t)
+    valid = int(ex["valid_samples"])
+    np.testing.assert_array_equal(out["time_observed"], np.arange(t) < valid)
+    np.testing.assert_array_equal(out["lead_observed"], ex["lead_observed"])
+    mv = ex["ecg"].astype(np.float64) * ex["ecg_scale"]
+    obs = ex["lead_observed"]
+    lo, hi = mv[:valid, obs].min(), mv[:valid, obs].max()
+    want = (mv[:valid, obs] - lo) / (hi - lo)
+    np.testing.assert_allclose(out["ecg"][:valid, obs], want, rtol=0, atol=1e-6)
+    assert np.count_nonzero(out["ecg"][valid:]) == 0
+    assert np.count_nonzero(out["ecg"][:, ~obs]) == 0
+    assert out["report"] == ex["report"].decode()
+    with pytest.raises(ValueError, match=f"expects \\({t + 1}, 12\\)"):
+        pipeline.decode_example(ex, normalize="minmax", num_samples=t + 1)
+
+
+def test_same_seed_same_batches_other_seed_other_batches(data_dir, info):
+    cfg = input_config(data_dir, info, lead_drop_prob=0.5, segment_drop_prob=0.5)
+
+    def run(seed):
+        ds = pipeline.make_dataset(cfg, "train", global_batch_size=BATCH, seed=seed, train=True)
+        return take(ds, 6)
+
+    a, b, c = run(3), run(3), run(4)
+    assert_batches_equal(a, b)
+    assert not all(np.array_equal(x["index"], y["index"]) for x, y in zip(a, c))
+
+
+def test_resume_reads_exactly_what_an_uninterrupted_run_reads(data_dir, info):
+    cfg = input_config(data_dir, info, lead_drop_prob=0.5, segment_drop_prob=0.5)
+
+    def ds():
+        return pipeline.make_dataset(cfg, "train", global_batch_size=BATCH, seed=1, train=True)
+
+    n = len(pipeline.load_source(DATASET, "train", data_dir)[0])
+    total, cut = n // BATCH + 3, n // BATCH - 1  # the resumed part crosses an epoch boundary
+    full = take(ds(), total)
+    it = iter(ds())
+    for _ in range(cut):
+        next(it)
+    state = it.get_state()
+    resumed = iter(ds())
+    resumed.set_state(state)
+    assert_batches_equal([next(resumed) for _ in range(total - cut)], full[cut:])
+
+
+def test_epochs_are_permutations_reshuffled_each_epoch(data_dir, info):
+    cfg = input_config(data_dir, info)
+    n = len(pipeline.load_source(DATASET, "train", data_dir)[0])
+    ds = pipeline.make_dataset(cfg, "train", global_batch_size=BATCH, seed=0, train=True,
+                               num_epochs=2)
+    order = np.concatenate([b["index"] for b in ds])
+    assert order.size == 2 * n // BATCH * BATCH  # batches run across the epoch boundary
+    np.testing.assert_array_equal(np.sort(order[:n]), np.arange(n))
+    second = order[n:]
+    assert np.unique(second).size == second.size  # still no repeat inside epoch 2
+    assert not np.array_equal(order[: second.size], second)
+
+
+def test_two_processes_partition_the_records(data_dir, info):
+    cfg = input_config(data_dir, info)
+    source, _ = pipeline.load_source(DATASET, "train", data_dir)
+    n = len(source)
+    seen = []
+    for p in range(2):
+        ds = pipeline.make_dataset(cfg, "train", global_batch_size=BATCH, seed=0, train=True,
+                                   num_epochs=1, process_index=p, process_count=2)
+        idx = np.concatenate([b["index"] for b in ds])
+        assert idx.size == (n // 2) // (BATCH // 2) * (BATCH // 2)
+        assert np.all(idx % 2 == p)
+        seen.append(set(idx.tolist()))
+    assert not seen[0] & seen[1]
+    # eval: every record exactly once over the two processes, padding flagged invalid
+    n_val = len(pipeline.load_source(DATASET, "validation", data_dir)[0])
+    valid_idx, sizes, padding = [], [], 0
+    for p in range(2):
+        batches = list(pipeline.make_dataset(cfg, "validation", global_batch_size=6, seed=0,
+                                             train=False, process_index=p, process_count=2))
+        sizes.append(len(batches))
+        for b in batches:
+            assert b["ecg"].shape[0] == 3
+            padding += int((~b["valid"]).sum())
+            np.testing.assert_array_equal(b["valid"], b["index"] >= 0)
+            assert np.count_nonzero(b["ecg"][~b["valid"]]) == 0
+            valid_idx += b["index"][b["valid"]].tolist()
+    assert sizes[0] == sizes[1] and padding == 2 * sizes[0] * 3 - n_val > 0
+    assert sorted(valid_idx) == list(range(n_val))
+
+
+def test_augmentation_only_turns_observed_into_unobserved(data_dir, info):
+    cfg = input_config(data_dir, info, lead_drop_prob=1.0, max_leads_dropped=3,
+                       segment_drop_prob=1.0, max_segment_fraction=0.3)
+    t = pipeline.num_samples(cfg)
+    source, _ = pipeline.load_source(DATASET, "train", data_dir)
+    batches = take(pipeline.make_dataset(cfg, "train", global_batch_size=BATCH, seed=0,
+                                         train=True), 4)
+    dropped_leads = dropped_time = 0
+    for b in batches:
+        for k, index in enumerate(b["index"]):
+            ref = pipeline.decode_example(source[int(index)], normalize="none", num_samples=t)
+            leads, time = b["lead_observed"][k], b["time_observed"][k]
+            assert not np.any(leads & ~ref["lead_observed"])
+            assert not np.any(time & ~ref["time_observed"])
+            assert leads.any()
+            n_ref = ref["lead_observed"].sum()
+            assert n_ref - leads.sum() <= 3 and (n_ref == 1 or leads.sum() < n_ref)
+            gone = np.flatnonzero(ref["time_observed"] & ~time)
+            assert 1 <= gone.size <= int(0.3 * ref["time_observed"].sum())
+            assert np.all(np.diff(gone) == 1)  # one contiguous span
+            dropped_leads += n_ref - leads.sum()
+            dropped_time += gone.size
+            # normalised over what is still observed; the rest is 0
+            want = preprocessing.normalize(ref["ecg"], leads, time, "minmax")
+            np.testing.assert_allclose(b["ecg"][k], want, atol=1e-6)
+    assert dropped_leads > 0 and dropped_time > 0
+
+
+@pytest.mark.slow  # imports transformers for the real MiniLM tokenizer
+def test_report_features_and_tokens(data_dir, info):
+    from scar_jax.models import text_encoder
+
+    cfg = input_config(data_dir, info)
+    source, _ = pipeline.load_source(DATASET, "train", data_dir)
+    texts = pipeline.report_texts(source)
+    assert texts == [source[i]["report"].decode() for i in range(len(source))]
+    feats = np.random.default_rng(0).normal(size=(len(source), 5)).astype(np.float32)
+    (b,) = take(pipeline.make_dataset(cfg, "train", global_batch_size=BATCH, seed=0, train=True,
+                                      report_features=feats), 1)
+    np.testing.assert_array_equal(b["txt_feats"], feats[b["index"]])
+    assert "report" not in b
+    tok = text_encoder.load_tokenizer(text_encoder.minilm_folder())
+
+    def tokenize(reports):
+        return text_encoder.tokenize(tok, reports, 16)
+
+    (b,) = take(pipeline.make_dataset(cfg, "train", global_batch_size=BATCH, seed=0, train=True,
+                                      text=tokenize), 1)
+    want = tokenize([texts[i] for i in b["index"]])
+    assert b["input_ids"].dtype == np.int32 and b["input_ids"].shape == (BATCH, 16)
+    np.testing.assert_array_equal(b["input_ids"], want["input_ids"])
+    np.testing.assert_array_equal(b["attention_mask"], want["attention_mask"])
+    with pytest.raises(ValueError, match=rf"expected \[{len(source)}, H\]"):
+        pipeline.make_dataset(cfg, "train", global_batch_size=BATCH, seed=0, train=True,
+                              report_features=feats[:-1])
+
+
+def test_config_disagreeing_with_the_dataset_fails_naming_both(data_dir, info):
+    rate, length = pipeline.dataset_rate_and_length(info)
+    cfg = input_config(data_dir, info, sample_rate=rate * 2)
+    with pytest.raises(ValueError, match=f"sampled at {rate} Hz.*sample_rate is {rate * 2}"):
+        pipeline.make_dataset(cfg, "train", global_batch_size=BATCH, seed=0, train=True)
+    cfg = input_config(data_dir, info, seconds=length / rate / 2)
+    with pytest.raises(ValueError, match=f"{length} samples.*asks for {length // 2}"):
+        pipeline.make_dataset(cfg, "train", global_batch_size=BATCH, seed=0, train=True)
+    with pytest.raises(ValueError, match="no split 'nope'"):
+        pipeline.load_source(DATASET, "nope", data_dir)
+    with pytest.raises(FileNotFoundError, match="not built"):
+        pipeline.load_source(DATASET, "train", data_dir + "/empty")
+
+
+def test_global_batch_on_8_devices(data_dir, info):
+    devices = jax.devices()
+    assert len(devices) == 8
+    mesh = Mesh(np.asarray(devices).reshape(4, 2), ("data", "fsdp"))
+    cfg = input_config(data_dir, info)
+    t = pipeline.num_samples(cfg)
+    (local,) = take(pipeline.make_dataset(cfg, "train", global_batch_size=16, seed=0, train=True),
+                    1)
+    for target in (NamedSharding(mesh, P(("data", "fsdp"))), mesh):
+        batch = pipeline.global_batch(local, target)
+        assert "report" not in batch
+        assert batch["ecg"].shape == (16, t, 12)
+        assert batch["time_observed"].shape == (16, t)
+        assert batch["ecg"].sharding.spec[0] == ("data", "fsdp")
+        for shard in batch["ecg"].addressable_shards:
+            assert shard.data.shape == (2, t, 12)
+            np.testing.assert_array_equal(np.asarray(shard.data), local["ecg"][shard.index])
+        np.testing.assert_array_equal(np.asarray(batch["index"]), local["index"])
