@@ -227,3 +227,26 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             },
         )
     return config
+
+
+def sweep(add) -> None:
+    """The core ablations (METHOD §5-7), one training run each.
+
+      python launch/sweep.py configs/scar.py --arg=variant=tiny --workdir=/data/runs/ablations
+
+    prints one `python -m scar_jax.main train` command per entry. `add(arg=..., name=...,
+    **{"dotted.leaf": value})`: `arg` is appended to the base arg (a later key wins), the
+    leaves become --config.<leaf>=<value> overrides, `name` names the run's workdir.
+    """
+    for method in METHODS:  # SCAR, the MERL-style baseline, random-mask training
+        add(arg=f"method={method}", name=method)
+    for unit in ("token", "lead", "segment"):  # masker units besides the default joint
+        add(arg=f"unit={unit}", name=f"unit_{unit}")
+    for selector in ("mean", "cls"):  # the adaptive selector matters most with the masker on
+        add(arg=f"selector={selector}", name=f"selector_{selector}")
+        add(arg=f"method=merl,selector={selector}", name=f"merl_selector_{selector}")
+    add(arg="supervision=false", name="no_supervision")
+    add(arg="minmax=alternating", name="alternating")
+    add(arg="loss=siglip", name="siglip")
+    for rho_max in (0.3, 0.7):  # the adversary's budget
+        add(name=f"rho_max_{rho_max}", **{"model.masker.rho_max": rho_max})
