@@ -1,12 +1,22 @@
-r"""scar_jax command line.
+r"""scar_jax command line: one entry point for every job.
 
-  python -m scar_jax.main smoke --config=configs/scar.py:runlocal
+  python -m scar_jax.main <command> [flags]
 
 Commands:
-  smoke   build the full SCAR model from the config, run one forward pass, the
-          fused objective and its gradient on a generated batch, and print the
-          shape of every view, the mask ratio, each loss term and the gradient
-          norm of each player.
+  smoke    the full SCAR model from --config on a batch of generated synthetic records:
+           one forward pass, the fused objective and its gradient; prints every view's
+           shape, the mask ratio, each loss term and each player's gradient norm.
+  build    build a TFDS dataset as ArrayRecord: --dataset=synthetic_ecg/250hz
+           --data_dir=DIR [--manual_dir=LOCAL_COPY for the real corpora] [--strict].
+  plot     one synthetic record per class with its evidence regions shaded: --out=FILE.png
+           [--dataset=synthetic_ecg/500hz].
+  train    pretrain (or resume) in --workdir with --config.
+  eval     zero-shot / missingness / CMRS / linear-probe grid of --checkpoint (a training
+           workdir or its checkpoints folder; several as name=path,name=path) on --dataset,
+           written to --out.
+  export   write the PyTorch export of --checkpoint to --out.
+  predict  zero-shot scores of one WFDB or DICOM ECG file (--input) for --dataset's
+           classes with --checkpoint's model.
 
 Leaves of the config are overridden with --config.<path>=<value>
 (e.g. --config.model.masker.unit=lead); a misspelled path is an error.
@@ -14,6 +24,7 @@ Leaves of the config are overridden with --config.<path>=<value>
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 
@@ -22,15 +33,17 @@ from absl import flags
 from absl import logging
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 from ml_collections import config_flags
 
+from scar_jax import checkpointing
 from scar_jax import losses
 from scar_jax.models import masker as masker_lib
 from scar_jax.models import scar
-from scar_jax.models import text_encoder
 
-COMMANDS = ("smoke",)
+COMMANDS = ("smoke", "build", "plot", "train", "eval", "export", "predict")
+_NEEDS_CONFIG = ("smoke", "train", "eval", "predict")
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config",
@@ -39,58 +52,81 @@ _CONFIG = config_flags.DEFINE_config_file(
     lock_config=True,
 )
 _SEED = flags.DEFINE_integer("seed", None, "Overrides config.seed.")
-
-_REPORTS = (
-    "sinus rhythm. normal ecg.",
-    "atrial fibrillation with rapid ventricular response.",
-    "sinus bradycardia. inferior st elevation, consider acute infarct.",
-    "sinus rhythm. left bundle branch block.",
-    "sinus tachycardia. anterior st elevation with reciprocal changes.",
-    "first degree av block. otherwise normal ecg.",
+_WORKDIR = flags.DEFINE_string("workdir", None, "train: run folder (checkpoints, metrics.jsonl).")
+_DATASET = flags.DEFINE_string(
+    "dataset", None, "build/plot/eval/predict: '<builder>/<config>', e.g. synthetic_ecg/250hz."
 )
+_DATA_DIR = flags.DEFINE_string(
+    "data_dir", None, "Built TFDS datasets (default: config.input.data_dir, TFDS_DATA_DIR)."
+)
+_MANUAL_DIR = flags.DEFINE_string("manual_dir", None, "build: local copy of a real corpus.")
+_STRICT = flags.DEFINE_bool("strict", False, "build: stop at the first broken record.")
+_NUM_SHARDS = flags.DEFINE_integer(
+    "num_shards", 0, "build mimic_iv_ecg: number of shards (0: one unsharded build)."
+)
+_SHARD_INDEX = flags.DEFINE_list(
+    "shard_index", [], "build mimic_iv_ecg: shard indices this worker builds (default: all)."
+)
+_MERGE_SHARDS = flags.DEFINE_bool(
+    "merge_shards", False, "build mimic_iv_ecg: link the built shards into the default dataset."
+)
+_CHECKPOINT = flags.DEFINE_string(
+    "checkpoint",
+    None,
+    "eval/export/predict: a training workdir or its checkpoints folder; eval takes several "
+    "as name=path,name=path.",
+)
+_SPLIT = flags.DEFINE_string("split", None, "eval: split (default config.eval.split).")
+_OUT = flags.DEFINE_string("out", None, "eval/export: output folder; plot: PNG file.")
+_INPUT = flags.DEFINE_string("input", None, "predict: a WFDB record (.hea) or a DICOM (.dcm).")
+_OVERWRITE = flags.DEFINE_bool("overwrite", False, "export: replace a previous export in --out.")
+
+
+def _require(flag, command: str):
+    """The flag's value; a clear usage error when it is missing."""
+    if not flag.value:
+        raise app.UsageError(f"'{command}' needs --{flag.name}.")
+    return flag.value
+
+
+def parse_checkpoints(value: str) -> dict[str, str]:
+    """'path' -> {'model': path}; 'scar=a,merl=b' -> {'scar': 'a', 'merl': 'b'}."""
+    out = {}
+    for i, item in enumerate(v for v in value.split(",") if v):
+        name, sep, path = item.partition("=")
+        if not sep:
+            name, path = ("model" if i == 0 else f"model{i}"), item
+        if name in out:
+            raise app.UsageError(f"--checkpoint names {name!r} twice.")
+        out[name] = path
+    return out
 
 
 def generated_batch(config, batch_size: int, seed: int = 0) -> dict[str, np.ndarray]:
-    """A batch of beat-like 12-lead signals with 0-4 absent leads and report text.
+    """Synthetic-corpus records generated in memory at config.input's rate and length.
 
-    Each beat is a sum of Gaussian P, QRS and T waves with per-lead gains; the
-    signal is min-max normalised over the observed leads. (The real synthetic
-    corpus with localised evidence is a TFDS builder of its own.)
+    ecg float32 [B, T, 12] normalised as config.input.normalize, lead_observed [B, 12]
+    (a quarter of the records miss a few leads), report texts.
     """
-    rng = np.random.default_rng(seed)
-    t = int(round(config.input.sample_rate * config.input.seconds))
-    times = np.arange(t) / config.input.sample_rate
-    ecg = np.zeros((batch_size, t, 12), np.float32)
-    lead_observed = np.ones((batch_size, 12), bool)
-    for i in range(batch_size):
-        rr = 60.0 / rng.uniform(50, 110)
-        gains = rng.normal(1.0, 0.4, size=(3, 12))  # P, QRS, T gain per lead
-        for beat in np.arange(rng.uniform(0, rr), times[-1], rr):
-            for (offset, width, amp), g in zip(
-                [(-0.16, 0.025, 0.15), (0.0, 0.01, 1.0), (0.25, 0.04, 0.3)], gains
-            ):
-                ecg[i] += (amp * np.exp(-0.5 * ((times - beat - offset) / width) ** 2))[:, None] * g
-        ecg[i] += rng.normal(0, 0.02, size=(t, 12))
-        lead_observed[i, rng.choice(12, rng.integers(0, 5), replace=False)] = False
-        obs = ecg[i][:, lead_observed[i]]
-        ecg[i] = (ecg[i] - obs.min()) / (obs.max() - obs.min())
-        ecg[i][:, ~lead_observed[i]] = 0.0
-    reports = [_REPORTS[j] for j in rng.integers(0, len(_REPORTS), batch_size)]
-    return {"ecg": ecg, "lead_observed": lead_observed, "report": reports}
+    from scar_jax.data import preprocessing
+    from scar_jax.data import synthetic
 
-
-def tokenize_reports(config, reports) -> dict[str, np.ndarray]:
-    """Report token ids with the text checkpoint's tokenizer (random ids for random-tiny)."""
-    folder = scar.text_checkpoint_folder(config.model.txt.checkpoint)
-    n, max_len = len(reports), config.model.txt.max_len
-    if folder is None:
-        ids = (
-            np.random.default_rng(0)
-            .integers(1, text_encoder.BertConfig.tiny().vocab_size, (n, max_len))
-            .astype(np.int32)
+    records = [
+        synthetic.generate_record(
+            seed,
+            "train",
+            i,
+            sampling_rate=int(config.input.sample_rate),
+            duration_s=float(config.input.seconds),
+            missing_lead_fraction=0.25,
         )
-        return {"input_ids": ids, "attention_mask": np.ones((n, max_len), np.int32)}
-    return text_encoder.tokenize(text_encoder.load_tokenizer(folder), reports, max_len)
+        for i in range(batch_size)
+    ]
+    ecg = np.stack([r.ecg for r in records])
+    observed = np.stack([r.lead_observed for r in records])
+    rows = np.ones(ecg.shape[:2], bool)
+    ecg = preprocessing.normalize_batch(ecg, observed, rows, config.input.normalize)
+    return {"ecg": ecg, "lead_observed": observed, "report": [r.report for r in records]}
 
 
 def smoke(config) -> dict[str, float]:
@@ -100,7 +136,9 @@ def smoke(config) -> dict[str, float]:
     batch = {
         "ecg": data["ecg"],
         "lead_observed": data["lead_observed"],
-        **tokenize_reports(config, data["report"]),
+        **scar.text_tokenizer(config.model.txt.checkpoint, config.model.txt.max_len)(
+            data["report"]
+        ),
     }
     batch = jax.tree.map(jnp.asarray, batch)
     key = jax.random.key(config.seed)
@@ -173,20 +211,109 @@ def smoke(config) -> dict[str, float]:
 def main(argv):
     if len(argv) != 2 or argv[1] not in COMMANDS:
         raise app.UsageError(
-            f"Usage: python -m scar_jax.main <{'|'.join(COMMANDS)}> "
-            f"--config=configs/<file>.py[:arg]  (got {argv[1:]})"
+            f"Usage: python -m scar_jax.main <{'|'.join(COMMANDS)}> [flags]  (got {argv[1:]}); "
+            "--help lists the flags."
         )
+    command = argv[1]
+    config = None
     try:
         config = _CONFIG.value
     except (AttributeError, KeyError, ValueError, TypeError) as e:
         raise app.UsageError(f"Bad --config: {_innermost_message(e)}") from None
-    if config is None:
-        raise app.UsageError("--config is required, e.g. --config=configs/scar.py:runlocal")
-    if _SEED.value is not None:
-        config.seed = _SEED.value
-    logging.info("config:\n%s", config)
-    if argv[1] == "smoke":
+    if config is None and command in _NEEDS_CONFIG:
+        raise app.UsageError(
+            f"'{command}' needs --config, e.g. --config=configs/scar.py:runlocal"
+        )
+    if config is not None:
+        if _SEED.value is not None:
+            config.seed = _SEED.value
+        if _DATA_DIR.value:
+            config.input.data_dir = _DATA_DIR.value
+        logging.info("config:\n%s", config)
+
+    if command == "smoke":
         smoke(config)
+    elif command == "build":
+        from scar_jax.data import build
+
+        data_dir = _DATA_DIR.value or (config.input.data_dir if config else None)
+        data_dir = data_dir or _default_data_dir()
+        dataset = _require(_DATASET, command)
+        if _NUM_SHARDS.value:
+            _build_mimic_shards(dataset, data_dir)
+        else:
+            build.build_dataset(
+                dataset, data_dir=data_dir, manual_dir=_MANUAL_DIR.value, strict=_STRICT.value
+            )
+    elif command == "plot":
+        from scar_jax.data import synthetic
+
+        name = (_DATASET.value or "synthetic_ecg/500hz").partition("/")[2] or "500hz"
+        print(synthetic.plot_examples(_require(_OUT, command), config_name=name))
+    elif command == "train":
+        from scar_jax import train
+
+        train.run(config, _require(_WORKDIR, command))
+    elif command == "eval":
+        from scar_jax.evaluation import run as eval_run
+
+        results = eval_run.run_eval(
+            config,
+            parse_checkpoints(_require(_CHECKPOINT, command)),
+            _DATASET.value,
+            _SPLIT.value,
+            _require(_OUT, command),
+        )
+        print(f"Wrote {_OUT.value}/results.json, results.md and plots ({len(results)} entries).")
+    elif command == "export":
+        from scar_jax.export import to_torch
+
+        to_torch.run(
+            _require(_CHECKPOINT, command), _require(_OUT, command), overwrite=_OVERWRITE.value
+        )
+        print(f"Exported to {_OUT.value}")
+    elif command == "predict":
+        from scar_jax import inference
+        from scar_jax.evaluation import run as eval_run
+
+        variables, saved = eval_run.load_checkpoint(
+            checkpointing.checkpoint_folder(_require(_CHECKPOINT, command))
+        )
+        if saved is not None and "model" in saved:
+            config = ml_collections.ConfigDict(saved)
+        try:
+            prediction = inference.predict(
+                config,
+                variables,
+                _require(_INPUT, command),
+                _DATASET.value or config.input.dataset,
+            )
+        except inference.UnreadableRecordError as e:
+            sys.exit(f"predict: {e}")
+        print(inference.format_prediction(prediction))
+
+
+def _build_mimic_shards(dataset: str, data_dir: str) -> None:
+    """build --num_shards: MIMIC-IV-ECG's sharded generation (one worker's shards, or the merge)."""
+    from scar_jax.data.builders.mimic_iv_ecg import mimic_iv_ecg_dataset_builder as mimic
+
+    if dataset.partition("/")[0] != "mimic_iv_ecg":
+        raise app.UsageError(f"--num_shards is for mimic_iv_ecg only (got --dataset={dataset}).")
+    if _MERGE_SHARDS.value:
+        mimic.merge_shards(data_dir, _NUM_SHARDS.value)
+        return
+    mimic.build_sharded(
+        _require(_MANUAL_DIR, "build --num_shards"),
+        data_dir,
+        _NUM_SHARDS.value,
+        [int(i) for i in _SHARD_INDEX.value] or None,
+        strict=_STRICT.value,
+    )
+
+
+def _default_data_dir() -> str:
+    """TFDS_DATA_DIR or ~/tensorflow_datasets (TFDS's own default)."""
+    return os.environ.get("TFDS_DATA_DIR") or os.path.expanduser("~/tensorflow_datasets")
 
 
 def parse_flags(argv: list[str]) -> list[str]:

@@ -9,15 +9,18 @@ the ECG).
 
 from __future__ import annotations
 
+import functools
 import math
 import pathlib
-from typing import Any, Mapping
+import zlib
+from typing import Any, Callable, Mapping, Sequence
 
 import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 
 from scar_jax.models import common
 from scar_jax.models import ecg_encoder
@@ -229,6 +232,42 @@ def bert_config_for(name: str) -> text_encoder.BertConfig:
         if folder is None
         else text_encoder.BertConfig.from_json(folder)
     )
+
+
+class HashTokenizer:
+    """Word-hash token ids for the random tiny BERT, which has no vocabulary.
+
+    texts -> input_ids int32 [N, max_len] ([CLS]=1, each word -> crc32 % (vocab - 2) + 2,
+    0 pads), attention_mask int32 [N, max_len]. Deterministic, so a report word and the
+    same word in a class prompt get the same id.
+    """
+
+    def __init__(self, vocab_size: int, max_len: int):
+        self.vocab_size, self.max_len = vocab_size, max_len
+
+    def __call__(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
+        """Token ids and attention mask of each text, truncated / padded to max_len."""
+        ids = np.zeros((len(texts), self.max_len), np.int32)
+        for i, text in enumerate(texts):
+            words = [1] + [
+                zlib.crc32(w.encode()) % (self.vocab_size - 2) + 2 for w in str(text).split()
+            ]
+            words = words[: self.max_len]
+            ids[i, : len(words)] = words
+        return {"input_ids": ids, "attention_mask": (ids > 0).astype(np.int32)}
+
+
+def text_tokenizer(name: str, max_len: int) -> Callable[[Sequence[str]], dict[str, np.ndarray]]:
+    """texts -> {input_ids, attention_mask[, token_type_ids]} [N, max_len] for a text checkpoint.
+
+    The one tokenizer used for reports (training) and class prompts (evaluation):
+    the checkpoint folder's AutoTokenizer, or HashTokenizer for the random tiny BERT.
+    """
+    folder = text_checkpoint_folder(name)
+    if folder is None:
+        return HashTokenizer(text_encoder.BertConfig.tiny().vocab_size, max_len)
+    tokenizer = text_encoder.load_tokenizer(folder)
+    return functools.partial(text_encoder.tokenize, tokenizer, max_len=max_len)
 
 
 def load_text_weights(params: Mapping[str, Any], name: str, pooling: str) -> dict[str, Any]:
