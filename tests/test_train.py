@@ -1,0 +1,369 @@
+"""The training loop: kill -9 and resume == uninterrupted (bitwise, same data order), the
+non-finite policies, JSONL metrics, resuming an existing workdir; and the loop's helpers.
+
+The end-to-end runs are subprocesses on the synthetic `tiny` corpus with the `mu` model and
+the random tiny text tower. They share a persistent XLA compilation cache: the first run
+compiles, the others load. (On CPU an executable loaded from that cache can differ from a
+freshly compiled one in the last bits, so bitwise comparisons are made only between runs
+that loaded it; the first run is the non-finite 'skip' run, compared with nothing.)
+"""
+
+import json
+import os
+import pathlib
+import random
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import jax
+import ml_collections
+import numpy as np
+import pytest
+
+from configs import scar as scar_config
+from scar_jax import checkpointing
+from scar_jax import metrics
+from scar_jax import train
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+TOTAL_STEPS = 6
+
+_CHILD = textwrap.dedent(
+    """
+    import json, os, signal, sys, threading, time
+    import numpy as np
+    args = json.loads(sys.argv[1])
+    import jax
+    from configs import scar as scar_config
+    from scar_jax import train
+    from scar_jax.data import build
+
+    build.build_dataset("synthetic_ecg/tiny", data_dir=args["data_dir"])
+    cfg = scar_config.get_config("variant=mu,runlocal,text=random-tiny")
+    cfg.input.data_dir = args["data_dir"]
+    cfg.input.sample_rate, cfg.input.seconds = 100, 10.0  # the tiny corpus: 100 Hz x 10 s
+    cfg.input.lead_drop_prob = cfg.input.segment_drop_prob = 0.5  # exercise augmentation
+    cfg.total_steps = args["total_steps"]
+    cfg.log_every = 1
+    cfg.train.checkpoint_every = cfg.train.eval_every = 2
+    cfg.train.eval_batches = 1
+    cfg.optim.nonfinite = args["policy"]
+
+    def on_batch(step, batch):
+        with open(args["index_log"], "a") as f:
+            f.write(json.dumps([step, batch["index"].tolist()]) + "\\n")
+        if step == args.get("nan_step"):
+            batch["ecg"][0] = np.nan  # every sample, so some observed ones
+
+    if args.get("kill_on_tmp_step"):
+        ckpt_dir = os.path.join(args["workdir"], "checkpoints")
+        prefix = f"{args['kill_on_tmp_step']}.orbax-checkpoint-tmp"
+        def killer():
+            while True:
+                if os.path.isdir(ckpt_dir) and any(
+                    n.startswith(prefix) for n in os.listdir(ckpt_dir)
+                ):
+                    os.kill(os.getpid(), signal.SIGKILL)
+                time.sleep(0.0002)
+        threading.Thread(target=killer, daemon=True).start()
+
+    try:
+        result = train.train(cfg, args["workdir"], batch_callback=on_batch)
+    except FloatingPointError as e:
+        print("FloatingPointError:", e, file=sys.stderr)
+        sys.exit(3)
+    params = {
+        "/".join(str(getattr(k, "key", k)) for k in path): np.asarray(x)
+        for path, x in jax.tree_util.tree_leaves_with_path(result.state.params)
+    }
+    np.savez(args["params_out"], **params)
+    print(json.dumps({"step": result.step, "resumed_from": result.resumed_from,
+                      "nonfinite": int(result.state.nonfinite)}))
+    """
+)
+
+
+def _env(cache_dir: str) -> dict:
+    return dict(
+        os.environ,
+        PYTHONPATH=str(REPO),
+        JAX_COMPILATION_CACHE_DIR=cache_dir,
+        JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+        JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0",
+    )
+
+
+class Runs:
+    """Starts child training runs in one scratch folder with a shared compile cache."""
+
+    def __init__(self, root: pathlib.Path):
+        self.root = root
+        self.data_dir = str(root / "tfds")
+        self.cache = str(root / "xla_cache")
+
+    def args(self, name: str, **kw) -> dict:
+        base = {
+            "data_dir": self.data_dir,
+            "workdir": str(self.root / name),
+            "total_steps": TOTAL_STEPS,
+            "policy": "skip",
+            "index_log": str(self.root / f"{name}.indices.jsonl"),
+            "params_out": str(self.root / f"{name}.params.npz"),
+        }
+        return base | kw
+
+    def start(self, args: dict) -> subprocess.Popen:
+        return subprocess.Popen(
+            [sys.executable, "-c", _CHILD, json.dumps(args)],
+            env=_env(self.cache),
+            cwd=str(REPO),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+    def run(self, args: dict, timeout: float = 600) -> subprocess.CompletedProcess:
+        proc = self.start(args)
+        out, err = proc.communicate(timeout=timeout)
+        return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def _indices(path: str) -> dict[int, list[int]]:
+    """step -> record indices consumed (a later line for a step replaces an earlier one)."""
+    return dict(_index_lines(path))
+
+
+def _index_lines(path: str) -> list[tuple[int, list[int]]]:
+    """(step, record indices) per line; a line still being written is left out."""
+    out = []
+    for line in pathlib.Path(path).read_text().splitlines():
+        try:
+            out.append(tuple(json.loads(line)))
+        except json.JSONDecodeError:
+            break
+    return out
+
+
+def _params(path: str) -> dict[str, np.ndarray]:
+    with np.load(path) as f:
+        return {k: f[k] for k in f.files}
+
+
+def _assert_bitwise(a: dict, b: dict):
+    assert a.keys() == b.keys()
+    for k in a:
+        assert a[k].dtype == b[k].dtype and np.array_equal(a[k], b[k]), k
+
+
+def _fail(proc) -> str:
+    return f"rc={proc.returncode}\n{proc.stdout[-2000:]}\n{proc.stderr[-6000:]}"
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """Scratch folder; its first run (non-finite 'skip', NaN at step 3) fills the XLA cache."""
+    r = Runs(tmp_path_factory.mktemp("train_runs"))
+    proc = r.run(r.args("skip", nan_step=3))
+    r.skip_result = proc
+    return r
+
+
+@pytest.mark.slow
+def test_nonfinite_skip_counts_and_saves_only_finite_states(runs):
+    proc = runs.skip_result
+    assert proc.returncode == 0, _fail(proc)
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert summary == {"step": TOTAL_STEPS, "resumed_from": None, "nonfinite": 1}
+    lines = metrics.read_jsonl(os.path.join(runs.args("skip")["workdir"], metrics.JSONL_NAME))
+    train_lines = [r for r in lines if "train/loss/total" in r]
+    val_lines = [r for r in lines if "val/loss" in r]
+    # log_every=1: one train line per step; validation at steps 2, 4, 6.
+    assert [r["step"] for r in train_lines] == list(range(1, TOTAL_STEPS + 1))
+    assert [r["step"] for r in val_lines] == [2, 4, 6]
+    assert [r["train/nonfinite"] for r in train_lines] == [0, 0, 1, 0, 0, 0]
+    assert [r["train/nonfinite/count"] for r in train_lines] == [0, 0, 1, 1, 1, 1]
+    assert train_lines[2]["train/loss/total"] == "nan"
+    assert all(np.isfinite(r["val/loss"]) for r in val_lines)
+    ck = checkpointing.Checkpointer(os.path.join(runs.args("skip")["workdir"], "checkpoints"))
+    assert ck.all_steps() == [2, 4, 6]
+    for p in _params(runs.args("skip")["params_out"]).values():
+        assert np.all(np.isfinite(p))
+    ck.close()
+
+
+@pytest.mark.slow
+def test_nonfinite_stop_raises_and_keeps_last_finite_checkpoint(runs):
+    args = runs.args("stop", policy="stop", nan_step=3)
+    proc = runs.run(args)
+    assert proc.returncode == 3, _fail(proc)
+    assert "Non-finite loss or gradient at step 3" in proc.stderr
+    assert "config.optim.nonfinite='skip'" in proc.stderr
+    ck = checkpointing.Checkpointer(os.path.join(args["workdir"], "checkpoints"))
+    assert ck.all_steps() == [2]
+    ck.close()
+    # The stopped run wrote no line after its last good step.
+    lines = metrics.read_jsonl(os.path.join(args["workdir"], metrics.JSONL_NAME))
+    assert max(r["step"] for r in lines) == 2
+
+
+@pytest.mark.slow
+def test_kill_9_and_resume_equals_uninterrupted(runs):
+    ref = runs.args("ref")
+    proc = runs.run(ref)
+    assert proc.returncode == 0, _fail(proc)
+    ref_params, ref_order = _params(ref["params_out"]), _indices(ref["index_log"])
+    assert sorted(ref_order) == list(range(1, TOTAL_STEPS + 1))
+
+    # (a) kill -9 at a random step (while that step runs).
+    kill_step = random.Random(os.getpid()).randint(3, TOTAL_STEPS)
+    a = runs.args("kill_a")
+    child = runs.start(a)
+    deadline = time.time() + 600
+    while time.time() < deadline and child.poll() is None:
+        if os.path.exists(a["index_log"]) and kill_step in _indices(a["index_log"]):
+            break
+        time.sleep(0.01)
+    assert child.poll() is None, "the run ended before the kill step: " + child.stderr.read()
+    os.kill(child.pid, signal.SIGKILL)
+    child.communicate()
+    assert child.returncode == -9
+    killed_lines = _index_lines(a["index_log"])
+    proc = runs.run(a)  # the same workdir: resumes from its last complete checkpoint
+    assert proc.returncode == 0, _fail(proc)
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    resumed_from = summary["resumed_from"]
+    # Checkpoints are asynchronous: the newest may not have been finalised at the kill.
+    assert resumed_from in (None, 2, 4) and (resumed_from or 0) < kill_step
+    resumed_lines = _index_lines(a["index_log"])[len(killed_lines) :]
+    assert [s for s, _ in resumed_lines] == list(range((resumed_from or 0) + 1, TOTAL_STEPS + 1))
+    # Same data order: before the kill and after the resume, step for step.
+    for step, idx in killed_lines + resumed_lines:
+        assert idx == ref_order[step], step
+    _assert_bitwise(_params(a["params_out"]), ref_params)
+
+    # (b) kill -9 while the checkpoint of step 4 is being written.
+    b = runs.args("kill_b", kill_on_tmp_step=4)
+    proc = runs.run(b)
+    assert proc.returncode == -9, _fail(proc)
+    ckpt_dir = os.path.join(b["workdir"], "checkpoints")
+    assert any(n.startswith("4.orbax-checkpoint-tmp") for n in os.listdir(ckpt_dir))
+    ck = checkpointing.Checkpointer(ckpt_dir)
+    assert ck.latest_step() == 2  # the half-written step 4 does not count
+    ck.close()
+    proc = runs.run(dict(b, kill_on_tmp_step=None))
+    assert proc.returncode == 0, _fail(proc)
+    assert json.loads(proc.stdout.strip().splitlines()[-1])["resumed_from"] == 2
+    for step, idx in _index_lines(b["index_log"]):
+        assert idx == ref_order[step], step
+    _assert_bitwise(_params(b["params_out"]), ref_params)
+
+    # (c) a finished workdir resumes at its last step and trains no further.
+    proc = runs.run(ref)
+    assert proc.returncode == 0, _fail(proc)
+    assert json.loads(proc.stdout.strip().splitlines()[-1])["resumed_from"] == TOTAL_STEPS
+    _assert_bitwise(_params(ref["params_out"]), ref_params)
+    lines = metrics.read_jsonl(os.path.join(ref["workdir"], metrics.JSONL_NAME))
+    assert [r["step"] for r in lines if "train/loss/total" in r] == list(range(1, 7))
+
+
+# --- helpers (no compilation) -----------------------------------------------------------------
+
+
+def test_initialize_distributed_single_process_and_errors(monkeypatch):
+    for name in ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.delenv("SLURM_JOB_ID", raising=False)
+    monkeypatch.delenv("TPU_WORKER_HOSTNAMES", raising=False)
+    assert train.initialize_distributed() is False
+    assert train.initialize_distributed("localhost:1234", 1, 0) is False  # one process
+    with pytest.raises(ValueError, match="num_processes/process_id"):
+        train.initialize_distributed("localhost:1234")
+    # SLURM with a single task is a single process too.
+    monkeypatch.setenv("SLURM_JOB_ID", "7")
+    monkeypatch.setenv("SLURM_NTASKS", "1")
+    assert train.initialize_distributed() is False
+    assert jax.process_count() == 1
+
+
+def test_hash_tokenizer_known_ids():
+    tok = train.HashTokenizer(vocab_size=100, max_len=5)
+    out = tok(["sinus rhythm", "a b c d e f"])
+    import zlib
+
+    h = lambda w: zlib.crc32(w.encode()) % 98 + 2  # noqa: E731
+    assert out["input_ids"].tolist() == [
+        [1, h("sinus"), h("rhythm"), 0, 0],
+        [1, h("a"), h("b"), h("c"), h("d")],
+    ]
+    assert out["attention_mask"].tolist() == [[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]]
+
+
+def test_train_config_checks():
+    cfg = scar_config.get_config("variant=mu,runlocal,text=random-tiny")
+    train._check_train_config(cfg)
+    for leaf, value, match in [
+        ("optim.nonfinite", "ignore", "nonfinite"),
+        ("train.keep", 0, "keep"),
+        ("train.eval_every", -1, "eval_every"),
+    ]:
+        bad = ml_collections.ConfigDict(cfg.to_dict())
+        section, name = leaf.split(".")
+        bad[section][name] = value
+        with pytest.raises(ValueError, match=match):
+            train._check_train_config(bad)
+
+
+# --- launch/ ---------------------------------------------------------------------------------
+
+
+def _launch_module(name: str):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"_launch_{name}", REPO / "launch" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_sweep_expands_config_entries_into_commands():
+    sweep = _launch_module("sweep")
+    commands = sweep.expand(
+        "configs/scar.py",
+        base_arg="variant=mu",
+        workdir="/runs/abl/",
+        base_overrides=("--config.total_steps=10",),
+    )
+    assert commands[0] == (
+        "python -m scar_jax.main train --config=configs/scar.py:variant=mu,method=scar "
+        "--workdir=/runs/abl/scar --config.total_steps=10"
+    )
+    assert commands[-1].endswith(
+        "--workdir=/runs/abl/rho_max_0.7 --config.total_steps=10 --config.model.masker.rho_max=0.7"
+    )
+    names = [c.split("--workdir=/runs/abl/")[1].split()[0] for c in commands]
+    assert len(set(names)) == len(names) == 15
+    launched = sweep.expand("configs/scar.py", workdir="w", launcher="launch/local.sh")
+    assert launched[1] == "launch/local.sh configs/scar.py:method=merl w/merl"
+
+
+def test_sweep_without_sweep_function_fails_with_its_name(tmp_path):
+    sweep = _launch_module("sweep")
+    cfg = tmp_path / "plain.py"
+    cfg.write_text("def get_config(arg=None):\n    return None\n")
+    with pytest.raises(SystemExit, match="defines no sweep"):
+        sweep.expand(str(cfg), workdir="w")
+
+
+def test_aot_topology_needs_libtpu_or_gives_its_devices():
+    aot = _launch_module("aot_compile")
+    assert aot.topology_devices("host") == jax.devices()
+    try:
+        import libtpu  # noqa: F401
+    except ImportError:
+        with pytest.raises(SystemExit, match="libtpu is not installed"):
+            aot.topology_devices("v5e:2x2")
+    else:
+        assert len(aot.topology_devices("v5e:2x2")) == 4
