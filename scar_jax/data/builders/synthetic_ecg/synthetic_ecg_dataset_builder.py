@@ -14,6 +14,7 @@ from typing import Any, Iterator
 import numpy as np
 import tensorflow_datasets as tfds
 from absl import logging
+from tensorflow_datasets.core import shuffle as tfds_shuffle
 
 from scar_jax.data import preprocessing, synthetic
 from scar_jax.data.builders import wfdb_common
@@ -64,8 +65,13 @@ class Builder(tfds.core.GeneratorBasedBuilder):
 
     def _info(self) -> tfds.core.DatasetInfo:
         cfg = self.builder_config
+        # Raw bytes, not tf.train.Example int64 lists (which cost ~5 bytes per int16 sample).
+        raw = tfds.features.Encoding.BYTES
         evidence = tfds.features.Tensor(
-            shape=(cfg.num_bins, synthetic.NUM_LEADS), dtype=np.bool_
+            shape=(cfg.num_bins, synthetic.NUM_LEADS), dtype=np.bool_, encoding=raw
+        )
+        ecg = tfds.features.Tensor(
+            shape=(cfg.num_samples, synthetic.NUM_LEADS), dtype=np.int16, encoding=raw
         )
         metadata = tfds.core.MetadataDict(
             classes=list(synthetic.CLASSES),
@@ -85,6 +91,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
             features=wfdb_common.schema_features(
                 cfg.num_samples,
                 len(synthetic.CLASSES),
+                ecg=ecg,
                 evidence_primary=evidence,
                 evidence_secondary=evidence,
             ),
@@ -92,6 +99,17 @@ class Builder(tfds.core.GeneratorBasedBuilder):
             homepage="https://github.com/scar-jax/scar_jax",
             metadata=metadata,
         )
+
+    def _download_and_prepare(self, dl_manager, download_config=None):
+        # tfds spills a split's shuffle buffer to disk through tf.io.gfile (TensorFlow) once it
+        # passes 1000 MiB; keep it in memory instead (a 500 Hz train split of 8000 records is
+        # ~0.95 GiB), so no split of this corpus needs TensorFlow up to ~8 GiB.
+        limit = tfds_shuffle.MAX_MEM_BUFFER_SIZE
+        tfds_shuffle.MAX_MEM_BUFFER_SIZE = max(limit, 8 << 30)
+        try:
+            return super()._download_and_prepare(dl_manager, download_config)
+        finally:
+            tfds_shuffle.MAX_MEM_BUFFER_SIZE = limit
 
     def _split_generators(self, dl_manager: tfds.download.DownloadManager):
         del dl_manager  # nothing to download
