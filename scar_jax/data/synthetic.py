@@ -385,8 +385,7 @@ def _frontal_injury(deg: float) -> np.ndarray:
 
 # Injury (ST) fields per territory: [9] electrode potentials for 1 mV of primary elevation.
 _INJURY = {
-    "AMI": _frontal_injury(-90.0) * 0.5
-    + np.r_[np.zeros(3), [0.6, 1.0, 1.0, 0.8, 0.15, 0.0]],
+    "AMI": _frontal_injury(-90.0) * 0.5 + np.r_[np.zeros(3), [0.6, 1.0, 1.0, 0.8, 0.15, 0.0]],
     "IMI": _frontal_injury(115.0),
     "LMI": _frontal_injury(-40.0) * 0.8 + np.r_[np.zeros(3), [0.0, 0.0, 0.0, 0.15, 0.8, 1.0]],
 }
@@ -586,9 +585,10 @@ def generate_record(
             drift = np.cumsum(rng.normal(0.0, 0.04, num_samples)) * np.sqrt(500.0 / fs)
             f += rng.uniform(0.3, 1.0) * np.sin(2 * np.pi * fr * t + rng.uniform(0, 7) + drift)
         f *= rng.uniform(0.04, 0.09) / (np.std(f) + 1e-9)
-        f_e = _dipole_to_electrodes(_unit([0.1, 0.9, 0.5]) * 0.7) + np.r_[
-            np.zeros(3), [1.0, 0.4, 0.1, 0.0, 0.0, 0.0]
-        ]
+        f_e = (
+            _dipole_to_electrodes(_unit([0.1, 0.9, 0.5]) * 0.7)
+            + np.r_[np.zeros(3), [1.0, 0.4, 0.1, 0.0, 0.0, 0.0]]
+        )
         sig = sig + f[:, None] * f_e
 
     # --- damping (low voltage), noise and baseline wander per electrode -----------------
@@ -621,9 +621,9 @@ def generate_record(
         "qrst": np.stack([onsets, t_end], 1)[sinus],
         "pr": np.stack([p_on, onsets], 1)[sinus],
         "pvc": np.stack([onsets - 0.04, t_end], 1)[kind == 1],
-        "post_pvc": np.stack(
-            [np.roll(t_end, 1), t_end], 1
-        )[kind == 2],  # from the PVC's T end to the next sinus beat's T end
+        "post_pvc": np.stack([np.roll(t_end, 1), t_end], 1)[
+            kind == 2
+        ],  # from the PVC's T end to the next sinus beat's T end
     }
     prim = np.zeros((num_bins, NUM_LEADS), bool)
     sec = np.zeros((num_bins, NUM_LEADS), bool)
@@ -703,7 +703,7 @@ def unpack_evidence(text: str, num_bins: int) -> np.ndarray:
 def plot_examples(
     out_png: str, *, config_name: str = "500hz", seed: int = 0, seconds: float = 4.0
 ) -> str:
-    """One record per class (12 leads, first `seconds`; primary evidence red, secondary blue) -> PNG."""
+    """One record per class: 12 leads, first `seconds`; primary evidence red, secondary blue."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -711,7 +711,9 @@ def plot_examples(
 
     rates = {"500hz": 500, "250hz": 250, "100hz": 100, "tiny": 100}
     if config_name not in rates:
-        raise ValueError(f"plot_examples: config_name {config_name!r}; expected one of {list(rates)}.")
+        raise ValueError(
+            f"plot_examples: config_name {config_name!r}; expected one of {list(rates)}."
+        )
     fs = rates[config_name]
     fig, axes = plt.subplots(
         NUM_LEADS, len(CLASSES), figsize=(2.6 * len(CLASSES), 16), squeeze=False
@@ -722,11 +724,16 @@ def plot_examples(
         t = np.arange(n) / fs
         for i, lead in enumerate(LEAD_NAMES):
             ax = axes[i, j]
-            for ev, colour in ((rec.evidence_primary, "tab:red"), (rec.evidence_secondary, "tab:blue")):
+            for ev, colour in (
+                (rec.evidence_primary, "tab:red"),
+                (rec.evidence_secondary, "tab:blue"),
+            ):
                 col = np.r_[False, ev[: int(np.ceil(seconds / EVIDENCE_BIN_S)), i], False]
                 edges = np.flatnonzero(np.diff(col.astype(np.int8)))  # run starts and ends
                 for lo, hi in zip(edges[::2], edges[1::2]):
-                    ax.axvspan(lo * EVIDENCE_BIN_S, hi * EVIDENCE_BIN_S, color=colour, alpha=0.15, lw=0)
+                    ax.axvspan(
+                        lo * EVIDENCE_BIN_S, hi * EVIDENCE_BIN_S, color=colour, alpha=0.15, lw=0
+                    )
             ax.plot(t, rec.ecg[:n, i], "k", lw=0.6)
             ax.set_xlim(0, seconds)
             ax.set_ylim(-2.0, 2.5)
@@ -788,8 +795,14 @@ def beat_features(ecg: np.ndarray, keep: np.ndarray, fs: int) -> np.ndarray:
     rr = np.array([(b - a) / fs for a, b in zip(peaks_a[:-1], peaks_a[1:]) if gap[b] == gap[a]])
     if len(rr) >= 2:
         med = np.median(rr)
-        rhythm = [1.0, 60.0 / rr.mean(), rr.std() / rr.mean(),
-                  np.sqrt(np.mean(np.diff(rr) ** 2)) / rr.mean(), rr.max() / med, rr.min() / med]
+        rhythm = [
+            1.0,
+            60.0 / rr.mean(),
+            rr.std() / rr.mean(),
+            np.sqrt(np.mean(np.diff(rr) ** 2)) / rr.mean(),
+            rr.max() / med,
+            rr.min() / med,
+        ]
     else:
         rhythm = [0.0] * 6  # fmt: skip
     rhythm.append(len(peaks_a) / max(t_keep.sum() / fs, 1e-3))
@@ -917,9 +930,7 @@ def evidence_probe(
         split: [generate_record(seed, split, i, sampling_rate=sampling_rate) for i in range(n)]
         for split, n in (("train", num_train), ("test", num_test))
     }
-    positives = {
-        split: [r for r in rs if r.labels[_CI["PVC"]]] for split, rs in recs.items()
-    }
+    positives = {split: [r for r in rs if r.labels[_CI["PVC"]]] for split, rs in recs.items()}
     cache: dict[tuple, np.ndarray] = {}
     out: dict[str, dict[str, float]] = {}
     for name in names:

@@ -27,7 +27,7 @@ def test_einthoven_and_goldberger_relations(names):
         np.testing.assert_allclose(x[:, L["aVL"]], lead_i - lead_ii / 2, atol=1e-5, rtol=0)
         np.testing.assert_allclose(x[:, L["aVF"]], lead_ii - lead_i / 2, atol=1e-5, rtol=0)
         # precordial leads are not a function of the limb leads
-        coef, res, *_ = np.linalg.lstsq(x[:, :2], x[:, L["V2"]], rcond=None)
+        _, res, *_ = np.linalg.lstsq(x[:, :2], x[:, L["V2"]], rcond=None)
         assert res[0] > 0.1 * np.sum(x[:, L["V2"]] ** 2)
 
 
@@ -40,7 +40,7 @@ def test_rr_intervals_have_the_requested_mean():
 
 
 def _r_peaks(ecg, fs):
-    """QRS detection: peaks of the summed absolute slope of the smoothed leads (refractory 250 ms)."""
+    """QRS detection: peaks of the summed |slope| of the smoothed leads (refractory 250 ms)."""
     k = max(int(0.02 * fs), 1)
     smooth = np.apply_along_axis(lambda v: np.convolve(v, np.ones(k) / k, "same"), 0, ecg)
     energy = np.abs(np.diff(smooth, axis=0)).sum(1)  # muscle noise averaged out first
@@ -161,7 +161,8 @@ def test_every_class_has_primary_and_secondary_regions():
         assert set(info.secondary_leads) <= set(LEAD_NAMES)
         # lead-level regions are disjoint; the time-localised class splits by time instead
         if info.primary_time == info.secondary_time or "all" in (
-            info.primary_time, info.secondary_time
+            info.primary_time,
+            info.secondary_time,
         ):
             assert not set(info.primary_leads) & set(info.secondary_leads), info.name
     assert len(synthetic.CLASSES) >= 8
@@ -253,7 +254,8 @@ def test_amplitudes_are_plausible():
 @pytest.mark.slow
 def test_plot_examples_writes_png(tmp_path):
     out = synthetic.plot_examples(str(tmp_path / "ex.png"), config_name="100hz", seconds=3.0)
-    data = open(out, "rb").read()
+    with open(out, "rb") as f:
+        data = f.read()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 50_000
 
 
