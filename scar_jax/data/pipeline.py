@@ -226,54 +226,56 @@ def augment(
     return out
 
 
-class _ReadTrain(grain.transforms.RandomMap):
-    """index -> decoded, augmented example, int16 ecg (module level: picklable for workers)."""
+class _ReadBatch(grain.transforms.RandomMap):
+    """Record indices [b] (-1: padding) -> one finished batch (module level: picklable)."""
 
-    def __init__(self, source: Any, input_config: Mapping[str, Any], length: int):
-        self.source, self.cfg, self.length = source, dict(input_config), length
+    def __init__(
+        self,
+        source: Any,
+        input_config: Mapping[str, Any],
+        length: int,
+        train: bool,
+        text: TextFn | None,
+        report_features: np.ndarray | None,
+    ):
+        self.source, self.cfg, self.length, self.train = source, dict(input_config), length, train
+        self.text, self.features = text, report_features
 
-    def random_map(self, index: int, rng: np.random.Generator) -> dict[str, Any]:
-        """index -> example dict (see the module docstring)."""
-        out = _decode_raw(self.source[int(index)], self.length)
-        augment(
-            out,
-            rng,
-            lead_drop_prob=float(self.cfg["lead_drop_prob"]),
-            max_leads_dropped=int(self.cfg["max_leads_dropped"]),
-            segment_drop_prob=float(self.cfg["segment_drop_prob"]),
-            max_segment_fraction=float(self.cfg["max_segment_fraction"]),
-        )
-        out["index"] = np.int64(index)
-        return out
+    def _read(self, indices: np.ndarray) -> list[Mapping[str, Any]]:
+        """Stored examples for `indices` (padding reads record 0), batched where supported."""
+        keys = [int(i) for i in np.maximum(indices, 0)]
+        if hasattr(self.source, "__getitems__"):
+            return list(self.source.__getitems__(keys))
+        return [self.source[k] for k in keys]
 
-
-class _ReadEval(grain.transforms.Map):
-    """index (-1 for padding) -> decoded example (int16 ecg) with a valid flag."""
-
-    def __init__(self, source: Any, input_config: Mapping[str, Any], length: int):
-        self.source, self.cfg, self.length = source, dict(input_config), length
-
-    def map(self, index: int) -> dict[str, Any]:
-        """index -> example dict; padding repeats record 0 with every mask False."""
-        index = int(index)
-        out = _decode_raw(self.source[max(index, 0)], self.length)
-        if index < 0:
-            out = {k: np.zeros_like(v) if isinstance(v, np.ndarray) else v for k, v in out.items()}
-            out["report"] = ""
-        out["index"] = np.int64(index)
-        out["valid"] = np.bool_(index >= 0)
-        return out
-
-
-class _FinishBatch(grain.transforms.Map):
-    """Batch -> normalised float32 ecg plus report tokens (from `text`) or cached features."""
-
-    def __init__(self, kind: str, text: TextFn | None, report_features: np.ndarray | None):
-        self.kind, self.text, self.features = kind, text, report_features
-
-    def map(self, batch: dict[str, Any]) -> dict[str, Any]:
-        """Normalises ecg [b, T, 12]; adds input_ids/attention_mask [b, L] or txt_feats [b, H]."""
-        batch = _normalize(batch, self.kind)
+    def random_map(self, indices: np.ndarray, rng: np.random.Generator) -> dict[str, Any]:
+        """indices [b] -> batch dict (see the module docstring)."""
+        indices = np.asarray(indices, np.int64)
+        examples = [_decode_raw(ex, self.length) for ex in self._read(indices)]
+        if self.train:
+            cfg = self.cfg
+            for ex, key in zip(examples, rng.integers(0, 2**63 - 1, size=len(examples))):
+                augment(
+                    ex,
+                    np.random.default_rng(key),
+                    lead_drop_prob=float(cfg["lead_drop_prob"]),
+                    max_leads_dropped=int(cfg["max_leads_dropped"]),
+                    segment_drop_prob=float(cfg["segment_drop_prob"]),
+                    max_segment_fraction=float(cfg["max_segment_fraction"]),
+                )
+        batch: dict[str, Any] = {
+            key: np.stack([ex[key] for ex in examples])
+            for key in ("ecg", "ecg_scale", "lead_observed", "time_observed", "labels")
+        }
+        pad = indices < 0
+        batch["report"] = np.array(["" if p else ex["report"] for ex, p in zip(examples, pad)])
+        if pad.any():  # padding: nothing observed, no label
+            for key in ("lead_observed", "time_observed", "labels"):
+                batch[key][pad] = False
+        batch["index"] = indices
+        if not self.train:
+            batch["valid"] = ~pad
+        batch = _normalize(batch, self.cfg["normalize"])
         if self.text is not None:
             tokens = self.text([str(r) for r in batch.pop("report")])
             for key in ("input_ids", "attention_mask"):
@@ -282,9 +284,8 @@ class _FinishBatch(grain.transforms.Map):
                 batch[key] = np.asarray(tokens[key], np.int32)
         elif self.features is not None:
             batch.pop("report")
-            idx = batch["index"]
-            feats = self.features[np.maximum(idx, 0)].astype(np.float32)
-            feats[idx < 0] = 0
+            feats = self.features[np.maximum(indices, 0)].astype(np.float32)
+            feats[pad] = 0
             batch["txt_feats"] = feats
         return batch
 
@@ -354,16 +355,16 @@ def make_dataset(
             f"{input_config.dataset} {split} has {n} records: {indices.size} per process, fewer "
             f"than one batch of {local_batch}; lower the batch size or use a bigger split."
         )
-    cfg = input_config.to_dict()
     ds = grain.MapDataset.source(indices)
     if train:
-        ds = ds.shuffle(seed=seed).repeat(num_epochs).random_map(
-            _ReadTrain(source, cfg, length), seed=seed
-        )
-    else:
-        ds = ds.repeat(num_epochs or 1).map(_ReadEval(source, cfg, length))
-    ds = ds.to_iter_dataset().batch(local_batch, drop_remainder=True)
-    ds = ds.map(_FinishBatch(input_config.normalize, text, report_features))
+        ds = ds.shuffle(seed=seed)
+    ds = ds.repeat(num_epochs if train else (num_epochs or 1))
+    # batches of indices first: one read, decode and normalisation per batch, not per record
+    ds = ds.batch(local_batch, drop_remainder=True)
+    reader = _ReadBatch(source, input_config.to_dict(), length, train, text, report_features)
+    ds = ds.random_map(reader, seed=seed)
+    threads = max(1, int(input_config.read_threads))
+    ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=threads, prefetch_buffer_size=threads))
     workers = int(input_config.worker_count)
     if workers > 0:
         _mark_flags_parsed()

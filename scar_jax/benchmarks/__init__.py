@@ -1,0 +1,1 @@
+"""Benchmark scripts (run as modules; not tests): python -m scar_jax.benchmarks.<name>."""
