@@ -85,6 +85,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.input.eval_split = "validation"  # split read for validation / evaluation
     config.input.shuffle_seed = -1  # shuffle + augmentation seed; -1: use config.seed
     config.input.worker_count = 0  # grain worker processes (0: read in the main process)
+    config.input.read_threads = 2  # batches read ahead concurrently by threads (per process)
     config.input.lead_drop_prob = 0.0  # train: chance a record loses some observed leads
     config.input.max_leads_dropped = 3  # at most this many leads dropped (one always kept)
     config.input.segment_drop_prob = 0.0  # train: chance a record loses one contiguous span
