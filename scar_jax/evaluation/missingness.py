@@ -27,6 +27,7 @@ Conditions (names as they appear in results):
 from __future__ import annotations
 
 import dataclasses
+import functools
 import zlib
 from typing import Any, Callable, Sequence
 
@@ -233,6 +234,7 @@ def units_observed(observed: np.ndarray | jax.Array, unit: str):
     return masker_lib.unit_observed(observed, unit)
 
 
+@functools.partial(jax.jit, static_argnames=("unit",))
 def topk_units_keep(observed: jax.Array, importance: jax.Array, unit: str, rho: float) -> jax.Array:
     """Remove the round(rho * n_observed_units) most important observed units: -> keep [B, 12, S].
 
@@ -241,7 +243,7 @@ def topk_units_keep(observed: jax.Array, importance: jax.Array, unit: str, rho: 
     observed = jnp.asarray(observed, bool)
     _, num_leads, num_segments = observed.shape
     obs_u = masker_lib.unit_observed(observed, unit)
-    k = masker_lib.budget(jnp.sum(obs_u, -1), jnp.float32(rho))
+    k = masker_lib.budget(jnp.sum(obs_u, -1), jnp.asarray(rho, jnp.float32))
     removed = masker_lib.hard_topk(importance.astype(jnp.float32), k, obs_u)
     removed = masker_lib.unit_to_tokens(removed, unit, num_leads, num_segments)
     return observed & (removed == 0)

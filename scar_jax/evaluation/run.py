@@ -14,6 +14,7 @@ through one compiled, vmapped encoder call per chunk of conditions.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import time
 from typing import Any, Mapping, Sequence
@@ -106,13 +107,21 @@ def _region_tokens(region: np.ndarray | None, data: EvalData, patch: int, s: int
 
 
 def _masker_removals(module, ecg, lead_observed, text, rho, tau):
-    """Model method: the trained masker's hard removal [B, 12, S] at budget rho (report-conditioned)."""
+    """Model method: the trained masker's hard removal [B, 12, S] at budget rho (report-conditioned).
+
+    Jitted per model in `evaluate` (rho and tau are traced)."""
     observed = module.observed_tokens(ecg, lead_observed)
     z_txt, _ = module.txt(text)
     tokens = module.ecg.embed_tokens(ecg, observed)
     rho_b = jnp.full((ecg.shape[0],), rho, jnp.float32)
     _, aux = module.masker(tokens, z_txt, observed, tau=tau, rho=rho_b)
     return aux["m_hard"] > 0
+
+
+def _apply_masker(model, variables, ecg, lead_observed, text, rho, tau, rng):
+    """model.apply of _masker_removals with the 'masker' rng (jitted per model)."""
+    return model.apply(variables, ecg, lead_observed, text, rho, tau, method=_masker_removals,
+                       rngs={"masker": rng})
 
 
 def evaluate(
@@ -161,6 +170,10 @@ def evaluate(
             zeroshot.tokenize_prompts(reference.text_checkpoint, data.prompts, reference.max_len),
         )
 
+    masker_fns = {
+        m.name: jax.jit(functools.partial(_apply_masker, m.model))
+        for m in models if m.model.masker.kind == "adversarial"
+    }
     want_z = {c.name for c in conds if c.family in ("clean", "random", "adversarial")}
     sc = {m.name: {c.name: np.zeros((n, k_cls), np.float32) for c in conds} for m in models}
     zs = {m.name: {c: None for c in want_z} for m in models}
@@ -247,15 +260,14 @@ def evaluate(
                         removed = observed & ~mk[c.name]
                         target_stats[m.name].setdefault(c.name, []).append(
                             _target_counts(removed, primary, observed)[:b])
-                if data.report_tokens is not None and m.model.masker.kind == "adversarial":
+                if data.report_tokens is not None and m.name in masker_fns:
                     text = {k: jnp.asarray(_pad(v[sl], bs)) for k, v in data.report_tokens.items()}
+                    lo = jnp.asarray(_pad(np.asarray(data.lead_observed[sl], bool), bs))
                     for rho in cfg.rhos:
-                        removed = np.asarray(m.model.apply(
-                            m.variables, jnp.asarray(ecg), jnp.asarray(_pad(
-                                np.asarray(data.lead_observed[sl], bool), bs)), text, float(rho),
-                            float(cfg.masker_tau), method=_masker_removals,
-                            rngs={"masker": jax.random.fold_in(jax.random.key(cfg.seed), start)},
-                        ))
+                        removed = np.asarray(masker_fns[m.name](
+                            m.variables, jnp.asarray(ecg), lo, text, jnp.float32(rho),
+                            jnp.float32(cfg.masker_tau),
+                            jax.random.fold_in(jax.random.key(cfg.seed), start)))
                         target_stats[m.name].setdefault(f"masker/rho{rho:g}", []).append(
                             _target_counts(removed & observed, primary, observed)[:b])
             if start == 0 and n_trace:
@@ -455,3 +467,140 @@ def model_spec(name: str, config: ml_collections.ConfigDict, source: Any) -> Mod
         return ModelSpec.from_config(name, cfg, variables)
     variables = source if "params" in source else {"params": source}
     return ModelSpec.from_config(name, config, variables)
+
+
+# ----------------------------------------------------------------------------- Built datasets.
+
+
+def class_regions_from_metadata(
+    metadata: Mapping[str, Any], classes: Sequence[str], region: str, num_bins: int
+) -> np.ndarray | None:
+    """Class c's evidence region as [K, nbins, 12] bool from info.metadata['class_info'].
+
+    The synthetic corpus stores each class's leads and a time kind (e.g. the ST segment of
+    every beat) but per-record maps only for a record's own classes, so the region used
+    for every record, positives and negatives alike, is c's leads over the whole record:
+    a superset of the true region wherever the time kind is not 'all'.
+    """
+    info = (metadata or {}).get("class_info")
+    if not info:
+        return None
+    out = np.zeros((len(classes), num_bins, ecg_encoder.NUM_LEADS), bool)
+    for j, c in enumerate(classes):
+        leads = info.get(c, {}).get(f"{region}_leads", [])
+        cols = [ecg_encoder.LEAD_NAMES.index(x) for x in leads]
+        out[j][:, cols] = True
+    return out
+
+
+def load_split(
+    config: ml_collections.ConfigDict,
+    dataset: str,
+    split: str,
+    *,
+    data_dir: str | None = None,
+    max_examples: int = 0,
+    text_checkpoint: str | None = None,
+) -> EvalData:
+    """A built dataset's split through the eval pipeline (no shuffle, no augmentation)."""
+    from scar_jax.data import labels as labels_lib
+    from scar_jax.data import pipeline
+
+    inp = ml_collections.ConfigDict(config.input.to_dict())
+    inp.dataset = dataset
+    if data_dir is not None:
+        inp.data_dir = data_dir
+    source, info = pipeline.load_source(dataset, split, inp.data_dir or None)
+    bs = int(config.eval.batch_size)
+    ds = pipeline.make_dataset(inp, split, global_batch_size=bs, seed=0, train=False,
+                               process_index=0, process_count=1)
+    cols: dict[str, list[np.ndarray]] = {}
+    total = 0
+    for batch in ds:
+        valid = np.asarray(batch["valid"], bool)
+        for k in ("ecg", "lead_observed", "time_observed", "labels", "index", "report"):
+            cols.setdefault(k, []).append(np.asarray(batch[k])[valid])
+        total += int(valid.sum())
+        if max_examples and total >= max_examples:
+            break
+    arrays = {k: np.concatenate(v) for k, v in cols.items()}
+    if max_examples:
+        arrays = {k: v[:max_examples] for k, v in arrays.items()}
+    meta = info.metadata or {}
+    classes = list(meta.get("classes") or labels_lib.classes(dataset))
+    table = labels_lib.prompts(dataset)
+    missing = [c for c in classes if c not in table]
+    if missing:
+        raise KeyError(
+            f"No prompt for classes {missing} of {dataset}; add them to the label registry "
+            "(scar_jax/data/labels.py or real_labels.py)."
+        )
+    data = EvalData(
+        ecg=arrays["ecg"].astype(np.float32),
+        lead_observed=arrays["lead_observed"].astype(bool),
+        labels=arrays["labels"].astype(bool),
+        class_names=classes,
+        prompts=[table[c] for c in classes],
+        time_observed=arrays["time_observed"].astype(bool),
+        sample_rate=float(inp.sample_rate),
+        bin_seconds=float(meta.get("evidence_bin_s", 0.1)),
+    )
+    if "evidence_primary" in info.features:
+        idx = arrays["index"]
+        data.evidence_primary = np.stack([np.asarray(source[int(i)]["evidence_primary"])
+                                          for i in idx]).astype(bool)
+        data.evidence_secondary = np.stack([np.asarray(source[int(i)]["evidence_secondary"])
+                                            for i in idx]).astype(bool)
+        nbins = data.evidence_primary.shape[1]
+        data.class_primary = class_regions_from_metadata(meta, classes, "primary", nbins)
+        data.class_secondary = class_regions_from_metadata(meta, classes, "secondary", nbins)
+    if text_checkpoint is not None:
+        texts = [r.decode() if isinstance(r, bytes) else str(r) for r in arrays["report"]]
+        data.report_tokens = zeroshot.tokenize_prompts(
+            text_checkpoint, texts, int(config.model.txt.max_len))
+    logging.info("eval data %s %s: %d records, %d classes", dataset, split, len(data),
+                 len(classes))
+    return data
+
+
+def run_eval(
+    config: ml_collections.ConfigDict,
+    checkpoints: Mapping[str, Any],
+    dataset: str | None = None,
+    split: str | None = None,
+    out_dir: str | os.PathLike = "eval",
+    *,
+    data_dir: str | None = None,
+    reference: Any = None,
+) -> dict[str, Any]:
+    """Evaluate {name: checkpoint folder | variables | (config, variables)} on a built dataset.
+
+    Writes results.json, results.md and the PNGs into out_dir (scar_jax.evaluation.report)
+    and returns the results. dataset / split default to config.input.dataset and
+    config.eval.split; `reference` (same forms; default config.eval.reference, else the
+    first checkpoint) ranks the transfer-adversarial masks for every model.
+    """
+    from scar_jax.evaluation import report
+
+    if not checkpoints:
+        raise ValueError("run_eval needs at least one checkpoint ({name: folder or params}).")
+    ev = config.eval
+    dataset = dataset or config.input.dataset
+    split = split or ev.split
+    models = [model_spec(name, config, src) for name, src in checkpoints.items()]
+    if reference is None and ev.reference:
+        reference = ev.reference
+    ref = model_spec("reference", config, reference) if reference is not None else models[0]
+    text_ckpt = models[0].text_checkpoint
+    data = load_split(config, dataset, split, data_dir=data_dir,
+                      max_examples=int(ev.max_examples), text_checkpoint=text_ckpt)
+    probe_data = None
+    if ev.probe:
+        probe_data = tuple(load_split(config, dataset, s, data_dir=data_dir)
+                           for s in (ev.train_split, ev.val_split))
+    results, plots = evaluate(models, data, ev, reference=ref, probe_data=probe_data)
+    results.update(dataset=dataset, split=split, reference=ref.name
+                   if reference is not None else f"{models[0].name} (first checkpoint)")
+    report.write(out_dir, {dataset: results}, {dataset: plots},
+                 patch_size=models[0].model.ecg.patch_size, sample_rate=data.sample_rate)
+    return results

@@ -42,11 +42,8 @@ def tokenize_prompts(
 
 def prompt_embeddings(model: Any, variables: Any, tokens: dict[str, np.ndarray]) -> np.ndarray:
     """Class prompt embeddings [K, E] (L2-normalised), computed once per model."""
-    z, _ = model.apply(
-        variables, {k: jax.numpy.asarray(v) for k, v in tokens.items()},
-        method=scar_model.Model.embed_text,
-    )
-    return np.asarray(z)
+    fn = jax.jit(lambda v, t: model.apply(v, t, method=scar_model.Model.embed_text)[0])
+    return np.asarray(fn(variables, {k: jax.numpy.asarray(v) for k, v in tokens.items()}))
 
 
 def scores(z_ecg: np.ndarray, z_cls: np.ndarray) -> np.ndarray:

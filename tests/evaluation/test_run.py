@@ -1,0 +1,170 @@
+"""The evaluation driver: shared masks across models, batched == one by one, white-box vs random
+on a trained model, checkpoints, and run_eval on the built synthetic corpus with its report."""
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from scar_jax.evaluation import missingness as miss
+from scar_jax.evaluation import run
+from scar_jax.evaluation import zeroshot
+from tests.evaluation.conftest import ecg_batch
+
+
+def _small_grid(cfg, **kw):
+    """config.eval shrunk to a few conditions of every family."""
+    ev = cfg.eval
+    ev.lead_drop, ev.subsets, ev.temporal, ev.joint = (3,), ("I+II",), (0.5,), ("3+0.25",)
+    ev.rhos, ev.adv_units, ev.adv_modes = (0.2,), ("lead", "token"), ("whitebox", "transfer")
+    ev.bootstrap, ev.batch_size, ev.chunk, ev.probe, ev.trace_examples = 20, 8, 4, False, 2
+    for k, v in kw.items():
+        ev[k] = v
+    return ev
+
+
+def _data(mu, n=12, k=3, seed=0):
+    ecg, lead_obs = ecg_batch(n, mu.num_samples, seed)
+    labels = np.random.default_rng(seed).random((n, k)) > 0.5
+    labels[0], labels[1] = True, False  # every class has both labels
+    return run.EvalData(ecg, lead_obs, labels, [f"c{i}" for i in range(k)],
+                        [f"ECG shows finding {i}" for i in range(k)])
+
+
+@pytest.mark.slow
+def test_models_share_masks_and_batching_changes_nothing(mu):
+    a = run.ModelSpec("a", mu.model, mu.variables, "random-tiny", 16)
+    pert = jax.tree.map(lambda x: x * 1.05 + 0.01, mu.variables)
+    b = run.ModelSpec("b", mu.model, pert, "random-tiny", 16)
+    data = _data(mu)
+    res_ab, plots = run.evaluate([a, b], data, _small_grid(mu.config), reference=a)
+    res_b, _ = run.evaluate([b], data, _small_grid(mu.config, batch_size=5, chunk=3), reference=a)
+    zb, zb2 = res_ab["models"]["b"]["zeroshot"], res_b["models"]["b"]["zeroshot"]
+    assert set(zb) == set(zb2) and len(zb) == 1 + 1 + 1 + 1 + 1 + 2 * 3
+    for name in zb:  # other batch size, other chunking, other co-evaluated models: same numbers
+        assert zb[name]["auroc"] == pytest.approx(zb2[name]["auroc"], abs=1e-6), name
+    za = res_ab["models"]["a"]["zeroshot"]
+    for unit in ("lead", "token"):  # the reference's own white-box masks are the transfer masks
+        assert za[f"adversarial/whitebox/{unit}/rho0.2"]["auroc"] == pytest.approx(
+            za[f"adversarial/transfer/{unit}/rho0.2"]["auroc"], abs=1e-9)
+    # one by one: the clean and lead-drop conditions through the model's own embed_ecg
+    z_cls = zeroshot.prompt_embeddings(
+        b.model, b.variables, zeroshot.tokenize_prompts("random-tiny", data.prompts, 16))
+    token_obs = np.asarray(b.model.apply(b.variables, jnp.asarray(data.ecg),
+                                         jnp.asarray(data.lead_observed),
+                                         method=b.model.observed_tokens))
+    for cond in (miss.clean(), miss.lead_drop(3)):
+        keep = miss.condition_keep(cond, token_obs, np.arange(len(data)), seed=0)
+        z, _ = b.model.apply(b.variables, jnp.asarray(data.ecg), jnp.asarray(data.lead_observed),
+                             keep=jnp.asarray(keep, jnp.float32), method=b.model.embed_ecg)
+        s = zeroshot.scores(np.asarray(z), z_cls)
+        np.testing.assert_allclose(plots["scores"]["b"][cond.name], s, atol=2e-5)
+        want = np.mean([roc_auc_score(data.labels[:, c], s[:, c]) for c in range(3)])
+        assert zb[cond.name]["auroc"] == pytest.approx(want, abs=1e-6)
+    assert res_ab["timing"]["traces"] == 1
+    cm = res_ab["models"]["a"]["cmrs"]["whitebox/lead"]
+    assert 0.0 <= cm["cmrs"] <= 1.0 and set(cm["by_rho"]) == {"0.2"}
+
+
+def _trained(mu, steps=80):
+    """The mu ECG tower trained so that class c lives in leads 4c..4c+3 (a 5 Hz wave)."""
+    n, t, k = 48, mu.num_samples, 3
+    rng = np.random.default_rng(0)
+    labels = rng.random((n, k)) > 0.5
+    labels[np.arange(n), rng.integers(0, k, n)] = True
+    labels[:4] = [True, False, False]  # and some negatives for every class
+    labels[4:8] = [False, True, False]
+    tt = np.arange(t) / 500.0
+    ecg = 0.3 * rng.normal(size=(n, t, 12)).astype(np.float32)
+    for c in range(k):
+        wave = np.sin(2 * np.pi * 5 * tt + rng.uniform(0, 6, (n, 1)))  # [n, t]
+        ecg[:, :, 4 * c : 4 * c + 4] += (labels[:, c, None] * wave)[..., None] * 1.5
+    lead_obs = np.ones((n, 12), bool)
+    z_cls = np.array(jax.random.normal(jax.random.key(3), (k, 32)))
+    z_cls /= np.linalg.norm(z_cls, axis=-1, keepdims=True)
+    model = mu.model
+
+    def loss(params):
+        v = {"params": params}
+        z, _ = model.apply(v, jnp.asarray(ecg), jnp.asarray(lead_obs), method=model.embed_ecg)
+        logits = 10.0 * z @ z_cls.T
+        return optax.sigmoid_binary_cross_entropy(logits, labels).mean()
+
+    opt = optax.adam(3e-3)
+    params = mu.variables["params"]
+    state = opt.init(params)
+
+    @jax.jit
+    def step(params, state):
+        l, g = jax.value_and_grad(loss)(params)
+        upd, state = opt.update(g, state, params)
+        return optax.apply_updates(params, upd), state, l
+
+    for _ in range(steps):
+        params, state, l = step(params, state)
+    return {"params": params}, ecg, lead_obs, labels, z_cls, float(l)
+
+
+@pytest.mark.slow
+def test_whitebox_removal_lowers_a_trained_models_margin_more_than_random(mu):
+    variables, ecg, lead_obs, labels, z_cls, final_loss = _trained(mu)
+    assert final_loss < 0.3  # it learned the classes
+    emb = miss.GridEmbedder(mu.model, variables, chunk=8)
+    obs = np.repeat(lead_obs[:, :, None], 10, 2)
+    tok = emb.tokens(ecg, obs)
+    idx = np.arange(len(ecg))
+    for unit, rho in (("lead", 0.25), ("segment", 0.3), ("token", 0.3)):
+        imp = emb.importance(tok, obs, unit, z_cls, labels)
+        adv = np.asarray(miss.topk_units_keep(jnp.asarray(obs), jnp.asarray(imp), unit, rho))
+        rnd = [miss.condition_keep(miss.random_units(unit, rho), obs, idx, seed)
+               for seed in range(3)]
+        z, _ = emb.embed(tok, miss.stack_keeps([obs, adv] + rnd))
+        m = np.asarray(miss.margin_objective(jnp.asarray(z @ z_cls.T), jnp.asarray(labels)[None]))
+        clean, white, random_ = m[0].mean(), m[1].mean(), m[2:].mean()
+        assert white <= random_ <= clean + 1e-6, (unit, clean, white, random_)
+        assert (adv.sum((1, 2)) == np.stack(rnd).sum((2, 3))).all()  # same budget
+
+
+def test_load_checkpoint_restores_the_params(mu, tmp_path):
+    from scar_jax import checkpointing
+
+    ckpt = checkpointing.Checkpointer(tmp_path / "ckpt", async_save=False, keep_best=0)
+    state = {"step": jnp.asarray(7), "params": mu.variables["params"]}
+    ckpt.save(7, state, config=mu.config)
+    ckpt.close()
+    variables, saved = run.load_checkpoint(tmp_path / "ckpt")
+    jax.tree.map(lambda a, b: np.testing.assert_array_equal(np.asarray(a), np.asarray(b)),
+                 variables["params"], mu.variables["params"])
+    assert saved["model"]["ecg"]["variant"] == "mu"
+    spec = run.model_spec("x", mu.config, str(tmp_path / "ckpt"))
+    assert spec.model.ecg.variant == "mu" and spec.text_checkpoint == "random-tiny"
+
+
+@pytest.mark.slow
+def test_run_eval_on_the_built_synthetic_corpus_writes_the_report(mu, tmp_path):
+    from scar_jax.data import build
+
+    build.build_dataset("synthetic_ecg/tiny", data_dir=str(tmp_path / "tfds"))
+    cfg = mu.config
+    cfg.input.data_dir = str(tmp_path / "tfds")
+    cfg.input.sample_rate, cfg.input.seconds = 100, 10.0
+    _small_grid(cfg, adv_units=("segment",), adv_modes=("whitebox",), probe=True,
+                probe_fractions=(0.5, 1.0), probe_cs=(0.1, 1.0), max_examples=0)
+    out = tmp_path / "eval"
+    res = run.run_eval(cfg, {"scar": mu.variables}, "synthetic_ecg/tiny", "test", out)
+    for f in ("results.json", "results.md", "auroc_vs_missing.png", "cmrs_vs_rho.png",
+              "traces.png"):
+        assert (out / f).stat().st_size > 200, f
+        if f.endswith(".png"):
+            assert (out / f).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    saved = json.loads((out / "results.json").read_text())["synthetic_ecg/tiny"]
+    m = saved["models"]["scar"]
+    assert res["n"] == 8 and {"oracle/primary", "oracle/secondary"} <= set(m["zeroshot"])
+    assert {"masker/rho0.2", "adversarial/whitebox/segment/rho0.2"} <= set(m["targeting"])
+    assert set(m["linear_probe"]) == {"0.5", "1"} and m["linear_probe"]["1"]["C"] in (0.1, 1.0)
+    md = (out / "results.md").read_text()
+    assert "| oracle/primary |" in md and "CMRS" in md and "Linear probe" in md
