@@ -593,3 +593,70 @@ def load_exported_params(
     )
     return config, params
 
+
+
+# ----------------------------------------------------------------------------- Checkpoints.
+
+CHECKPOINT_SUBDIR = "checkpoints"  # where a training workdir keeps its checkpoints
+
+
+def checkpoint_folder(path: str | pathlib.Path) -> pathlib.Path:
+    """The orbax checkpoint folder of `path`: a training workdir or the folder itself."""
+    path = pathlib.Path(path)
+    if (path / CHECKPOINT_SUBDIR).is_dir():
+        return path / CHECKPOINT_SUBDIR
+    if not path.is_dir():
+        raise FileNotFoundError(
+            f"Checkpoint folder {path} does not exist; pass a training workdir or its "
+            f"'{CHECKPOINT_SUBDIR}' folder."
+        )
+    return path
+
+
+def export_checkpoint(
+    checkpoint_dir: str | pathlib.Path,
+    out_dir: str | pathlib.Path,
+    *,
+    step: int | None = None,
+    overwrite: bool = False,
+) -> dict[str, Any]:
+    """Exports checkpoint `step` (default: the latest) of a training run; -> manifest.
+
+    The model is rebuilt from the config saved with the checkpoint; the text checkpoint it
+    names (e.g. 'minilm' or a Hugging Face folder) must be present for its tokenizer files.
+    """
+    from scar_jax import checkpointing
+    from scar_jax.evaluation import run as eval_run  # the one checkpoint -> params reader
+
+    folder = checkpoint_folder(checkpoint_dir)
+    if step is None:
+        ckpt = checkpointing.Checkpointer(folder, async_save=False, keep_best=0)
+        step = ckpt.latest_step()
+        ckpt.close()
+        if step is None:
+            raise FileNotFoundError(f"No complete checkpoint in {folder}; nothing to export.")
+    variables, saved_config = eval_run.load_checkpoint(folder, step)
+    if saved_config is None or "model" not in saved_config:
+        raise ValueError(
+            f"Checkpoint {folder} step {step} has no saved config with a 'model' block; the "
+            "export needs it to rebuild the model. Export in-memory params with "
+            "export(params, config, out_dir) instead."
+        )
+    config = ml_collections.ConfigDict(saved_config)
+    params = jax.tree.map(np.asarray, variables["params"])
+    source = {"checkpoint": str(folder.resolve()), "step": int(step)}
+    return export(params, config, out_dir, source=source, overwrite=overwrite)
+
+
+def run(checkpoint: str, out: str, step: int | None = None, overwrite: bool = False) -> dict:
+    """The `scar_jax.main export` command: export, verify the hashes, log a summary."""
+    manifest = export_checkpoint(checkpoint, out, step=step, overwrite=overwrite)
+    read_manifest(out)
+    logging.info(
+        "Exported %s step %s to %s: %s",
+        manifest["source"]["checkpoint"],
+        manifest["source"]["step"],
+        out,
+        ", ".join(sorted(manifest["sha256"])),
+    )
+    return manifest

@@ -1,7 +1,6 @@
 """PyTorch export: output parity with JAX, strict loading, exact round trip, failure messages."""
 
 import dataclasses
-import importlib.util
 import json
 import pathlib
 import runpy
@@ -16,148 +15,12 @@ import transformers
 from safetensors.numpy import load_file, save_file
 from safetensors.torch import load_file as load_torch_file
 
-from configs import scar as scar_config
 from scar_jax import losses
 from scar_jax.export import to_torch
 from scar_jax.export import torch_modules as tm
 from scar_jax.models import scar
 from scar_jax.models import text_encoder as te
-
-TOL = 1e-5
-WORDS = "sinus rhythm atrial fibrillation normal ecg left bundle branch block st elevation".split()
-PROMPTS = ["atrial fibrillation", "sinus rhythm", "normal ecg", "left bundle branch block"]
-T = 1000  # samples per record in the parity tests (10 segments of 100)
-
-
-def _write_text_source(folder: pathlib.Path) -> pathlib.Path:
-    """A tiny random HF BERT folder with a word-level tokenizer (the text 'checkpoint')."""
-    cfg = te.BertConfig.tiny()
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + WORDS
-    vocab += [f"[unused{i}]" for i in range(cfg.vocab_size - len(vocab))]
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
-    transformers.BertTokenizerFast(vocab_file=str(folder / "vocab.txt")).save_pretrained(folder)
-    torch.manual_seed(0)
-    bert = transformers.BertModel(transformers.BertConfig(**dataclasses.asdict(cfg)))
-    bert.save_pretrained(folder, safe_serialization=True)
-    return folder
-
-
-@pytest.fixture(scope="module")
-def text_source(tmp_path_factory) -> pathlib.Path:
-    return _write_text_source(tmp_path_factory.mktemp("tiny_bert"))
-
-
-def _config(arg: str, text: str):
-    """runlocal config with `arg`; runlocal's variant mu is replaced by arg's variant if given."""
-    config = scar_config.get_config(f"runlocal,{arg}")
-    config.model.ecg.variant = config.arg.variant if "variant=" in arg else "mu"
-    config.model.txt.checkpoint = text
-    return config
-
-
-def _ecg_inputs(batch: int = 5, t: int = T, seed: int = 0):
-    """Signals in [0, 1] with missing leads (NaN-filled), removed time spans and a soft keep."""
-    rng = np.random.default_rng(seed)
-    ecg = rng.random((batch, t, 12)).astype(np.float32)
-    lead_obs = np.ones((batch, 12), bool)
-    lead_obs[1, 6:] = False  # limb leads only
-    lead_obs[2, [0, 2, 4, 7, 9, 11]] = False
-    lead_obs[4] = False  # nothing observed at all
-    ecg[~lead_obs[:, None, :].repeat(t, 1)] = np.nan  # absent leads hold garbage
-    time_obs = np.ones((batch, t), bool)
-    time_obs[0, 250:500] = False  # a removed span (segments 2-4)
-    time_obs[2, 730:] = False  # a partial segment removes segment 7 too
-    keep = rng.random((batch, 12, t // 100)).astype(np.float32) + 0.05
-    keep[3, :, 5:] = 0.0  # the second half removed by keep
-    keep[3, 3] = 0.0  # and lead aVR
-    return ecg, lead_obs, time_obs, keep
-
-
-def _random_params(config, seed: int = 0, log_scale: float = np.log(50.0)) -> dict:
-    """Random params of the model of `config` (numpy, no compile); every entry is non-trivial.
-
-    LayerNorm scales are 1 + noise, everything else noise, so a wrong bias or scale mapping
-    shows in the outputs. The text tower's weights are loaded from its checkpoint, if any, then
-    perturbed the same way.
-    """
-    rng = np.random.default_rng(seed)
-    shapes = to_torch.flax_shapes(config)
-    variables = scar.load_text_weights(
-        {"params": jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), shapes)},
-        config.model.txt.checkpoint,
-        config.model.txt.pooling,
-    )
-
-    def fill(path, x):
-        name = jax.tree_util.keystr(path)
-        noise = rng.normal(scale=0.2, size=x.shape).astype(np.float32)
-        return jnp.asarray(np.asarray(x) + noise + (1.0 if name.endswith("['scale']") else 0.0))
-
-    params = jax.tree_util.tree_map_with_path(fill, variables["params"])
-    params["logit_scale"] = jnp.asarray(log_scale, jnp.float32)
-    return params
-
-
-def _init(config, seed: int = 0, **kw):
-    """(model, random variables) for `config`."""
-    return scar.build_model(config.model), {"params": _random_params(config, seed, **kw)}
-
-
-def _load_tower_module(out_dir: pathlib.Path):
-    """Imports the exported ecg_tower.py under a unique name (no sys.path changes)."""
-    name = f"ecg_tower_{abs(hash(str(out_dir)))}"
-    spec = importlib.util.spec_from_file_location(name, out_dir / "ecg_tower.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def _jax_outputs(model, variables, ecg, lead_obs, time_obs, keep, text):
-    """JAX ECG embeddings (three input modes), text embeddings and logits, in one jit."""
-
-    @jax.jit
-    def run(ecg, lead_obs, time_obs, keep, text):
-        embed = lambda *a: model.apply(variables, *a, method=model.embed_ecg)  # noqa: E731
-        z_plain, _ = embed(ecg, lead_obs)
-        z_time, _ = embed(ecg, lead_obs, time_obs)
-        z_keep, aux_keep = embed(ecg, lead_obs, time_obs, keep)
-        z_txt, _ = model.apply(variables, text, method=model.embed_text)
-        p = variables["params"]
-        logits = losses.capped_scale(p["logit_scale"]) * z_keep @ z_txt.T
-        if "logit_bias" in p:
-            logits = logits + p["logit_bias"]
-        return dict(z_plain=z_plain, z_time=z_time, z_keep=z_keep, z_txt=z_txt, logits=logits,
-                    weights=aux_keep["weights"], pre_logits=aux_keep["pre_logits"])
-
-    out = run(ecg, lead_obs, time_obs, keep, text)
-    return {k: np.asarray(v) for k, v in out.items()}
-
-
-def _torch_outputs(out_dir, ecg, lead_obs, time_obs, keep, text):
-    """The same from the export folder: ecg_tower.py, HF AutoModel and the text head."""
-    mod = _load_tower_module(out_dir)
-    tower, head = mod.load_ecg_tower(out_dir), mod.load_text_head(out_dir)
-    bert = transformers.AutoModel.from_pretrained(out_dir / "text").eval()
-    t = lambda x: torch.from_numpy(np.array(x))  # noqa: E731
-    with torch.no_grad():
-        z_plain = tower(t(ecg), t(lead_obs))
-        z_time = tower(t(ecg), t(lead_obs), t(time_obs))
-        z_keep, aux = tower.embed(t(ecg), t(lead_obs), t(time_obs), t(keep))
-        ids = {k: t(v).long() for k, v in text.items()}
-        hf = bert(**ids)
-        z_txt = head(hf.last_hidden_state, ids["attention_mask"], hf.pooler_output)
-        logits = head.logits(z_keep, z_txt)
-    out = dict(z_plain=z_plain, z_time=z_time, z_keep=z_keep, z_txt=z_txt, logits=logits,
-               weights=aux["weights"], pre_logits=aux["pre_logits"])
-    return {k: v.numpy() for k, v in out.items()}
-
-
-def _tokens(folder, texts=PROMPTS):
-    tok = transformers.AutoTokenizer.from_pretrained(str(folder))
-    enc = tok(texts, padding=True, return_tensors="np")
-    keys = ("input_ids", "attention_mask", "token_type_ids")
-    return {k: np.asarray(enc[k], np.int32) for k in keys}
+from tests.export import parity
 
 
 @pytest.mark.parametrize(
@@ -169,24 +32,24 @@ def _tokens(folder, texts=PROMPTS):
     ],
 )
 def test_parity_random_weights(arg, pooling, log_scale, text_source, tmp_path):
-    config = _config(arg, str(text_source))
+    config = parity.make_config(arg, str(text_source))
     config.model.txt.pooling = pooling
-    model, variables = _init(config, log_scale=log_scale)
+    model, variables = parity.init(config, log_scale=log_scale)
     out_dir = tmp_path / "export"
     manifest = to_torch.export(variables, config, out_dir)
-    ecg, lead_obs, time_obs, keep = _ecg_inputs()
-    text = _tokens(out_dir / "text")
+    ecg, lead_obs, time_obs, keep = parity.ecg_inputs()
+    text = parity.tokens(out_dir / "text")
     assert (text["attention_mask"] == 0).any()  # prompts of different lengths: padding is used
-    want = _jax_outputs(model, variables, ecg, lead_obs, time_obs, keep, text)
-    got = _torch_outputs(out_dir, ecg, lead_obs, time_obs, keep, text)
+    want = parity.jax_outputs(model, variables, ecg, lead_obs, time_obs, keep, text)
+    got = parity.torch_outputs(out_dir, ecg, lead_obs, time_obs, keep, text)
     diffs = {k: float(np.max(np.abs(got[k] - want[k]))) for k in want}
     print(arg, pooling, "max-abs torch vs jax:", diffs)
     # Logits are scale * cosine: float32 rounding of the embeddings (~1e-7) is multiplied by the
     # scale (up to 100), so the logits are held to TOL per unit of scale, i.e. TOL in cosine.
     scale = float(losses.capped_scale(variables["params"]["logit_scale"]))
     assert scale == pytest.approx(min(np.exp(log_scale), 100.0), rel=1e-6)
-    assert diffs.pop("logits") <= TOL * scale
-    assert max(diffs.values()) <= TOL, diffs
+    assert diffs.pop("logits") <= parity.TOL * scale
+    assert max(diffs.values()) <= parity.TOL, diffs
     assert np.isfinite(got["z_keep"]).all()
     # The inputs really differ: removing time spans / tokens changes the embeddings.
     assert np.abs(want["z_time"][[0, 2]] - want["z_plain"][[0, 2]]).max() > 1e-3
@@ -196,8 +59,8 @@ def test_parity_random_weights(arg, pooling, log_scale, text_source, tmp_path):
 
 
 def test_strict_loading_and_files(text_source, tmp_path):
-    config = _config("variant=mu", str(text_source))
-    _, variables = _init(config)
+    config = parity.make_config("variant=mu", str(text_source))
+    _, variables = parity.init(config)
     out_dir = tmp_path / "export"
     manifest = to_torch.export(variables, config, out_dir)
     kwargs = json.loads((out_dir / "ecg_tower.json").read_text())
@@ -236,9 +99,9 @@ def test_strict_loading_and_files(text_source, tmp_path):
 
 
 def test_round_trip_is_exact(text_source, tmp_path):
-    config = _config("variant=mu,loss=siglip", str(text_source))
+    config = parity.make_config("variant=mu,loss=siglip", str(text_source))
     config.model.txt.pooling = "pooler"
-    _, variables = _init(config)
+    _, variables = parity.init(config)
     to_torch.export(variables, config, tmp_path)
     config2, params = to_torch.load_exported_params(tmp_path)
     want = {k: v for k, v in variables["params"].items() if k != "masker"}
@@ -252,9 +115,9 @@ def test_round_trip_is_exact(text_source, tmp_path):
 
 def test_minilm_text_tower_equals_original(tmp_path):
     """The real all-MiniLM-L6-v2, never trained: the exported HF folder is the original model."""
-    config = _config("variant=mu", "minilm")
+    config = parity.make_config("variant=mu", "minilm")
     model = scar.build_model(config.model)
-    _, variables = _init(config)
+    _, variables = parity.init(config)
     source = te.minilm_folder()
     variables["params"]["txt"]["bert"] = te.load_hf_bert(source, pooling="mean")[1]  # untrained
     to_torch.export(variables, config, tmp_path)
@@ -282,12 +145,12 @@ def test_minilm_text_tower_equals_original(tmp_path):
     text = {k: jnp.asarray(v.numpy(), jnp.int32) for k, v in enc.items()}
     z_jax = jax.jit(lambda t: model.apply(variables, t, method=model.embed_text)[0])(text)
     z_jax = np.asarray(z_jax)
-    assert float(np.abs(z_torch - z_jax).max()) <= TOL
+    assert float(np.abs(z_torch - z_jax).max()) <= parity.TOL
 
 
 def test_out_dir_must_be_empty_or_a_previous_export(text_source, tmp_path):
-    config = _config("variant=mu", str(text_source))
-    _, variables = _init(config)
+    config = parity.make_config("variant=mu", str(text_source))
+    _, variables = parity.init(config)
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "notes.txt").write_text("keep me")
     with pytest.raises(FileExistsError, match="not empty"):
@@ -309,10 +172,9 @@ def test_out_dir_must_be_empty_or_a_previous_export(text_source, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def mu_setup(tmp_path_factory):
-    text = _write_text_source(tmp_path_factory.mktemp("tiny_bert_mu"))
-    config = _config("variant=mu", str(text))
-    _, variables = _init(config)
+def mu_setup(text_source):
+    config = parity.make_config("variant=mu", str(text_source))
+    _, variables = parity.init(config)
     return config, variables
 
 
@@ -394,8 +256,8 @@ EXAMPLE = pathlib.Path(to_torch.__file__).with_name("README_example.py")
 
 
 def test_readme_example_runs(text_source, tmp_path, monkeypatch):
-    config = _config("variant=mu", str(text_source))
-    model, variables = _init(config)
+    config = parity.make_config("variant=mu", str(text_source))
+    model, variables = parity.init(config)
     to_torch.export(variables, config, tmp_path)
     monkeypatch.setattr(sys, "argv", [str(EXAMPLE), str(tmp_path)])
     monkeypatch.delitem(sys.modules, "ecg_tower", raising=False)
@@ -411,4 +273,4 @@ def test_readme_example_runs(text_source, tmp_path, monkeypatch):
     )
     z_t = jax.jit(lambda t: model.apply(variables, t, method=model.embed_text)[0])(text)
     want = losses.capped_scale(variables["params"]["logit_scale"]) * z_e @ z_t.T
-    assert float(np.abs(logits - np.asarray(want)).max()) <= TOL
+    assert float(np.abs(logits - np.asarray(want)).max()) <= parity.TOL
