@@ -425,7 +425,7 @@ def _source_pooler(source: pathlib.Path | None) -> dict[str, np.ndarray]:
 
     out = {}
     with safe_open(str(source / "model.safetensors"), "np") as f:
-        for name in f.keys():
+        for name in f.keys():  # noqa: SIM118  (safe_open is not iterable)
             short = name.removeprefix(text_encoder.HF_PREFIX)
             if short.startswith("pooler.dense."):
                 out[short] = f.get_tensor(name)
@@ -546,9 +546,9 @@ def export(
             "pooling": str(m.txt.pooling),
             "max_len": int(m.txt.max_len),
             "tokenizer": tokenizer,
-            "pooler": "trained" if m.txt.pooling == "pooler" else (
-                "copied from the source checkpoint (unused by SCAR)" if pooler else "absent"
-            ),
+            "pooler": "trained"
+            if m.txt.pooling == "pooler"
+            else ("copied from the source checkpoint (unused by SCAR)" if pooler else "absent"),
             "head": {"module": "ecg_tower.py:TextHead", "kwargs": head_kwargs},
         },
         "logit_scale": {"log": scale, "scale": min(math.exp(scale), tm.LOGIT_SCALE_MAX)},
@@ -556,8 +556,13 @@ def export(
         "sha256": {rel: _sha256(out_dir / rel) for rel in sorted(written)},
     }
     (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
-    logging.info("Exported %d ECG, %d text, %d head tensors to %s.",
-                 len(tensors[ECG]), len(tensors[TEXT]), len(tensors[TEXT_HEAD]), out_dir)
+    logging.info(
+        "Exported %d ECG, %d text, %d head tensors to %s.",
+        len(tensors[ECG]),
+        len(tensors[TEXT]),
+        len(tensors[TEXT_HEAD]),
+        out_dir,
+    )
     return manifest
 
 
@@ -571,8 +576,11 @@ def read_manifest(out_dir: str | pathlib.Path, *, verify: bool = True) -> dict[s
     if manifest.get("format") != FORMAT:
         raise ValueError(f"{path}: format {manifest.get('format')!r}, expected {FORMAT!r}.")
     if verify:
-        bad = [rel for rel, digest in manifest["sha256"].items()
-               if not (out_dir / rel).is_file() or _sha256(out_dir / rel) != digest]
+        bad = [
+            rel
+            for rel, digest in manifest["sha256"].items()
+            if not (out_dir / rel).is_file() or _sha256(out_dir / rel) != digest
+        ]
         if bad:
             raise ValueError(f"Files of {out_dir} missing or changed since export: {bad}.")
     return manifest
@@ -592,7 +600,6 @@ def load_exported_params(
         tensors, model_rules(config), flax_shapes(config), ignore=pooler_names(config)
     )
     return config, params
-
 
 
 # ----------------------------------------------------------------------------- Checkpoints.

@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import math
 import pathlib
-from typing import Optional
 
 import torch
 from torch import nn
@@ -51,7 +50,7 @@ def token_observed(
     lead_observed: torch.Tensor,
     num_samples: int,
     patch_size: int,
-    time_observed: Optional[torch.Tensor] = None,
+    time_observed: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """lead_observed: [B, L] bool, time_observed: [B, T] bool | None -> [B, L, S] bool.
 
@@ -221,16 +220,21 @@ class ECGTower(nn.Module):
             weights = masked_softmax(scores, visible)
             pooled = torch.einsum("bn,bnd->bd", weights, h)
         z = l2_normalize(self.head(pooled))
-        aux = {"keep": keep, "visible": visible, "encoded": h, "weights": weights,
-               "pre_logits": pooled}
+        aux = {
+            "keep": keep,
+            "visible": visible,
+            "encoded": h,
+            "weights": weights,
+            "pre_logits": pooled,
+        }
         return z, aux
 
     def embed(
         self,
         ecg: torch.Tensor,
         lead_observed: torch.Tensor,
-        time_observed: Optional[torch.Tensor] = None,
-        keep: Optional[torch.Tensor] = None,
+        time_observed: torch.Tensor | None = None,
+        keep: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """ecg [B, T, 12], lead_observed [B, 12], time_observed [B, T], keep [B, 12, S] -> (z, aux).
 
@@ -245,8 +249,8 @@ class ECGTower(nn.Module):
         self,
         ecg: torch.Tensor,
         lead_observed: torch.Tensor,
-        time_observed: Optional[torch.Tensor] = None,
-        keep: Optional[torch.Tensor] = None,
+        time_observed: torch.Tensor | None = None,
+        keep: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """ecg [B, T, 12], lead_observed [B, 12] bool (, time_observed [B, T], keep [B, 12, S])
         -> L2-normalised embedding [B, E]."""
@@ -271,7 +275,7 @@ class TextHead(nn.Module):
         self,
         last_hidden_state: torch.Tensor,
         attention_mask: torch.Tensor,
-        pooler_output: Optional[torch.Tensor] = None,
+        pooler_output: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """BertModel outputs [B, L, H], mask [B, L] (, pooler [B, H]) -> pooled [B, H]."""
         if self.pooling == "cls":
@@ -287,7 +291,7 @@ class TextHead(nn.Module):
         self,
         last_hidden_state: torch.Tensor,
         attention_mask: torch.Tensor,
-        pooler_output: Optional[torch.Tensor] = None,
+        pooler_output: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """BertModel outputs -> L2-normalised text embedding [B, E]."""
         return l2_normalize(self.proj(self.pool(last_hidden_state, attention_mask, pooler_output)))

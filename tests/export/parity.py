@@ -115,8 +115,15 @@ def jax_outputs(model, variables, ecg, lead_obs, time_obs, keep, text):
         logits = losses.capped_scale(p["logit_scale"]) * z_keep @ z_txt.T
         if "logit_bias" in p:
             logits = logits + p["logit_bias"]
-        return dict(z_plain=z_plain, z_time=z_time, z_keep=z_keep, z_txt=z_txt, logits=logits,
-                    weights=aux_keep["weights"], pre_logits=aux_keep["pre_logits"])
+        return dict(
+            z_plain=z_plain,
+            z_time=z_time,
+            z_keep=z_keep,
+            z_txt=z_txt,
+            logits=logits,
+            weights=aux_keep["weights"],
+            pre_logits=aux_keep["pre_logits"],
+        )
 
     out = run(ecg, lead_obs, time_obs, keep, text)
     return {k: np.asarray(v) for k, v in out.items()}
@@ -136,8 +143,15 @@ def torch_outputs(out_dir, ecg, lead_obs, time_obs, keep, text):
         hf = bert(**ids)
         z_txt = head(hf.last_hidden_state, ids["attention_mask"], hf.pooler_output)
         logits = head.logits(z_keep, z_txt)
-    out = dict(z_plain=z_plain, z_time=z_time, z_keep=z_keep, z_txt=z_txt, logits=logits,
-               weights=aux["weights"], pre_logits=aux["pre_logits"])
+    out = dict(
+        z_plain=z_plain,
+        z_time=z_time,
+        z_keep=z_keep,
+        z_txt=z_txt,
+        logits=logits,
+        weights=aux["weights"],
+        pre_logits=aux["pre_logits"],
+    )
     return {k: v.numpy() for k, v in out.items()}
 
 

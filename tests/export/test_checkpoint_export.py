@@ -52,11 +52,13 @@ def test_export_checkpoint_trained_a_few_steps(text_source, tmp_path):
     config.optim.lr = 1e-2  # a few steps visibly move the weights
     model, state, init_params = _train_a_few_steps(config)
     assert int(state.step) == STEPS
-    moved = np.abs(np.asarray(state.params["ecg"]["head"]["kernel"])
-                   - init_params["ecg"]["head"]["kernel"]).max()
+    moved = np.abs(
+        np.asarray(state.params["ecg"]["head"]["kernel"]) - init_params["ecg"]["head"]["kernel"]
+    ).max()
     assert moved > 1e-3, moved
-    ckpt = checkpointing.Checkpointer(tmp_path / "run" / "checkpoints", async_save=False,
-                                      keep_best=0)
+    ckpt = checkpointing.Checkpointer(
+        tmp_path / "run" / "checkpoints", async_save=False, keep_best=0
+    )
     ckpt.save(STEPS, state, config=config)
     ckpt.close()
 
