@@ -589,15 +589,21 @@ def read_manifest(out_dir: str | pathlib.Path, *, verify: bool = True) -> dict[s
 def load_exported_params(
     out_dir: str | pathlib.Path,
 ) -> tuple[ml_collections.ConfigDict, dict[str, Any]]:
-    """(config, Flax params) read back from an export folder (no masker); no pickle involved."""
+    """(config, Flax params) read back from an export folder (no masker); no pickle involved.
+
+    Self-contained: the BERT architecture is read from the export's own text/config.json, so
+    the text checkpoint the model was trained from need not be present.
+    """
     from safetensors.numpy import load_file
 
     out_dir = pathlib.Path(out_dir)
     manifest = read_manifest(out_dir)
     config = ml_collections.ConfigDict(manifest["config"])
+    local = ml_collections.ConfigDict(manifest["config"])
+    local.model.txt.checkpoint = str(out_dir / "text")  # a Hugging Face BERT folder itself
     tensors = {t: load_file(str(out_dir / rel)) for t, rel in FILES.items()}
     params = torch_to_flax(
-        tensors, model_rules(config), flax_shapes(config), ignore=pooler_names(config)
+        tensors, model_rules(local), flax_shapes(local), ignore=pooler_names(local)
     )
     return config, params
 

@@ -4,6 +4,7 @@ import dataclasses
 import json
 import pathlib
 import runpy
+import shutil
 import sys
 
 import jax
@@ -102,11 +103,14 @@ def test_strict_loading_and_files(text_source, tmp_path):
 
 
 def test_round_trip_is_exact(text_source, tmp_path):
-    config = parity.make_config("variant=mu,loss=siglip", str(text_source))
+    source = tmp_path / "text_source"
+    shutil.copytree(text_source, source)
+    config = parity.make_config("variant=mu,loss=siglip", str(source))
     config.model.txt.pooling = "pooler"
     _, variables = parity.init(config)
-    to_torch.export(variables, config, tmp_path)
-    config2, params = to_torch.load_exported_params(tmp_path)
+    to_torch.export(variables, config, tmp_path / "export")
+    shutil.rmtree(source)  # the import needs only the export folder
+    config2, params = to_torch.load_exported_params(tmp_path / "export")
     want = {k: v for k, v in variables["params"].items() if k != "masker"}
     assert "masker" in variables["params"] and "logit_bias" in want
     assert jax.tree.structure(params) == jax.tree.structure(want)
