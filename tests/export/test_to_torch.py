@@ -302,3 +302,14 @@ def test_readme_example_runs(text_source, tmp_path, monkeypatch):
     scale = float(losses.capped_scale(variables["params"]["logit_scale"]))
     want = scale * np.asarray(z_e @ z_t.T)
     assert float(np.abs(logits - want).max()) <= parity.TOL * scale  # TOL in cosine
+
+
+def test_ecg_tower_traces_with_torch_export():
+    """Deployment: the tower goes through torch.export and the program equals eager mode."""
+    torch.manual_seed(0)
+    tower = tm.ECGTower(width=32, depth=2, num_heads=2, mlp_dim=64, embed_dim=16).eval()
+    ecg, lead_obs, time_obs, keep = parity.ecg_inputs(t=500)
+    args = tuple(torch.from_numpy(np.array(a)) for a in (ecg, lead_obs, time_obs, keep))
+    program = torch.export.export(tower, args)
+    with torch.no_grad():
+        torch.testing.assert_close(program.module()(*args), tower(*args), rtol=0, atol=0)
