@@ -56,6 +56,15 @@ def mask_schedule(
     return tau, (step < m.warmup_steps) | mixed
 
 
+def step_inputs(
+    config: ml_collections.ConfigDict, rng: jax.Array, step: jax.Array, batch_size: int
+) -> tuple[dict[str, jax.Array], jax.Array, jax.Array]:
+    """(rngs {'masker', 'dropout'}, tau [], use_random [B]) of one forward pass from its key."""
+    r_mask, r_drop, r_rand = jax.random.split(rng, 3)
+    tau, use_random = mask_schedule(config, step, r_rand, batch_size)
+    return {"masker": r_mask, "dropout": r_drop}, tau, use_random
+
+
 def _check_config(config: ml_collections.ConfigDict) -> None:
     """Fail early on settings the update cannot honour."""
     o = config.optim
@@ -124,10 +133,7 @@ def make_update_fn(
     def player_step(params, opt_state, batch, rng, step, active):
         """One forward/backward; the `active` players' updates. -> (params, opt_state, metrics)."""
         txs = optim.player_optimizers(config, params)
-        r_mask, r_drop, r_rand = jax.random.split(rng, 3)
-        b = batch["ecg"].shape[0]
-        tau, use_random = mask_schedule(config, step, r_rand, b)
-        rngs = {"masker": r_mask, "dropout": r_drop}
+        rngs, tau, use_random = step_inputs(config, rng, step, batch["ecg"].shape[0])
         enc, msk = optim.split_players(params)
         argnums = tuple(i for i, p in enumerate(optim.PLAYERS) if p in active)
         (total, metrics), grads = jax.value_and_grad(objective, argnums=argnums, has_aux=True)(
@@ -136,6 +142,7 @@ def make_update_fn(
         grads = dict(zip([optim.PLAYERS[i] for i in argnums], grads))
         new = {"encoders": (enc, opt_state["encoders"]), optim.MASKER: (msk, opt_state["masker"])}
         finite = jnp.isfinite(total)
+        metrics.update({f"grad_norm/{p}": jnp.zeros(()) for p in optim.PLAYERS})
         for player, g in grads.items():
             if player == optim.MASKER:
                 g = jax.tree.map(jnp.negative, g)  # the masker ascends J
@@ -169,7 +176,7 @@ def make_update_fn(
         params, opt_state, finite = state.params, state.opt_state, jnp.bool_(True)
         if alternating:
             for i in range(k_masker):
-                params, opt_state, _, ok = player_step(
+                params, opt_state, masker_metrics, ok = player_step(
                     params, opt_state, batch, jax.random.fold_in(rng, i), state.step, (optim.MASKER,)
                 )
                 finite &= ok
@@ -177,6 +184,8 @@ def make_update_fn(
             params, opt_state, metrics, ok = player_step(
                 params, opt_state, batch, sub_rng, state.step, ("encoders",)
             )
+            metrics["grad_norm/masker"] = masker_metrics["grad_norm/masker"]
+            metrics["masker/objective_before"] = masker_metrics["masker/objective"]
         else:
             params, opt_state, metrics, ok = player_step(
                 params, opt_state, batch, rng, state.step, players
@@ -255,3 +264,52 @@ def compute_report_features(
         feats = np.asarray(feats.addressable_data(0)) if mesh is not None else np.asarray(feats)
         out.append(feats[: batch_size - pad])
     return np.concatenate(out).astype(np.float32)
+
+
+def benchmark(
+    config: ml_collections.ConfigDict, steps: int = 3, seed: int = 0
+) -> dict[str, float]:
+    """Compile time, mean step time and XLA's memory estimate of the jitted update for `config`.
+
+    Runs on generated data of the config's shapes (batch_size records, cached text
+    features when the text tower is frozen) over the config's mesh; -> {compile_s,
+    step_s, temp_bytes, argument_bytes, output_bytes, peak_bytes}.
+    """
+    import time
+
+    from scar_jax import train_state as train_state_lib
+
+    rng = np.random.default_rng(seed)
+    b, t = config.batch_size, int(config.input.sample_rate * config.input.seconds)
+    model = scar.build_model(config.model)
+    hidden = scar.bert_config_for(config.model.txt.checkpoint).hidden_size
+    batch = {
+        "ecg": rng.random((b, t, 12), np.float32),
+        "lead_observed": np.ones((b, 12), bool),
+        "input_ids": rng.integers(1, 90, (b, config.model.txt.max_len)).astype(np.int32),
+        "attention_mask": np.ones((b, config.model.txt.max_len), np.int32),
+    }
+    mesh = sharding_lib.make_mesh(config.mesh)
+    state, shardings = train_state_lib.create_train_state(model, config, batch, mesh)
+    if text_is_frozen(config, state.params):
+        batch = {k: v for k, v in batch.items() if k not in ("input_ids", "attention_mask")}
+        batch["txt_feats"] = rng.normal(size=(b, hidden)).astype(np.float32)
+    bs = sharding_lib.batch_sharding(mesh)
+    step = jit_update(make_update_fn(model, config), shardings, bs)
+    batch = jax.device_put(batch, bs)
+    key = jax.random.key(seed)
+    t0 = time.perf_counter()
+    compiled = step.lower(state, batch, key).compile()
+    compile_s = time.perf_counter() - t0
+    mem = compiled.memory_analysis()
+    state, metrics = compiled(state, batch, key)
+    jax.block_until_ready(metrics)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        state, metrics = compiled(state, batch, key)
+    jax.block_until_ready(metrics)
+    out = {"compile_s": compile_s, "step_s": (time.perf_counter() - t0) / steps}
+    for name in ("temp", "argument", "output"):
+        out[f"{name}_bytes"] = float(getattr(mem, f"{name}_size_in_bytes", 0) if mem else 0)
+    out["peak_bytes"] = float(getattr(mem, "peak_memory_in_bytes", 0) or 0) if mem else 0.0
+    return out

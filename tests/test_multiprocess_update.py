@@ -1,0 +1,120 @@
+"""Two real JAX processes (jax.distributed on localhost, 4 CPU devices each, gloo
+collectives) run the sharded update on one global batch and end with the same parameters
+as one process with 8 devices.
+
+The test launches this file twice as `python -m tests.test_multiprocess_update <id> <port>
+<out>`; each process feeds only its own rows of the global batch.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import socket
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+STEPS = 3
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _config():
+    from tests import test_update as tu
+
+    return tu.make_config(
+        **{"mesh.fsdp": 2, "mesh.fsdp_min_size": 1024, "model.masker.warmup_steps": 1}
+    )
+
+
+def local_rows(x: np.ndarray, batch_sharding) -> np.ndarray:
+    """The rows of a global batch leaf that this process's devices hold (contiguous)."""
+    idx = batch_sharding.addressable_devices_indices_map(x.shape).values()
+    spans = sorted({(i[0].start or 0, x.shape[0] if i[0].stop is None else i[0].stop) for i in idx})
+    for (_, stop), (start, _) in zip(spans, spans[1:]):
+        assert stop == start, f"process rows are not contiguous: {spans}"
+    return x[spans[0][0] : spans[-1][1]]
+
+
+def run(steps: int = STEPS) -> tuple[dict[str, np.ndarray], list[float]]:
+    """`steps` updates on the 8 (global) devices; -> (host params by path, losses)."""
+    from scar_jax import optim, sharding, train_state, update
+    from scar_jax.models import scar
+    from tests import test_update as tu
+
+    config = _config()
+    model = scar.build_model(config.model)
+    mesh = sharding.make_mesh(config.mesh)
+    state, shardings = train_state.create_train_state(model, config, tu.make_batch(config), mesh)
+    bs = sharding.batch_sharding(mesh)
+    step = update.jit_update(update.make_update_fn(model, config), shardings, bs)
+    loss = []
+    for i in range(steps):
+        full = tu.make_batch(config, seed=i)
+        batch = {
+            k: jax.make_array_from_process_local_data(bs, local_rows(v, bs), v.shape)
+            for k, v in full.items()
+        }
+        state, metrics = step(state, batch, jax.random.key(5))
+        loss.append(float(metrics["loss/total"]))
+    params = sharding.to_host(state.params)
+    return dict(zip(optim.param_paths(params), jax.tree.leaves(params))), loss
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_two_processes_equal_one(tmp_path):
+    port = _free_port()
+    env = dict(os.environ)
+    env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
+    env["JAX_PLATFORMS"] = "cpu"
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "tests.test_multiprocess_update", str(i), str(port), str(tmp_path)],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for i in range(2)
+    ]
+    try:
+        outputs = [p.communicate(timeout=900)[0] for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    for i, (p, out) in enumerate(zip(procs, outputs)):
+        assert p.returncode == 0, f"process {i} failed:\n{out[-4000:]}"
+    ref, ref_loss = run()
+    for i in range(2):
+        got = np.load(tmp_path / f"params_{i}.npz")
+        np.testing.assert_allclose(got["__loss__"], ref_loss, rtol=1e-5)
+        assert set(got.files) - {"__loss__"} == set(ref)
+        for path, v in ref.items():
+            np.testing.assert_allclose(got[path], v, atol=1e-5, rtol=1e-5, err_msg=path)
+
+
+def _worker(process_id: int, port: int, out: str) -> None:
+    """One of the two processes: initialise jax.distributed, run, write its params."""
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.config.update("jax_default_matmul_precision", "highest")
+    jax.distributed.initialize(f"localhost:{port}", num_processes=2, process_id=process_id)
+    assert jax.device_count() == 8 and jax.local_device_count() == 4
+    params, loss = run()
+    np.savez(pathlib.Path(out) / f"params_{process_id}.npz", __loss__=np.asarray(loss), **params)
+    jax.distributed.shutdown()
+
+
+if __name__ == "__main__":
+    _worker(int(sys.argv[1]), int(sys.argv[2]), sys.argv[3])
