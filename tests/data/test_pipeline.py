@@ -4,6 +4,7 @@ import jax
 import ml_collections
 import numpy as np
 import pytest
+import tensorflow_datasets as tfds
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from configs import scar as scar_config
@@ -254,3 +255,51 @@ def test_global_batch_on_8_devices(data_dir, info):
             assert shard.data.shape == (2, t, 12)
             np.testing.assert_array_equal(np.asarray(shard.data), local["ecg"][shard.index])
         np.testing.assert_array_equal(np.asarray(batch["index"]), local["index"])
+
+
+
+@pytest.mark.parametrize("encoding", ["NONE", "BYTES"])  # int64 lists | raw bytes
+def test_parse_fields_equals_tfds_decoding(encoding):
+    f = tfds.features
+    rng = np.random.default_rng(0)
+    features = f.FeaturesDict(
+        {
+            "ecg": f.Tensor(shape=(50, 12), dtype=np.int16, encoding=f.Encoding[encoding]),
+            "ecg_scale": f.Scalar(dtype=np.float32),
+            "lead_observed": f.Tensor(shape=(12,), dtype=np.bool_),
+            "valid_samples": f.Scalar(dtype=np.int32),
+            "report": f.Text(),
+            "labels": f.Tensor(shape=(5,), dtype=np.bool_),
+            "id": f.Text(),
+            "evidence": f.Tensor(shape=(4, 12), dtype=np.bool_),  # not read by the pipeline
+        }
+    )
+    example = {
+        "ecg": rng.integers(-32768, 32767, size=(50, 12)).astype(np.int16),
+        "ecg_scale": 0.00123,
+        "lead_observed": rng.random(12) > 0.3,
+        "valid_samples": 41,
+        "report": "sinus rhythm, ST élévation",
+        "labels": np.array([1, 0, 0, 1, 0], bool),
+        "id": "rec/7",
+        "evidence": rng.random((4, 12)) > 0.5,
+    }
+    raw = features.serialize_example(example)
+    mine, ref = pipeline.parse_fields(raw), features.deserialize_example_np(raw)
+    for key in ("ecg", "lead_observed", "labels"):
+        assert mine[key].dtype == ref[key].dtype, key
+        np.testing.assert_array_equal(mine[key], ref[key], err_msg=key)
+        np.testing.assert_array_equal(mine[key], example[key], err_msg=key)
+    assert mine["report"] == ref["report"] == example["report"].encode()
+    assert mine["id"] == b"rec/7" and mine["valid_samples"] == 41
+    assert mine["ecg_scale"] == float(np.float32(0.00123))
+
+
+def test_reader_uses_parse_fields_on_the_built_corpus(data_dir):
+    source, _ = pipeline.load_source(DATASET, "train", data_dir)
+    assert pipeline._SourceReader(source).fast
+    keys = list(range(len(source)))
+    for mine, ref in zip(pipeline._SourceReader(source).read(keys), source.__getitems__(keys)):
+        np.testing.assert_array_equal(mine["ecg"], ref["ecg"])
+        np.testing.assert_array_equal(mine["lead_observed"], ref["lead_observed"])
+        assert mine["report"] == ref["report"]
