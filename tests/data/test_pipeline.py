@@ -303,3 +303,19 @@ def test_reader_uses_parse_fields_on_the_built_corpus(data_dir):
         np.testing.assert_array_equal(mine["ecg"], ref["ecg"])
         np.testing.assert_array_equal(mine["lead_observed"], ref["lead_observed"])
         assert mine["report"] == ref["report"]
+
+
+@pytest.mark.slow  # starts two grain worker processes
+def test_worker_processes_give_the_same_batches_and_resume(data_dir, info):
+    def ds(workers):
+        cfg = input_config(data_dir, info, worker_count=workers, lead_drop_prob=0.5)
+        return pipeline.make_dataset(cfg, "train", global_batch_size=BATCH, seed=2, train=True)
+
+    want = take(ds(0), 6)
+    it = iter(ds(2))
+    got = [next(it) for _ in range(3)]
+    state = it.get_state()
+    resumed = iter(ds(2))
+    resumed.set_state(state)
+    got += [next(resumed) for _ in range(3)]
+    assert_batches_equal(got, want)
