@@ -3,6 +3,10 @@ r"""scar_jax command line: one entry point for every job.
   python -m scar_jax.main <command> [flags]
 
 Commands:
+  demo     the main job: build the synthetic corpus, pretrain SCAR, the MERL-style baseline
+           and random-mask training (configs/demo.py), evaluate the missingness grid and
+           write WORKDIR/report: --workdir=DIR [--demo_seeds=0,1,2] [--demo_arg=runlocal]
+           [--update_readme: put the report's tables into README.md].
   smoke    the full SCAR model from --config on a batch of generated synthetic records:
            one forward pass, the fused objective and its gradient; prints every view's
            shape, the mask ratio, each loss term and each player's gradient norm.
@@ -42,7 +46,7 @@ from scar_jax import losses
 from scar_jax.models import masker as masker_lib
 from scar_jax.models import scar
 
-COMMANDS = ("smoke", "build", "plot", "train", "eval", "export", "predict")
+COMMANDS = ("demo", "smoke", "build", "plot", "train", "eval", "export", "predict")
 _NEEDS_CONFIG = ("smoke", "train", "eval", "predict")
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -79,6 +83,13 @@ _CHECKPOINT = flags.DEFINE_string(
 _SPLIT = flags.DEFINE_string("split", None, "eval: split (default config.eval.split).")
 _OUT = flags.DEFINE_string("out", None, "eval/export: output folder; plot: PNG file.")
 _INPUT = flags.DEFINE_string("input", None, "predict: a WFDB record (.hea) or a DICOM (.dcm).")
+_DEMO_SEEDS = flags.DEFINE_list("demo_seeds", ["0"], "demo: training seeds (mean and spread).")
+_DEMO_ARG = flags.DEFINE_string(
+    "demo_arg", "", "demo: extra configs/demo.py arg keys, e.g. runlocal or unit=lead."
+)
+_UPDATE_README = flags.DEFINE_bool(
+    "update_readme", False, "demo: replace README.md's generated results block with the report."
+)
 _OVERWRITE = flags.DEFINE_bool("overwrite", False, "export: replace a previous export in --out.")
 
 
@@ -231,7 +242,17 @@ def main(argv):
             config.input.data_dir = _DATA_DIR.value
         logging.info("config:\n%s", config)
 
-    if command == "smoke":
+    if command == "demo":
+        from scar_jax import demo
+
+        workdir = _require(_WORKDIR, command)
+        seeds = [int(s) for s in _DEMO_SEEDS.value]
+        demo.run_demo(workdir, seeds=seeds, arg=_DEMO_ARG.value)
+        report = os.path.join(workdir, "report", "results.md" if len(seeds) == 1 else "seeds.md")
+        print(f"Demo report: {report}")
+        if _UPDATE_README.value:
+            demo.update_readme("README.md", report)
+    elif command == "smoke":
         smoke(config)
     elif command == "build":
         from scar_jax.data import build
