@@ -415,6 +415,7 @@ def _save(tensors: Mapping[str, np.ndarray], path: pathlib.Path) -> None:
 
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file(dict(tensors), str(path), metadata=SAFETENSORS_METADATA)
+    path.chmod(0o644)  # safetensors writes 0600; an export is meant to be shared
 
 
 def _source_pooler(source: pathlib.Path | None) -> dict[str, np.ndarray]:

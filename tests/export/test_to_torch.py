@@ -89,6 +89,7 @@ def test_strict_loading_and_files(text_source, tmp_path):
     files = {p.relative_to(out_dir).as_posix() for p in out_dir.rglob("*") if p.is_file()}
     assert files - {"manifest.json"} == set(manifest["sha256"])
     assert not [f for f in files if f.endswith((".bin", ".pt", ".pth", ".pkl", ".ckpt"))]
+    assert all((out_dir / f).stat().st_mode & 0o044 == 0o044 for f in files)  # group/other read
     assert {"text/tokenizer.json", "text/vocab.txt", "text/config.json"} <= files
     assert manifest["versions"]["torch"] == torch.__version__
     assert manifest["versions"]["jax"] == jax.__version__
