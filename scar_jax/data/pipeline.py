@@ -9,11 +9,17 @@
 Per process the pipeline is (no TensorFlow anywhere):
 
   record indices of this process (index i with i % process_count == process_index)
-  -> shuffle (seeded; reshuffled every epoch) -> repeat -> read + decode int16 to mV
+  -> shuffle (seeded; reshuffled every epoch) -> repeat -> batch the indices
+     (global_batch_size / process_count) -> per batch, in one grain element:
+     read the raw records and parse the schema fields (`parse_fields`)
   -> augment (train: random lead drop, random contiguous segment drop; applied only as
      lead_observed / time_observed = False, so they only turn observed into unobserved)
-  -> batch (global_batch_size / process_count) -> normalise over what is still observed
+  -> normalise over what is still observed (int16 -> float32; unobserved stays 0)
   -> report tokens (`text`) or cached report features (`report_features[index]`).
+
+`read_threads` batches are read ahead by threads; `worker_count` > 0 moves the work to
+grain worker processes (same batches, same iterator state); a script that uses workers
+needs an `if __name__ == "__main__":` guard (workers are spawned).
 
 Batches are dicts of numpy arrays: ecg float32 [b, T, 12], lead_observed bool [b, 12],
 time_observed bool [b, T], labels bool [b, C], index int64 [b] (the record's index in the
@@ -26,7 +32,7 @@ Determinism and resume: everything random is a function of `seed` and the positi
 stream, so two iterators with the same seed give identical batches. Save and restore the
 position with the iterator's own state (checkpoint it with the train state):
 
-  it = iter(ds); ...; state = it.get_state()   # a small dict, JSON-serialisable
+  it = iter(ds); ...; state = it.get_state()   # a small JSON-serialisable dict
   it2 = iter(make_dataset(<same arguments>)); it2.set_state(state)  # continues exactly
 
 (or `grain.checkpoint.CheckpointSave(it)` / `CheckpointRestore(it)` as an orbax item).
