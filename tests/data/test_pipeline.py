@@ -235,6 +235,8 @@ def test_config_disagreeing_with_the_dataset_fails_naming_both(data_dir, info):
         pipeline.load_source(DATASET, "nope", data_dir)
     with pytest.raises(FileNotFoundError, match="not built"):
         pipeline.load_source(DATASET, "train", data_dir + "/empty")
+    with pytest.raises(ValueError, match="Unknown dataset 'no_such_ecg/x'"):
+        pipeline.load_source("no_such_ecg/x", "train", data_dir)
 
 
 def test_global_batch_on_8_devices(data_dir, info):
