@@ -138,6 +138,23 @@ CLASS_INFO: tuple[ClassInfo, ...] = (
 CLASSES = tuple(c.name for c in CLASS_INFO)
 _CI = {c.name: i for i, c in enumerate(CLASS_INFO)}
 
+
+def class_lead_masks() -> tuple[np.ndarray, np.ndarray]:
+    """(primary, secondary) lead masks of every class: [C, 12] bool each."""
+    out = np.zeros((2, len(CLASS_INFO), len(LEAD_NAMES)), bool)
+    for c, info in enumerate(CLASS_INFO):
+        for k, leads in enumerate((info.primary_leads, info.secondary_leads)):
+            out[k, c, [LEAD_NAMES.index(x) for x in leads]] = True
+    return out[0], out[1]
+
+
+def class_regions(time_bins: np.ndarray, which: str = "primary") -> np.ndarray:
+    """time_bins: [..., bins, C] bool (evidence_time_*) -> per-class regions [..., C, bins, 12]."""
+    leads = class_lead_masks()[0 if which == "primary" else 1]  # [C, 12]
+    t = np.moveaxis(np.asarray(time_bins, bool), -1, -2)  # [..., C, bins]
+    return t[..., :, :, None] & leads[:, None, :]
+
+
 # ---------------------------------------------------------------------------------------
 # Reports: several phrasings per finding; none contains a class prompt (tested).
 FINDING_TEMPLATES: dict[str, tuple[str, ...]] = {
@@ -283,6 +300,8 @@ class Record:
     report: str
     evidence_primary: np.ndarray  # [bins, 12] bool
     evidence_secondary: np.ndarray  # [bins, 12] bool
+    evidence_time_primary: np.ndarray  # [bins, C] bool: class c's primary time bins (positives)
+    evidence_time_secondary: np.ndarray  # [bins, C] bool
     heart_rate: float  # requested mean rate, bpm
     rr: np.ndarray  # [n] seconds between consecutive generated QRS onsets
     qrs_onsets: np.ndarray  # [n + 1] seconds (inside and just outside the record)
@@ -390,6 +409,9 @@ _INJURY = {
     "LMI": _frontal_injury(-40.0) * 0.8 + np.r_[np.zeros(3), [0.0, 0.0, 0.0, 0.15, 0.8, 1.0]],
 }
 _EARLY_REPOL = _frontal_injury(60.0) * 0.2 + np.r_[np.zeros(3), [0.0, 0.5, 1.0, 0.8, 0.3, 0.0]]
+
+
+_LEAD_MASKS = tuple(m.astype(np.uint8) for m in class_lead_masks())
 
 
 def _dipole_to_electrodes(v: np.ndarray) -> np.ndarray:
@@ -625,17 +647,15 @@ def generate_record(
             kind == 2
         ],  # from the PVC's T end to the next sinus beat's T end
     }
-    prim = np.zeros((num_bins, NUM_LEADS), bool)
-    sec = np.zeros((num_bins, NUM_LEADS), bool)
-    for info in CLASS_INFO:
-        if not has[info.name]:
-            continue
-        for leads, time, out in (
-            (info.primary_leads, info.primary_time, prim),
-            (info.secondary_leads, info.secondary_time, sec),
-        ):
-            cols = [LEAD_NAMES.index(x) for x in leads]
-            out[:, cols] |= _spans_to_bins(spans[time], num_bins)[:, None]
+    # per class: time bins of its primary / secondary evidence (its leads are CLASS_INFO's)
+    time_prim = np.zeros((num_bins, len(CLASSES)), bool)
+    time_sec = np.zeros((num_bins, len(CLASSES)), bool)
+    for c, info in enumerate(CLASS_INFO):
+        if has[info.name]:
+            time_prim[:, c] = _spans_to_bins(spans[info.primary_time], num_bins)
+            time_sec[:, c] = _spans_to_bins(spans[info.secondary_time], num_bins)
+    prim = time_prim.astype(np.uint8) @ _LEAD_MASKS[0] > 0  # [bins, 12], union over classes
+    sec = time_sec.astype(np.uint8) @ _LEAD_MASKS[1] > 0
 
     # --- missing leads ----------------------------------------------------------------------
     observed = np.ones(NUM_LEADS, bool)
@@ -652,6 +672,8 @@ def generate_record(
         report=report,
         evidence_primary=prim,
         evidence_secondary=sec,
+        evidence_time_primary=time_prim,
+        evidence_time_secondary=time_sec,
         heart_rate=float(heart_rate),
         rr=np.diff(onsets),
         qrs_onsets=onsets,
@@ -806,8 +828,15 @@ def beat_features(ecg: np.ndarray, keep: np.ndarray, fs: int) -> np.ndarray:
     else:
         rhythm = [0.0] * 6  # fmt: skip
     rhythm.append(len(peaks_a) / max(t_keep.sum() / fs, 1e-3))
+    # longest kept stretch without a QRS (a pause), in seconds and relative to the median RR
+    marks = np.zeros(len(x) + 1, np.int64)
+    marks[peaks_a] = 1
+    run_id = np.cumsum(marks[:-1] | np.r_[1, (~t_keep[:-1] & t_keep[1:])])
+    run_len = np.bincount(run_id[t_keep], minlength=run_id.max() + 1) if t_keep.any() else [0]
+    pause = float(np.max(run_len)) / fs
+    rhythm += [pause, pause / np.median(rr) if len(rr) else 0.0]
     # median beats
-    lo, hi = int(-0.25 * fs), int(0.55 * fs)
+    lo, hi = int(-0.2 * fs), int(0.42 * fs)
     step = max(int(0.02 * fs), 1)
     win = np.arange(lo, hi)
     per_lead = []
@@ -856,8 +885,8 @@ def _region_keep(
         pos = rec.labels[_CI[info.name]]
         # negatives get the spans of a random positive record, shifted in time
         src = rec if pos else positives[int(rng.integers(0, len(positives)))]
-        prim = src.evidence_primary.any(1)
-        sec = src.evidence_secondary.any(1) & ~prim
+        prim = src.evidence_time_primary[:, _CI[info.name]]
+        sec = src.evidence_time_secondary[:, _CI[info.name]] & ~prim
         if not pos:
             shift = int(rng.integers(0, len(prim)))
             prim, sec = np.roll(prim, shift), np.roll(sec, shift)

@@ -190,6 +190,19 @@ def test_evidence_maps_follow_the_class_regions():
     first_s = np.flatnonzero(pvc.evidence_secondary[:, 0])[0]
     assert first_s > first_p
 
+    # per-class time bins: PVC's own spans, not the union with another class's
+    both = _rec(4, ["PVC", "IMI"], fs=100)
+    c_pvc, c_imi = synthetic.CLASSES.index("PVC"), synthetic.CLASSES.index("IMI")
+    t_pvc = both.evidence_time_primary[:, c_pvc]
+    assert 0 < t_pvc.mean() < 0.5 and both.evidence_time_primary[:, c_imi].sum() > t_pvc.sum()
+    assert (
+        both.evidence_time_primary.sum(0)[[c for c in range(12) if c not in (c_pvc, c_imi)]].max()
+        == 0
+    )
+    reg = synthetic.class_regions(both.evidence_time_secondary, "secondary")
+    np.testing.assert_array_equal(reg.any(0), both.evidence_secondary)
+    assert reg[c_imi][:, [L["I"], L["aVL"]]].any() and not reg[c_imi][:, L["V1"]].any()
+
     norm = _rec(5, ["NORM"], fs=100)
     assert norm.evidence_primary[:, 6:].all() and not norm.evidence_primary[:, :6].any()
 

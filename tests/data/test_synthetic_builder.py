@@ -45,6 +45,8 @@ def test_example_schema(built):
         "labels": (np.bool_, (len(synthetic.CLASSES),)),
         "evidence_primary": (np.bool_, (100, 12)),
         "evidence_secondary": (np.bool_, (100, 12)),
+        "evidence_time_primary": (np.bool_, (100, len(synthetic.CLASSES))),
+        "evidence_time_secondary": (np.bool_, (100, len(synthetic.CLASSES))),
     }
     for key, (dtype, shape) in expected.items():
         assert ex[key].dtype == dtype and ex[key].shape == shape, key
@@ -108,6 +110,10 @@ def test_evidence_table_in_metadata_and_reload(built):
             synthetic.unpack_evidence(entry["secondary"], 100), ex["evidence_secondary"]
         )
         assert ex["evidence_primary"].any()  # every record has a class, every class a region
+        # the union map is the per-class time bins x each class's leads
+        regions = synthetic.class_regions(ex["evidence_time_primary"], "primary")
+        np.testing.assert_array_equal(regions.any(0), ex["evidence_primary"])
+        np.testing.assert_array_equal(ex["evidence_time_primary"].any(0), ex["labels"])
 
 
 def test_same_corpus_whatever_the_build(built, tmp_path):

@@ -70,6 +70,9 @@ class Builder(tfds.core.GeneratorBasedBuilder):
         evidence = tfds.features.Tensor(
             shape=(cfg.num_bins, synthetic.NUM_LEADS), dtype=np.bool_, encoding=raw
         )
+        per_class = tfds.features.Tensor(
+            shape=(cfg.num_bins, len(synthetic.CLASSES)), dtype=np.bool_, encoding=raw
+        )
         ecg = tfds.features.Tensor(
             shape=(cfg.num_samples, synthetic.NUM_LEADS), dtype=np.int16, encoding=raw
         )
@@ -94,6 +97,8 @@ class Builder(tfds.core.GeneratorBasedBuilder):
                 ecg=ecg,
                 evidence_primary=evidence,
                 evidence_secondary=evidence,
+                evidence_time_primary=per_class,
+                evidence_time_secondary=per_class,
             ),
             supervised_keys=None,
             homepage="https://github.com/scar-jax/scar_jax",
@@ -163,4 +168,6 @@ def make_example(cfg: SyntheticEcgConfig, split: str, index: int) -> tuple[str, 
         "source_length": np.int32(cfg.num_samples),
         "evidence_primary": rec.evidence_primary,
         "evidence_secondary": rec.evidence_secondary,
+        "evidence_time_primary": rec.evidence_time_primary,
+        "evidence_time_secondary": rec.evidence_time_secondary,
     }
