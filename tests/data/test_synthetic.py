@@ -293,3 +293,23 @@ def test_probe_features_ignore_removed_samples():
     np.testing.assert_array_equal(a, b)
     full = synthetic.beat_features(rec.ecg, np.ones_like(keep), 100)
     assert not np.array_equal(a, full)
+
+
+def test_label_registry():
+    from scar_jax.data import real_labels
+
+    assert "synthetic_ecg" in labels.registered()
+    assert labels.classes("ptbxl/superdiagnostic") == real_labels.PTBXL_SUPERDIAGNOSTIC
+    assert labels.prompts("cpsc2018")["AF"] == real_labels.prompt("cpsc2018", "AF")
+    labels.register("csn_test", ("A", "B"), {"A": "ECG shows a", "B": "ECG shows b"})
+    try:
+        assert labels.classes("csn_test/500hz") == ("A", "B")
+        assert labels.prompts("csn_test") == {"A": "ECG shows a", "B": "ECG shows b"}
+        with pytest.raises(ValueError, match="no prompt for classes \\['B'\\]"):
+            labels.register("bad", ("A", "B"), {"A": "x"})
+        with pytest.raises(ValueError, match="already registered"):
+            labels.register("csn_test", ("A",), {"A": "x"})
+    finally:
+        labels._REGISTRY.pop("csn_test")
+    with pytest.raises(KeyError, match="Register it with"):
+        labels.classes("unknown_corpus")
