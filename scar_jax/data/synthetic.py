@@ -448,9 +448,17 @@ def generate_record(
     drawn = sample_labels(rng)
     if labels is not None:
         if len(labels) and isinstance(labels[0], str):
+            unknown = sorted(set(labels) - set(CLASSES))
+            if unknown:
+                raise ValueError(f"generate_record: unknown classes {unknown}; known: {CLASSES}.")
             y = np.isin(np.array(CLASSES), list(labels))
         else:
             y = np.asarray(labels, bool)
+        if y.shape != (len(CLASSES),) or not y.any():
+            raise ValueError(
+                f"generate_record: labels must name at least one of {CLASSES} (or be a "
+                f"multi-hot [{len(CLASSES)}] vector); got {labels!r}."
+            )
     else:
         y = drawn
     has = {c: bool(y[_CI[c]]) for c in CLASSES}

@@ -313,3 +313,10 @@ def test_label_registry():
         labels._REGISTRY.pop("csn_test")
     with pytest.raises(KeyError, match="Register it with"):
         labels.classes("unknown_corpus")
+
+
+def test_generate_record_rejects_unknown_labels():
+    with pytest.raises(ValueError, match="unknown classes \\['MI'\\]"):
+        _rec(0, ["MI"], fs=100)
+    with pytest.raises(ValueError, match="at least one"):
+        _rec(0, np.zeros(len(synthetic.CLASSES), bool), fs=100)
