@@ -32,6 +32,10 @@ def test_exact_split_counts(built):
     assert {s: built.info.splits[s].num_examples for s in built.info.splits} == SPLITS
     sources = built.as_data_source()
     assert {s: len(v) for s, v in sources.items()} == SPLITS
+    # the builder's larger in-memory shuffle limit does not outlive its build
+    from tensorflow_datasets.core import shuffle
+
+    assert shuffle.MAX_MEM_BUFFER_SIZE == 1000 << 20
 
 
 def test_example_schema(built):
