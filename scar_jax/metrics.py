@@ -2,6 +2,8 @@
 
 Only process 0 writes files; every process may log. One JSONL line is one JSON
 object `{"step": int, "<name>": float, ...}`, e.g. `{"step": 50, "train/loss": 2.1}`.
+The workdir may be a local folder or a remote one (`gs://...`, through etils.epath;
+object stores cannot append, so there the file is rewritten at each write).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import time
 from typing import Any, Mapping
 
 from absl import logging
+from etils import epath
 import numpy as np
 
 JSONL_NAME = "metrics.jsonl"
@@ -59,16 +62,21 @@ class MetricWriter:
         resume_step: int | None = None,
     ):
         self.enabled = enabled
-        self.path = os.path.join(os.fspath(workdir), JSONL_NAME)
+        self.path = epath.Path(workdir) / JSONL_NAME
+        self._remote = "://" in os.fspath(workdir)
+        self._lines: list[str] = []  # remote: everything written, rewritten at each write
         self._file = None
         self._tb = None
         if not enabled:
             return
-        os.makedirs(os.fspath(workdir), exist_ok=True)
-        if resume_step is not None and os.path.exists(self.path):
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if resume_step is not None and self.path.exists():
             self._truncate_after(resume_step)
-        self._file = open(self.path, "a", encoding="utf-8")
-        if tensorboard:
+        if self._remote:
+            self._lines = self.path.read_text().splitlines() if self.path.exists() else []
+        else:
+            self._file = self.path.open("a", encoding="utf-8")
+        if tensorboard and not self._remote:
             self._tb = _tensorboard_writer(os.path.join(os.fspath(workdir), "tensorboard"))
             if self._tb is None:
                 logging.info(
@@ -80,16 +88,14 @@ class MetricWriter:
     def _truncate_after(self, step: int) -> None:
         """Drop lines whose step is greater than `step` (and unparsable partial lines)."""
         kept = []
-        with open(self.path, encoding="utf-8") as f:
-            for line in f:
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError:
-                    continue  # a line cut short by a kill
-                if record.get("step", 0) <= step:
-                    kept.append(json.dumps(record))
-        with open(self.path, "w", encoding="utf-8") as f:
-            f.writelines(line + "\n" for line in kept)
+        for line in self.path.read_text().splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line cut short by a kill
+            if record.get("step", 0) <= step:
+                kept.append(json.dumps(record))
+        self.path.write_text("".join(line + "\n" for line in kept))
 
     def write(self, step: int, scalars: Mapping[str, Any]) -> None:
         """One JSONL line `{"step": step, **scalars}`; values are converted to float."""
@@ -99,8 +105,12 @@ class MetricWriter:
         for k, v in scalars.items():
             f = float(np.asarray(v))
             record[k] = f if math.isfinite(f) else str(f)  # JSON has no NaN/Infinity
-        self._file.write(json.dumps(record) + "\n")
-        self._file.flush()
+        if self._remote:
+            self._lines.append(json.dumps(record))
+            self.path.write_text("".join(line + "\n" for line in self._lines))
+        else:
+            self._file.write(json.dumps(record) + "\n")
+            self._file.flush()
         if self._tb is not None:
             for k, v in scalars.items():
                 self._tb.add_scalar(k, float(np.asarray(v)), int(step))

@@ -25,6 +25,7 @@ import zlib
 from typing import Any, Callable, Mapping, Sequence
 
 from absl import logging
+from etils import epath
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -291,7 +292,7 @@ def train(
     t_cfg, policy = config.train, config.optim.nonfinite
     is_main = jax.process_index() == 0
     if is_main:
-        os.makedirs(workdir, exist_ok=True)
+        epath.Path(workdir).mkdir(parents=True, exist_ok=True)
 
     mesh = sharding_lib.make_mesh(config.mesh)
     batch_sharding = sharding_lib.batch_sharding(mesh)

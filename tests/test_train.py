@@ -52,19 +52,27 @@ _CHILD = textwrap.dedent(
     cfg.train.eval_batches = 1
     cfg.optim.nonfinite = args["policy"]
 
+    started = threading.Event()
+
     def on_batch(step, batch):
+        started.set()
         with open(args["index_log"], "a") as f:
             f.write(json.dumps([step, batch["index"].tolist()]) + "\\n")
         if step == args.get("nan_step"):
             batch["ecg"][0] = np.nan  # every sample, so some observed ones
+        if step == args.get("sigterm_step"):
+            os.kill(os.getpid(), signal.SIGTERM)  # as a preemption notice would
 
-    if args.get("kill_on_tmp_step"):
+    if args.get("kill_while_saving"):
+        # SIGKILL this process as soon as orbax starts writing a checkpoint (its temporary
+        # folder appears): the kill lands while the save is in progress. Armed once the
+        # loop runs, after orbax has removed what an earlier kill left half-written.
         ckpt_dir = os.path.join(args["workdir"], "checkpoints")
-        prefix = f"{args['kill_on_tmp_step']}.orbax-checkpoint-tmp"
         def killer():
+            started.wait()
             while True:
                 if os.path.isdir(ckpt_dir) and any(
-                    n.startswith(prefix) for n in os.listdir(ckpt_dir)
+                    ".orbax-checkpoint-tmp" in n for n in os.listdir(ckpt_dir)
                 ):
                     os.kill(os.getpid(), signal.SIGKILL)
                 time.sleep(0.0002)
@@ -81,7 +89,7 @@ _CHILD = textwrap.dedent(
     }
     np.savez(args["params_out"], **params)
     print(json.dumps({"step": result.step, "resumed_from": result.resumed_from,
-                      "nonfinite": int(result.state.nonfinite)}))
+                      "nonfinite": int(result.state.nonfinite), "preempted": result.preempted}))
     """
 )
 
@@ -176,7 +184,9 @@ def test_nonfinite_skip_counts_and_saves_only_finite_states(runs):
     proc = runs.skip_result
     assert proc.returncode == 0, _fail(proc)
     summary = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert summary == {"step": TOTAL_STEPS, "resumed_from": None, "nonfinite": 1}
+    assert summary == {
+        "step": TOTAL_STEPS, "resumed_from": None, "nonfinite": 1, "preempted": False
+    }
     lines = metrics.read_jsonl(os.path.join(runs.args("skip")["workdir"], metrics.JSONL_NAME))
     train_lines = [r for r in lines if "train/loss/total" in r]
     val_lines = [r for r in lines if "val/loss" in r]
@@ -217,9 +227,12 @@ def test_kill_9_and_resume_equals_uninterrupted(runs):
     ref_params, ref_order = _params(ref["params_out"]), _indices(ref["index_log"])
     assert sorted(ref_order) == list(range(1, TOTAL_STEPS + 1))
 
-    # (a) kill -9 at a random step (while that step runs).
+    # One workdir, four processes: (1) kill -9 at a random step (while it runs);
+    # (2) resume, kill -9 while its first checkpoint is being written; (3) resume, SIGTERM
+    # during its first step: it saves that step and exits cleanly; (4) resume to the end.
     kill_step = random.Random(os.getpid()).randint(3, TOTAL_STEPS)
-    a = runs.args("kill_a")
+    a = runs.args("killed")
+    ckpt_dir = os.path.join(a["workdir"], "checkpoints")
     child = runs.start(a)
     deadline = time.time() + 600
     while time.time() < deadline and child.poll() is None:
@@ -230,43 +243,48 @@ def test_kill_9_and_resume_equals_uninterrupted(runs):
     os.kill(child.pid, signal.SIGKILL)
     child.communicate()
     assert child.returncode == -9
-    killed_lines = _index_lines(a["index_log"])
-    proc = runs.run(a)  # the same workdir: resumes from its last complete checkpoint
+    n_lines_1 = len(_index_lines(a["index_log"]))
+    # Checkpoints are asynchronous: the newest may not have been finalised at the kill.
+    ck = checkpointing.Checkpointer(ckpt_dir)
+    first_resume = ck.latest_step()
+    ck.close()
+    assert first_resume in (None, 2, 4) and (first_resume or 0) < kill_step
+
+    proc = runs.run(dict(a, kill_while_saving=True))
+    assert proc.returncode == -9, _fail(proc)
+    assert any(".orbax-checkpoint-tmp" in n for n in os.listdir(ckpt_dir))  # cut mid-write
+    lines_2 = _index_lines(a["index_log"])[n_lines_1:]
+    assert lines_2[0][0] == (first_resume or 0) + 1
+    ck = checkpointing.Checkpointer(ckpt_dir)
+    second_resume = ck.latest_step()  # the half-written checkpoint does not count
+    ck.close()
+    assert second_resume == first_resume
+
+    term_step = (second_resume or 0) + 1
+    proc = runs.run(dict(a, sigterm_step=term_step))
     assert proc.returncode == 0, _fail(proc)
     summary = json.loads(proc.stdout.strip().splitlines()[-1])
-    resumed_from = summary["resumed_from"]
-    # Checkpoints are asynchronous: the newest may not have been finalised at the kill.
-    assert resumed_from in (None, 2, 4) and (resumed_from or 0) < kill_step
-    resumed_lines = _index_lines(a["index_log"])[len(killed_lines) :]
-    assert [s for s, _ in resumed_lines] == list(range((resumed_from or 0) + 1, TOTAL_STEPS + 1))
-    # Same data order: before the kill and after the resume, step for step.
-    for step, idx in killed_lines + resumed_lines:
+    assert summary["preempted"] and summary["step"] == term_step
+    assert summary["resumed_from"] == second_resume
+    ck = checkpointing.Checkpointer(ckpt_dir)
+    assert ck.latest_step() == term_step  # the preemption save was finalised before exit
+    ck.close()
+    n_lines_3 = len(_index_lines(a["index_log"]))
+
+    proc = runs.run(a)
+    assert proc.returncode == 0, _fail(proc)
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert summary["resumed_from"] == term_step and not summary["preempted"]
+    lines_4 = _index_lines(a["index_log"])[n_lines_3:]
+    assert [s for s, _ in lines_4] == list(range(term_step + 1, TOTAL_STEPS + 1))
+    # The same data order, step for step, in all four processes; the same parameters.
+    for step, idx in _index_lines(a["index_log"]):
         assert idx == ref_order[step], step
     _assert_bitwise(_params(a["params_out"]), ref_params)
-
-    # (b) kill -9 while the checkpoint of step 4 is being written.
-    b = runs.args("kill_b", kill_on_tmp_step=4)
-    proc = runs.run(b)
-    assert proc.returncode == -9, _fail(proc)
-    ckpt_dir = os.path.join(b["workdir"], "checkpoints")
-    assert any(n.startswith("4.orbax-checkpoint-tmp") for n in os.listdir(ckpt_dir))
-    ck = checkpointing.Checkpointer(ckpt_dir)
-    assert ck.latest_step() == 2  # the half-written step 4 does not count
-    ck.close()
-    proc = runs.run(dict(b, kill_on_tmp_step=None))
-    assert proc.returncode == 0, _fail(proc)
-    assert json.loads(proc.stdout.strip().splitlines()[-1])["resumed_from"] == 2
-    for step, idx in _index_lines(b["index_log"]):
-        assert idx == ref_order[step], step
-    _assert_bitwise(_params(b["params_out"]), ref_params)
-
-    # (c) a finished workdir resumes at its last step and trains no further.
-    proc = runs.run(ref)
-    assert proc.returncode == 0, _fail(proc)
-    assert json.loads(proc.stdout.strip().splitlines()[-1])["resumed_from"] == TOTAL_STEPS
-    _assert_bitwise(_params(ref["params_out"]), ref_params)
-    lines = metrics.read_jsonl(os.path.join(ref["workdir"], metrics.JSONL_NAME))
+    # Metrics logged after the restored step were dropped on resume: each step once.
+    lines = metrics.read_jsonl(os.path.join(a["workdir"], metrics.JSONL_NAME))
     assert [r["step"] for r in lines if "train/loss/total" in r] == list(range(1, 7))
+    assert [r["step"] for r in lines if "val/loss" in r] == [2, 4, 6]
 
 
 # --- helpers (no compilation) -----------------------------------------------------------------
