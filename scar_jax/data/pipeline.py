@@ -120,7 +120,9 @@ def dataset_rate_and_length(info: tfds.core.DatasetInfo) -> tuple[int | None, in
     return (None if rate is None else int(rate)), length
 
 
-def check_input_config(input_config: ml_collections.ConfigDict, info: tfds.core.DatasetInfo):
+def check_input_config(
+    input_config: ml_collections.ConfigDict, info: tfds.core.DatasetInfo
+) -> None:
     """Raise if the dataset's rate / record length disagree with config.input."""
     rate, length = dataset_rate_and_length(info)
     want_len = num_samples(input_config)
