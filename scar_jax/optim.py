@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import re
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -87,7 +88,7 @@ def lr_schedule(
     kind: str = "cosine",
     end_factor: float = 0.0,
 ) -> optax.Schedule:
-    """Linear warm-up to `peak` over warmup_steps (step 0 already > 0), then decay to end_factor*peak.
+    """Linear warm-up to `peak` (step 0 already > 0), then decay to end_factor * peak.
 
     kind: cosine | linear (decay over the remaining total_steps - warmup_steps) | constant.
     """
@@ -124,9 +125,7 @@ def _adamw(
     return optax.chain(optax.clip_by_global_norm(grad_clip), adamw) if grad_clip > 0 else adamw
 
 
-def encoder_tx(
-    config: Any, enc_params: Any
-) -> tuple[optax.GradientTransformation, optax.Schedule]:
+def encoder_tx(config: Any, enc_params: Any) -> tuple[optax.GradientTransformation, optax.Schedule]:
     """Encoders' (ECG tower, text head, selector, logit scale) AdamW and its lr schedule.
 
     `config` is the full config; parameters matching config.model.txt.freeze are frozen.

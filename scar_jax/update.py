@@ -14,7 +14,8 @@ donated state.
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -23,8 +24,7 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding
 
-from scar_jax import losses
-from scar_jax import optim
+from scar_jax import losses, optim
 from scar_jax import sharding as sharding_lib
 from scar_jax.models import masker as masker_lib
 from scar_jax.models import scar
@@ -94,7 +94,6 @@ def make_update_fn(
     _check_config(config)
     weights = dict(config.loss_weights)
     kind = config.model.loss
-    m = config.model.masker
     alternating = players is None and config.optim.minmax == "alternating"
     players = tuple(optim.PLAYERS if players is None else players)
     unknown = set(players) - set(optim.PLAYERS)
@@ -177,7 +176,12 @@ def make_update_fn(
         if alternating:
             for i in range(k_masker):
                 params, opt_state, masker_metrics, ok = player_step(
-                    params, opt_state, batch, jax.random.fold_in(rng, i), state.step, (optim.MASKER,)
+                    params,
+                    opt_state,
+                    batch,
+                    jax.random.fold_in(rng, i),
+                    state.step,
+                    (optim.MASKER,),
                 )
                 finite &= ok
             sub_rng = jax.random.fold_in(rng, k_masker)
@@ -266,9 +270,7 @@ def compute_report_features(
     return np.concatenate(out).astype(np.float32)
 
 
-def benchmark(
-    config: ml_collections.ConfigDict, steps: int = 3, seed: int = 0
-) -> dict[str, float]:
+def benchmark(config: ml_collections.ConfigDict, steps: int = 3, seed: int = 0) -> dict[str, float]:
     """Compile time, mean step time and XLA's memory estimate of the jitted update for `config`.
 
     Runs on generated data of the config's shapes (batch_size records, cached text

@@ -8,6 +8,7 @@ The test launches this file twice as `python -m tests.test_multiprocess_update <
 
 from __future__ import annotations
 
+import itertools
 import os
 import pathlib
 import socket
@@ -34,7 +35,7 @@ def local_rows(x: np.ndarray, batch_sharding) -> np.ndarray:
     """The rows of a global batch leaf that this process's devices hold (contiguous)."""
     idx = batch_sharding.addressable_devices_indices_map(x.shape).values()
     spans = sorted({(i[0].start or 0, x.shape[0] if i[0].stop is None else i[0].stop) for i in idx})
-    for (_, stop), (start, _) in zip(spans, spans[1:]):
+    for (_, stop), (start, _) in itertools.pairwise(spans):
         assert stop == start, f"process rows are not contiguous: {spans}"
     return x[spans[0][0] : spans[-1][1]]
 
@@ -79,7 +80,14 @@ def test_two_processes_equal_one(tmp_path):
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     procs = [
         subprocess.Popen(
-            [sys.executable, "-m", "tests.test_multiprocess_update", str(i), str(port), str(tmp_path)],
+            [
+                sys.executable,
+                "-m",
+                "tests.test_multiprocess_update",
+                str(i),
+                str(port),
+                str(tmp_path),
+            ],
             cwd=ROOT,
             env=env,
             stdout=subprocess.PIPE,

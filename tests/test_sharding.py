@@ -6,13 +6,11 @@ import jax
 import ml_collections
 import numpy as np
 import pytest
-from jax.sharding import AxisType, PartitionSpec as P
+from jax.sharding import AxisType
+from jax.sharding import PartitionSpec as P
 
-from scar_jax import optim
-from scar_jax import sharding
-from scar_jax import train_state
-from scar_jax.models import scar
-from scar_jax.models import text_encoder
+from scar_jax import optim, sharding, train_state
+from scar_jax.models import scar, text_encoder
 from tests import test_update as tu
 
 
@@ -22,7 +20,13 @@ def mesh_config(data, fsdp, min_size=2**16):
 
 @pytest.mark.parametrize(
     "data,fsdp,n,expected",
-    [(-1, 1, 8, (8, 1)), (-1, 2, 8, (4, 2)), (2, -1, 8, (2, 4)), (1, 1, 1, (1, 1)), (4, 2, 8, (4, 2))],
+    [
+        (-1, 1, 8, (8, 1)),
+        (-1, 2, 8, (4, 2)),
+        (2, -1, 8, (2, 4)),
+        (1, 1, 1, (1, 1)),
+        (4, 2, 8, (4, 2)),
+    ],
 )
 def test_mesh_shape(data, fsdp, n, expected):
     assert sharding.mesh_shape(mesh_config(data, fsdp), n) == expected
@@ -30,8 +34,12 @@ def test_mesh_shape(data, fsdp, n, expected):
 
 @pytest.mark.parametrize(
     "data,fsdp,n,match",
-    [(-1, -1, 8, "at most one"), (-1, 3, 8, "cannot be split"), (2, 2, 8, "available"),
-     (0, 1, 8, "positive")],
+    [
+        (-1, -1, 8, "at most one"),
+        (-1, 3, 8, "cannot be split"),
+        (2, 2, 8, "available"),
+        (0, 1, 8, "positive"),
+    ],
 )
 def test_mesh_shape_errors(data, fsdp, n, match):
     with pytest.raises(ValueError, match=match):
@@ -117,6 +125,7 @@ def test_text_weights_loaded_onto_shardings(tmp_path):
     for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(ref)):
         np.testing.assert_array_equal(a, np.asarray(b))
     for leaf, want in zip(
-        jax.tree.leaves(state.params["txt"]["bert"]), jax.tree.leaves(shardings.params["txt"]["bert"])
+        jax.tree.leaves(state.params["txt"]["bert"]),
+        jax.tree.leaves(shardings.params["txt"]["bert"]),
     ):
         assert leaf.sharding.is_equivalent_to(want, leaf.ndim)
