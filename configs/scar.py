@@ -184,7 +184,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     ev.train_split = "train"  # linear-probe training split
     ev.val_split = "validation"  # linear-probe model selection split
     ev.batch_size = 32  # examples per batch; every condition of a batch runs stacked
-    ev.chunk = 8  # conditions per compiled (vmapped) encoder call
+    ev.chunk = 1  # conditions per encoder call, folded into its batch (CPU: 1 is fastest)
     ev.max_examples = 0  # score only the first N examples of the split (0 = all)
     ev.seed = 0  # random masks, bootstrap resamples, probe label subsets
     ev.lead_drop = (3, 6, 9)  # random lead drop: leads removed
@@ -204,6 +204,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     ev.probe_fractions = (0.01, 0.1, 1.0)  # shares of the training labels (seeded subsets)
     ev.probe_cs = (0.01, 0.1, 1.0, 10.0)  # inverse L2 strengths tried; chosen on val_split
     ev.trace_examples = 3  # test examples drawn with their removed tokens shaded
+    ev.timing_reps = 3  # grid-cost measurement: best of this many interleaved repeats
     if arg.runlocal:
         ev.batch_size, ev.bootstrap, ev.max_examples = 8, 50, 32
 
@@ -251,3 +252,5 @@ def sweep(add) -> None:
     add(arg="loss=siglip", name="siglip")
     for rho_max in (0.3, 0.7):  # the adversary's budget
         add(name=f"rho_max_{rho_max}", **{"model.masker.rho_max": rho_max})
+    for term in ("cons", "sel", "ent"):  # loss terms: consistency, selector KL, masker entropy
+        add(name=f"no_{term}", **{f"loss_weights.{term}": 0.0})

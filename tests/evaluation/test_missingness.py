@@ -118,11 +118,14 @@ def test_evidence_bins_to_token_grid():
     want[6, 1] = True
     want[1, 5:7] = True
     np.testing.assert_array_equal(tok, want)
-    # patch 125 at 500 Hz = 0.25 s: bin 0.3-0.4 overlaps segment 1 only; bin 0.4-0.5 spans 1 and 2
+    # patch 125 at 500 Hz = 0.25 s, 8 segments: bin 0.4-0.5 s lies in segment 1 (0.25-0.5),
+    # bin 0.7-0.8 s straddles segments 2 (0.5-0.75) and 3 (0.75-1.0)
     ev2 = np.zeros((20, 12), bool)
     ev2[4, 0] = True
+    ev2[7, 1] = True
     tok2 = miss.evidence_to_tokens(ev2, patch_size=125, sample_rate=500, num_segments=8)
     np.testing.assert_array_equal(np.flatnonzero(tok2[0]), [1])
+    np.testing.assert_array_equal(np.flatnonzero(tok2[1]), [2, 3])
     # the oracle keeps everything observed outside the region
     obs = _observed(n=4)
     keep = miss.region_keep(obs, want)
