@@ -342,3 +342,20 @@ class PreemptionGuard:
             except RuntimeError:  # preemption service off: fall back to the local flag
                 return self._flag.is_set()
         return self._flag.is_set()
+
+
+WORKDIR_SUBDIR = "checkpoints"  # where a training workdir keeps its orbax checkpoints
+
+
+def checkpoint_folder(path: str | os.PathLike) -> str:
+    """The orbax checkpoint folder of `path`: a training workdir or that folder itself."""
+    path = os.fspath(path)
+    sub = os.path.join(path, WORKDIR_SUBDIR)
+    if os.path.isdir(sub):
+        return sub
+    if not os.path.isdir(path):
+        raise FileNotFoundError(
+            f"Checkpoint folder {path} does not exist; pass a training workdir or its "
+            f"'{WORKDIR_SUBDIR}' folder."
+        )
+    return path

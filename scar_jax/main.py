@@ -280,7 +280,10 @@ def main(argv):
 
         results = eval_run.run_eval(
             config,
-            parse_checkpoints(_require(_CHECKPOINT, command)),
+            {
+                name: checkpointing.checkpoint_folder(path)
+                for name, path in parse_checkpoints(_require(_CHECKPOINT, command)).items()
+            },
             _DATASET.value,
             _SPLIT.value,
             _require(_OUT, command),

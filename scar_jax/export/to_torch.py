@@ -611,22 +611,6 @@ def load_exported_params(
 
 # ----------------------------------------------------------------------------- Checkpoints.
 
-CHECKPOINT_SUBDIR = "checkpoints"  # where a training workdir keeps its checkpoints
-
-
-def checkpoint_folder(path: str | pathlib.Path) -> pathlib.Path:
-    """The orbax checkpoint folder of `path`: a training workdir or the folder itself."""
-    path = pathlib.Path(path)
-    if (path / CHECKPOINT_SUBDIR).is_dir():
-        return path / CHECKPOINT_SUBDIR
-    if not path.is_dir():
-        raise FileNotFoundError(
-            f"Checkpoint folder {path} does not exist; pass a training workdir or its "
-            f"'{CHECKPOINT_SUBDIR}' folder."
-        )
-    return path
-
-
 def export_checkpoint(
     checkpoint_dir: str | pathlib.Path,
     out_dir: str | pathlib.Path,
@@ -642,7 +626,7 @@ def export_checkpoint(
     from scar_jax import checkpointing
     from scar_jax.evaluation import run as eval_run  # the one checkpoint -> params reader
 
-    folder = checkpoint_folder(checkpoint_dir)
+    folder = pathlib.Path(checkpointing.checkpoint_folder(checkpoint_dir))
     if step is None:
         ckpt = checkpointing.Checkpointer(folder, async_save=False, keep_best=0)
         step = ckpt.latest_step()

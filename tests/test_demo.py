@@ -1,0 +1,121 @@
+"""The demo end to end at test size, the CLI's predict on its checkpoint, report helpers."""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from configs import demo as demo_config
+from scar_jax import demo
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _tiny_config(arg: str):
+    """configs/demo.py at runlocal, with the evaluation grid cut to what a test needs."""
+    config = demo_config.get_config(arg + ",runlocal,text=random-tiny")
+    config.total_steps = 3
+    config.eval.probe = False
+    config.eval.bootstrap = 20
+    config.eval.max_examples = 8
+    config.eval.rhos = (0.2,)
+    config.eval.adv_units = ("lead",)
+    config.eval.trace_examples = 1
+    return config
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    work = tmp_path_factory.mktemp("demo")
+    results = demo.run_demo(str(work), get_config=_tiny_config)
+    return work, results
+
+
+@pytest.mark.slow
+def test_demo_trains_every_method_and_writes_the_report(demo_run):
+    work, results = demo_run
+    assert set(results) == {0}
+    models = results[0]["models"]
+    assert set(models) == set(demo_config.METHODS)
+    for method in demo_config.METHODS:
+        ckpts = work / "runs" / method / "seed0" / "checkpoints"
+        assert (ckpts / "3").is_dir(), sorted(os.listdir(ckpts))
+        auroc = models[method]["zeroshot"]["clean"]["auroc"]
+        assert 0.0 <= auroc <= 1.0
+    report = work / "report"
+    for name in ("results.json", "results.md", "auroc_vs_missing.png", "cmrs_vs_rho.png"):
+        assert (report / name).is_file(), name
+    md = (report / "results.md").read_text()
+    assert all(m in md for m in demo_config.METHODS)
+    saved = json.loads((report / "results.json").read_text())
+    assert set(saved["synthetic_ecg/tiny"]["models"]) == set(demo_config.METHODS)
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", JAX_PLATFORMS="cpu")
+    env.pop("XLA_FLAGS", None)
+    return subprocess.run(
+        [sys.executable, "-m", "scar_jax.main", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+@pytest.mark.slow
+def test_predict_cli_on_the_pydicom_ecg_and_a_corrupt_file(demo_run, tmp_path):
+    from pydicom.data import get_testdata_file
+
+    work, _ = demo_run
+    ckpt = str(work / "runs" / "scar" / "seed0")
+    ok = _cli("predict", "--config=configs/demo.py:runlocal", f"--checkpoint={ckpt}",
+              f"--input={get_testdata_file('waveform_ecg.dcm')}", "--dataset=synthetic_ecg")
+    assert ok.returncode == 0, ok.stderr[-3000:]
+    scores = [float(line.split()[-1]) for line in ok.stdout.splitlines()
+              if line.startswith("    ")]
+    assert len(scores) == 12
+    assert np.all(np.isfinite(scores))
+    bad = tmp_path / "corrupt.dcm"
+    bad.write_bytes(b"\x00" * 200)
+    fail = _cli("predict", "--config=configs/demo.py:runlocal", f"--checkpoint={ckpt}",
+                f"--input={bad}", "--dataset=synthetic_ecg")
+    assert fail.returncode != 0
+    assert "corrupt.dcm" in fail.stderr and "DICOM" in fail.stderr
+
+
+def test_seed_summary_mean_and_std(tmp_path):
+    results = {
+        s: {"models": {"scar": {"zeroshot": {"clean": {"auroc": a}}, "cmrs_headline": c}}}
+        for s, a, c in ((0, 0.6, 0.2), (1, 0.8, 0.4), (2, 0.7, 0.9))
+    }
+    path = demo.write_seed_summary(results, tmp_path)
+    summary = json.loads((tmp_path / "seeds.json").read_text())
+    auroc = summary["scar"]["zeroshot/clean/auroc"]
+    assert auroc["mean"] == pytest.approx(0.7) and auroc["n"] == 3
+    assert auroc["std"] == pytest.approx(np.std([0.6, 0.8, 0.7], ddof=1))
+    assert summary["scar"]["cmrs_headline"]["mean"] == pytest.approx(0.5)
+    assert "zeroshot/clean/auroc | 0.7000" in path.read_text()
+
+
+def test_update_readme_replaces_only_the_generated_block(tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# T\nbefore\n{demo.RESULTS_BEGIN}\nold\n{demo.RESULTS_END}\nafter\n")
+    report = tmp_path / "results.md"
+    report.write_text("# Evaluation\n\n## Zero-shot\n| a |\n")
+    demo.update_readme(readme, report)
+    text = readme.read_text()
+    assert "old" not in text and "before" in text and text.endswith("after\n")
+    assert "#### Evaluation" in text and "#### Zero-shot" in text and "| a |" in text
+    demo.update_readme(readme, report)  # idempotent
+    assert readme.read_text() == text
+    (tmp_path / "plain.md").write_text("no block\n")
+    with pytest.raises(ValueError, match="generated-results block"):
+        demo.update_readme(tmp_path / "plain.md", report)
