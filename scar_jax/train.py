@@ -353,7 +353,8 @@ def train(
         update_lib.make_update_fn(model, config), state_shardings, batch_sharding
     )
     embed_fn = make_embed_fn(model)
-    rng = jax.device_put(jax.random.key(config.seed), sharding_lib.replicated(mesh))
+    # Made under jit so that it is a global (replicated) array on every process.
+    rng = jax.jit(lambda: jax.random.key(config.seed), out_shardings=sharding_lib.replicated(mesh))()
     writer = metrics_lib.MetricWriter(
         workdir, enabled=is_main, tensorboard=t_cfg.tensorboard, resume_step=start
     )
