@@ -104,13 +104,15 @@ def test_two_processes_equal_one(tmp_path):
                 p.kill()
     for i, (p, out) in enumerate(zip(procs, outputs)):
         assert p.returncode == 0, f"process {i} failed:\n{out[-4000:]}"
+    from tests import test_update as tu
+
+    config = _config()
     ref, ref_loss = run()
     for i in range(2):
         got = np.load(tmp_path / f"params_{i}.npz")
         np.testing.assert_allclose(got["__loss__"], ref_loss, rtol=1e-5)
-        assert set(got.files) - {"__loss__"} == set(ref)
-        for path, v in ref.items():
-            np.testing.assert_allclose(got[path], v, atol=1e-5, rtol=1e-5, err_msg=path)
+        params = {k: got[k] for k in got.files if k != "__loss__"}
+        tu.assert_params_close(params, ref, config.optim.lr + config.optim.masker_lr, STEPS)
 
 
 def _worker(process_id: int, port: int, out: str) -> None:
