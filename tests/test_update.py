@@ -272,7 +272,7 @@ def test_eight_devices_equal_one_and_compile_once():
     assert_params_close(eight, one, config.optim.lr + config.optim.masker_lr, 3)
 
 
-@pytest.mark.parametrize("policy", ["skip", "stop"])
+@pytest.mark.parametrize("policy", ["skip", pytest.param("stop", marks=pytest.mark.slow)])
 def test_nonfinite_batch_leaves_state_and_counts(policy):
     config = make_config(**{"optim.nonfinite": policy})
     _, state, step, mesh = setup(config)
@@ -339,19 +339,12 @@ def test_per_example_random_masks_ignore_the_masker():
         variables["params"]["masker"],
     )
     use_random = jnp.asarray([True, False] * (B // 2))
-    masks = [
-        np.asarray(
-            model.apply(
-                v,
-                batch,
-                tau=0.5,
-                use_random=use_random,
-                train=True,
-                rngs={"masker": jax.random.key(4)},
-            )[1]["mask"]
-        )
-        for v in (variables, other)
-    ]
+    mask_of = jax.jit(
+        lambda v: model.apply(
+            v, batch, tau=0.5, use_random=use_random, train=True, rngs={"masker": jax.random.key(4)}
+        )[1]["mask"]
+    )
+    masks = [np.asarray(mask_of(v)) for v in (variables, other)]
     r = np.asarray(use_random)
     np.testing.assert_array_equal(masks[0][r], masks[1][r])
     assert not np.array_equal(masks[0][~r], masks[1][~r])
