@@ -206,8 +206,9 @@ def plot_traces(traces: Mapping[str, Any], path: str | os.PathLike, key: str | N
     if not len(ex) or not keeps:
         return None
     if key is None:
-        cands = [k for k in keeps if "adversarial" in k]
-        key = max(cands or list(keeps), key=lambda k: ("token" in k, "whitebox" in k, k))
+        cands = [k for k in keeps if "adversarial" in k] or list(keeps)
+        # the first model's white-box token removal when there is one (dicts keep order)
+        key = next((k for k in cands if "token" in k and "whitebox" in k), cands[0])
     keep = np.asarray(keeps[key], bool)
     observed = np.asarray(traces["observed"], bool)
     primary = traces.get("primary")

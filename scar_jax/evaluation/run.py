@@ -35,7 +35,7 @@ from scar_jax.models import scar as scar_model
 
 @dataclasses.dataclass
 class EvalData:
-    """One split in memory: ecg [N, T, 12] float32 (normalised), lead_observed [N, 12], labels [N, K].
+    """A split in memory: ecg [N, T, 12] float32, lead_observed [N, 12], labels [N, K].
 
     Optional: time_observed [N, T] bool; evidence_primary / evidence_secondary
     [N, nbins, 12] bool (per record, 0.1 s bins; masker / adversary targeting);
@@ -107,7 +107,7 @@ def _region_tokens(region: np.ndarray | None, data: EvalData, patch: int, s: int
 
 
 def _masker_removals(module, ecg, lead_observed, text, rho, tau):
-    """Model method: the trained masker's hard removal [B, 12, S] at budget rho (report-conditioned).
+    """Model method: the trained masker's hard removal [B, 12, S] at budget rho, given the report.
 
     Jitted per model in `evaluate` (rho and tau are traced)."""
     observed = module.observed_tokens(ecg, lead_observed)
@@ -523,6 +523,36 @@ def oracle_regions(
     return out
 
 
+def class_prompts(dataset: str, classes: Sequence[str]) -> list[str]:
+    """The zero-shot prompt of every class, from the label registry (scar_jax.data.labels).
+
+    Falls back to real_labels' curated table of the corpus; a class with no prompt at all
+    fails with a message naming it.
+    """
+    from scar_jax.data import labels as labels_lib
+    from scar_jax.data import real_labels
+
+    try:
+        table = labels_lib.prompts(dataset)
+    except KeyError:
+        table = {}
+    out, missing = [], []
+    for c in classes:
+        p = table.get(c)
+        if p is None:
+            try:
+                p = real_labels.prompt(dataset.partition("/")[0], c)
+            except KeyError:
+                missing.append(c)
+        out.append(p)
+    if missing:
+        raise KeyError(
+            f"No prompt for classes {missing} of {dataset}; add them to "
+            "scar_jax/data/real_labels.py PROMPTS or register them in scar_jax/data/labels.py."
+        )
+    return out
+
+
 def load_split(
     config: ml_collections.ConfigDict,
     dataset: str,
@@ -531,8 +561,13 @@ def load_split(
     data_dir: str | None = None,
     max_examples: int = 0,
     text_checkpoint: str | None = None,
+    label_set: str | None = None,
 ) -> EvalData:
-    """A built dataset's split through the eval pipeline (no shuffle, no augmentation)."""
+    """A built dataset's split through the eval pipeline (no shuffle, no augmentation).
+
+    label_set: PTB-XL's superdiagnostic | subdiagnostic | form | rhythm (the builder's
+    `labels_<set>` features); default the dataset's own `labels`.
+    """
     from scar_jax.data import labels as labels_lib
     from scar_jax.data import pipeline
 
@@ -558,19 +593,22 @@ def load_split(
         arrays = {k: v[:max_examples] for k, v in arrays.items()}
     meta = info.metadata or {}
     classes = list(meta.get("classes") or labels_lib.classes(dataset))
-    table = labels_lib.prompts(dataset)
-    missing = [c for c in classes if c not in table]
-    if missing:
-        raise KeyError(
-            f"No prompt for classes {missing} of {dataset}; add them to the label registry "
-            "(scar_jax/data/labels.py or real_labels.py)."
-        )
+    labels = arrays["labels"].astype(bool)
+    if label_set:
+        sets = meta.get("label_sets") or {}
+        if label_set not in sets or f"labels_{label_set}" not in info.features:
+            raise ValueError(
+                f"{dataset} has no label set {label_set!r}; it has {sorted(sets) or 'none'}.")
+        classes = list(sets[label_set])
+        labels = np.stack([np.asarray(source[int(i)][f"labels_{label_set}"])
+                           for i in arrays["index"]]).astype(bool)
+    corpus = dataset.partition("/")[0].split(":")[0]
     data = EvalData(
         ecg=arrays["ecg"].astype(np.float32),
         lead_observed=arrays["lead_observed"].astype(bool),
-        labels=arrays["labels"].astype(bool),
+        labels=labels,
         class_names=classes,
-        prompts=[table[c] for c in classes],
+        prompts=class_prompts(corpus if not label_set else f"{corpus}/{label_set}", classes),
         time_observed=arrays["time_observed"].astype(bool),
         sample_rate=float(inp.sample_rate),
         bin_seconds=float(meta.get("evidence_bin_s", 0.1)),
@@ -607,6 +645,7 @@ def run_eval(
     *,
     data_dir: str | None = None,
     reference: Any = None,
+    label_set: str | None = None,
 ) -> dict[str, Any]:
     """Evaluate {name: checkpoint folder | variables | (config, variables)} on a built dataset.
 
@@ -627,15 +666,37 @@ def run_eval(
         reference = ev.reference
     ref = model_spec("reference", config, reference) if reference is not None else models[0]
     text_ckpt = models[0].text_checkpoint
-    data = load_split(config, dataset, split, data_dir=data_dir,
+    data = load_split(config, dataset, split, data_dir=data_dir, label_set=label_set,
                       max_examples=int(ev.max_examples), text_checkpoint=text_ckpt)
     probe_data = None
     if ev.probe:
-        probe_data = tuple(load_split(config, dataset, s, data_dir=data_dir)
+        probe_data = tuple(load_split(config, dataset, s, data_dir=data_dir, label_set=label_set)
                            for s in (ev.train_split, ev.val_split))
     results, plots = evaluate(models, data, ev, reference=ref, probe_data=probe_data)
-    results.update(dataset=dataset, split=split, reference=ref.name
+    name = dataset + (f"/{label_set}" if label_set else "")
+    results.update(dataset=name, split=split, reference=ref.name
                    if reference is not None else f"{models[0].name} (first checkpoint)")
-    report.write(out_dir, {dataset: results}, {dataset: plots},
+    report.write(out_dir, {name: results}, {name: plots},
                  patch_size=models[0].model.ecg.patch_size, sample_rate=data.sample_rate)
     return results
+
+
+def parse_checkpoints(specs: Sequence[str] | str) -> dict[str, str]:
+    """['scar=/runs/a', '/runs/merl'] or 'scar=/runs/a,merl=/runs/b' -> {name: folder}.
+
+    A bare folder is named after its last path component.
+    """
+    if isinstance(specs, str):
+        specs = [s for s in specs.split(",") if s.strip()]
+    out: dict[str, str] = {}
+    for spec in specs:
+        name, sep, path = spec.strip().partition("=")
+        if not sep:
+            path, name = name, os.path.basename(os.path.normpath(name))
+        if name in out:
+            raise ValueError(
+                f"Two checkpoints named {name!r} in {list(specs)}; name them: name=folder.")
+        out[name] = path
+    if not out:
+        raise ValueError("No checkpoint given; pass --checkpoint=folder or name=folder,...")
+    return out

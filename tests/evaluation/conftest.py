@@ -27,7 +27,8 @@ def build_mu(seed: int = 0, arg: str = "") -> Mu:
     model = scar.build_model(config.model)
     t = int(config.input.sample_rate * config.input.seconds)
     batch = {"ecg": jnp.zeros((2, t, 12)), "lead_observed": jnp.ones((2, 12), bool),
-             "input_ids": jnp.ones((2, 8), jnp.int32), "attention_mask": jnp.ones((2, 8), jnp.int32)}
+             "input_ids": jnp.ones((2, 8), jnp.int32),
+             "attention_mask": jnp.ones((2, 8), jnp.int32)}
     rngs = {"params": jax.random.key(seed), "masker": jax.random.key(seed + 1)}
     variables = jax.jit(model.init)(rngs, batch)
     return Mu(config, model, variables, t)

@@ -204,3 +204,23 @@ def test_oracle_regions_follow_the_class_metadata_for_positives_and_negatives():
     removed = np.flatnonzero(~keep[0].all(0))
     np.testing.assert_array_equal(removed, [2, 3])
     assert run.oracle_regions({}, ["A"], "primary", labels[:, :1], None, 20) is None
+
+
+def test_parse_checkpoints():
+    assert run.parse_checkpoints("scar=/r/a,merl=/r/b") == {"scar": "/r/a", "merl": "/r/b"}
+    assert run.parse_checkpoints(["/runs/random/"]) == {"random": "/runs/random/"}
+    with pytest.raises(ValueError, match="Two checkpoints named"):
+        run.parse_checkpoints(["/x/a", "/y/a"])
+
+
+def test_every_class_of_the_benchmark_label_sets_has_a_prompt():
+    from scar_jax.data import real_labels, synthetic
+
+    sets = {"synthetic_ecg": synthetic.CLASSES, "cpsc2018": real_labels.CPSC2018_CLASSES}
+    sets.update({f"ptbxl/{k}": v for k, v in real_labels.PTBXL_LABEL_SETS.items()})
+    for ds, classes in sets.items():
+        prompts = run.class_prompts(ds, classes)
+        assert len(prompts) == len(classes) and all(p.startswith("ECG shows ") for p in prompts)
+        assert len(set(prompts)) == len(prompts), ds  # distinct classes, distinct prompts
+    with pytest.raises(KeyError, match="No prompt for classes"):
+        run.class_prompts("cpsc2018", ["NOT_A_CLASS"])
