@@ -355,8 +355,8 @@ def train(
     embed_fn = make_embed_fn(model)
     # Made under jit so that it is a global (replicated) array on every process.
     rng = jax.jit(lambda: jax.random.key(config.seed), out_shardings=sharding_lib.replicated(mesh))()
-    writer = metrics_lib.MetricWriter(
-        workdir, enabled=is_main, tensorboard=t_cfg.tensorboard, resume_step=start
+    writer = metrics_lib.MetricWriter(  # drops lines a killed run logged after `start`
+        workdir, enabled=is_main, tensorboard=t_cfg.tensorboard, resume_step=start or 0
     )
     throughput = metrics_lib.Throughput(config.total_steps, window=t_cfg.throughput_window)
 
