@@ -165,7 +165,10 @@ def plot_auroc_vs_missing(results: Mapping[str, Any], path: str | os.PathLike) -
         ax.set_title(title)
         ax.set_xlabel("share removed (leads / time / units)")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, ncol=2)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7, ncol=2)
+        else:
+            ax.text(0.5, 0.5, "no conditions of this kind", ha="center", transform=ax.transAxes)
     axes[0].set_ylabel("zero-shot macro AUROC")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -279,3 +282,15 @@ def write(
                 files[f"traces{tag}"] = str(p)
     logging.info("evaluation report written to %s", out)
     return files
+
+
+def merge(result_files: list[str | os.PathLike], out_dir: str | os.PathLike) -> dict[str, str]:
+    """Combine several results.json (e.g. one per dataset) into one report in out_dir."""
+    merged: dict[str, Any] = {}
+    for f in result_files:
+        with open(f) as fh:
+            for name, res in json.load(fh).items():
+                if name in merged:
+                    raise ValueError(f"Dataset {name!r} appears in more than one of {result_files}.")
+                merged[name] = res
+    return write(out_dir, merged)

@@ -1,6 +1,7 @@
 """The evaluation driver: shared masks across models, batched == one by one, white-box vs random
 on a trained model, checkpoints, and run_eval on the built synthetic corpus with its report."""
 
+import dataclasses
 import json
 
 import jax
@@ -224,3 +225,25 @@ def test_every_class_of_the_benchmark_label_sets_has_a_prompt():
         assert len(set(prompts)) == len(prompts), ds  # distinct classes, distinct prompts
     with pytest.raises(KeyError, match="No prompt for classes"):
         run.class_prompts("cpsc2018", ["NOT_A_CLASS"])
+
+
+def test_report_merges_datasets_side_by_side(tmp_path):
+    from scar_jax.evaluation import report
+
+    def fake(auroc):
+        cond = dataclasses.asdict(miss.lead_drop(3))
+        z = {"auroc": auroc, "ci": [auroc - 0.1, auroc + 0.1], "per_class": {}, "skipped": []}
+        return {"n": 4, "classes": ["a"], "skipped_classes": [], "conditions": [
+            dataclasses.asdict(miss.clean()), cond],
+            "models": {"scar": {"zeroshot": {"clean": z, cond["name"]: z}, "cmrs": {},
+                                "targeting": {}}}}
+
+    for ds, a in (("d1", 0.8), ("d2", 0.7)):
+        report.write(tmp_path / ds, {ds: fake(a)})
+    files = report.merge([tmp_path / "d1" / "results.json", tmp_path / "d2" / "results.json"],
+                         tmp_path / "all")
+    md = (tmp_path / "all" / "results.md").read_text()
+    assert "| condition | d1 · scar | d2 · scar |" in md
+    assert "| lead_drop/k3 | 0.800 [0.700, 0.900] | 0.700 [0.600, 0.800] |" in md
+    assert set(json.loads((tmp_path / "all" / "results.json").read_text())) == {"d1", "d2"}
+    assert (tmp_path / "all" / "auroc_vs_missing_d1.png").exists() and "json" in files
