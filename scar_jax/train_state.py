@@ -9,7 +9,8 @@ same shardings.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import flax
 import jax
@@ -21,8 +22,7 @@ from jax.sharding import Mesh
 
 from scar_jax import optim
 from scar_jax import sharding as sharding_lib
-from scar_jax.models import ecg_encoder
-from scar_jax.models import scar
+from scar_jax.models import ecg_encoder, scar
 
 
 @flax.struct.dataclass
