@@ -49,7 +49,7 @@ Evaluator = Callable[[Any, int], Mapping[str, float]]
 # (data audits: batch['index'] holds the record indices) or modify it in place.
 BatchCallback = Callable[[int, dict[str, np.ndarray]], None]
 
-CHECKPOINT_DIR = "checkpoints"
+CHECKPOINT_DIR = checkpointing.WORKDIR_SUBDIR  # <workdir>/checkpoints: the orbax steps
 
 
 # --- multi-host ------------------------------------------------------------------------------
