@@ -680,23 +680,3 @@ def run_eval(
                  patch_size=models[0].model.ecg.patch_size, sample_rate=data.sample_rate)
     return results
 
-
-def parse_checkpoints(specs: Sequence[str] | str) -> dict[str, str]:
-    """['scar=/runs/a', '/runs/merl'] or 'scar=/runs/a,merl=/runs/b' -> {name: folder}.
-
-    A bare folder is named after its last path component.
-    """
-    if isinstance(specs, str):
-        specs = [s for s in specs.split(",") if s.strip()]
-    out: dict[str, str] = {}
-    for spec in specs:
-        name, sep, path = spec.strip().partition("=")
-        if not sep:
-            path, name = name, os.path.basename(os.path.normpath(name))
-        if name in out:
-            raise ValueError(
-                f"Two checkpoints named {name!r} in {list(specs)}; name them: name=folder.")
-        out[name] = path
-    if not out:
-        raise ValueError("No checkpoint given; pass --checkpoint=folder or name=folder,...")
-    return out

@@ -7,7 +7,6 @@ thousand bootstrap resamples of every condition stay cheap.
 
 from __future__ import annotations
 
-import hashlib
 import warnings
 from typing import Any, Sequence
 
@@ -16,28 +15,17 @@ import numpy as np
 import scipy.stats
 
 from scar_jax.models import scar as scar_model
-from scar_jax.models import text_encoder
 
 
 def tokenize_prompts(
     text_checkpoint: str, prompts: Sequence[str], max_len: int
 ) -> dict[str, np.ndarray]:
-    """Prompt token ids [K, max_len] with the text checkpoint's tokenizer.
+    """Prompt (or report) token ids [K, max_len] with the same tokenizer training used.
 
-    For the random tiny BERT (no tokenizer) the ids are a hash of the prompt text, so
-    distinct prompts get distinct, reproducible ids.
+    scar_jax.models.scar.text_tokenizer: the checkpoint's tokenizer, or the hash tokenizer
+    of the random tiny BERT.
     """
-    folder = scar_model.text_checkpoint_folder(text_checkpoint)
-    if folder is not None:
-        return text_encoder.tokenize(text_encoder.load_tokenizer(folder), prompts, max_len)
-    vocab = text_encoder.BertConfig.tiny().vocab_size
-    ids = np.zeros((len(prompts), max_len), np.int32)
-    for i, p in enumerate(prompts):
-        digest = hashlib.sha256(p.encode()).digest()
-        seed = int.from_bytes(digest[:8], "little")
-        ids[i] = np.random.default_rng(seed).integers(1, vocab, max_len)
-    ones = np.ones_like(ids)
-    return {"input_ids": ids, "attention_mask": ones, "token_type_ids": np.zeros_like(ids)}
+    return dict(scar_model.text_tokenizer(text_checkpoint, int(max_len))(list(prompts)))
 
 
 def prompt_embeddings(model: Any, variables: Any, tokens: dict[str, np.ndarray]) -> np.ndarray:

@@ -207,13 +207,6 @@ def test_oracle_regions_follow_the_class_metadata_for_positives_and_negatives():
     assert run.oracle_regions({}, ["A"], "primary", labels[:, :1], None, 20) is None
 
 
-def test_parse_checkpoints():
-    assert run.parse_checkpoints("scar=/r/a,merl=/r/b") == {"scar": "/r/a", "merl": "/r/b"}
-    assert run.parse_checkpoints(["/runs/random/"]) == {"random": "/runs/random/"}
-    with pytest.raises(ValueError, match="Two checkpoints named"):
-        run.parse_checkpoints(["/x/a", "/y/a"])
-
-
 def test_every_class_of_the_benchmark_label_sets_has_a_prompt():
     from scar_jax.data import real_labels, synthetic
 
