@@ -79,7 +79,13 @@ _CHILD = textwrap.dedent(
         threading.Thread(target=killer, daemon=True).start()
 
     try:
-        result = train.train(cfg, args["workdir"], batch_callback=on_batch)
+        evaluators = [lambda state, step: {"val/echo": float(state.step) + 0.5}]
+        result = train.train(
+            cfg,
+            args["workdir"],
+            batch_callback=on_batch,
+            evaluators=evaluators if args.get("evaluator") else (),
+        )
     except FloatingPointError as e:
         print("FloatingPointError:", e, file=sys.stderr)
         sys.exit(3)
@@ -174,7 +180,7 @@ def _fail(proc) -> str:
 def runs(tmp_path_factory):
     """Scratch folder; its first run (non-finite 'skip', NaN at step 3) fills the XLA cache."""
     r = Runs(tmp_path_factory.mktemp("train_runs"))
-    proc = r.run(r.args("skip", nan_step=3))
+    proc = r.run(r.args("skip", nan_step=3, evaluator=True))
     r.skip_result = proc
     return r
 
@@ -197,6 +203,8 @@ def test_nonfinite_skip_counts_and_saves_only_finite_states(runs):
     assert [r["train/nonfinite/count"] for r in train_lines] == [0, 0, 1, 1, 1, 1]
     assert train_lines[2]["train/loss/total"] == "nan"
     assert all(np.isfinite(r["val/loss"]) for r in val_lines)
+    # The evaluator hook ran at each validation on the state of that step.
+    assert [r["val/echo"] for r in val_lines] == [2.5, 4.5, 6.5]
     ck = checkpointing.Checkpointer(os.path.join(runs.args("skip")["workdir"], "checkpoints"))
     assert ck.all_steps() == [2, 4, 6]
     for p in _params(runs.args("skip")["params_out"]).values():
