@@ -106,8 +106,8 @@ def counts(opt_state) -> list[int]:
     ]
 
 
-def objective_and_grad(model, config, params, batch, rng, step):
-    """J, its terms and dJ/dparams at the update's own rngs, tau and random-mask draw."""
+def objective_and_grad(model, config, batch, rng, step):
+    """params -> (J, terms), dJ/dparams at the update's own rngs, tau and random-mask draw."""
     rngs, tau, use_random = update.step_inputs(
         config, jax.random.fold_in(rng, step), jnp.int32(step), B
     )
@@ -118,7 +118,7 @@ def objective_and_grad(model, config, params, batch, rng, step):
         )
         return losses.scar_objective(z, out, config.loss_weights, config.model.loss)
 
-    return jax.jit(jax.value_and_grad(f, has_aux=True))(params)
+    return jax.jit(jax.value_and_grad(f, has_aux=True))
 
 
 def test_signs_masker_ascends_encoders_descend():
@@ -139,7 +139,8 @@ def test_signs_masker_ascends_encoders_descend():
     batch = make_batch(config, informative_lead=1)
     state, _ = train_state.create_train_state(model, config, batch, mesh)
     key = jax.random.key(1)
-    (j0, terms0), grads = objective_and_grad(model, config, state.params, batch, key, 0)
+    value_and_grad = objective_and_grad(model, config, batch, key, 0)
+    (j0, terms0), grads = value_and_grad(state.params)
     fused = jax.jit(update.make_update_fn(model, config))
     new, metrics = fused(state, batch, key)
     np.testing.assert_allclose(float(metrics["loss/total"]), float(j0), rtol=1e-6)
@@ -161,7 +162,7 @@ def test_signs_masker_ascends_encoders_descend():
 
     enc_only = jax.jit(update.make_update_fn(model, config, players=("encoders",)))
     after, _ = enc_only(state, batch, key)
-    (j1, terms1), _ = objective_and_grad(model, config, after.params, batch, key, 0)
+    (j1, terms1), _ = value_and_grad(after.params)
     assert float(j1) < float(j0)
     assert float(terms1["loss/clip_masked"]) < float(terms0["loss/clip_masked"])
     assert float(terms1["loss/clip_clean"]) < float(terms0["loss/clip_clean"])
