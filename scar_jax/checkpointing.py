@@ -163,7 +163,7 @@ class Checkpointer:
         if best_mode not in ("min", "max"):
             raise ValueError(f"best_mode={best_mode!r}; use 'min' or 'max'.")
         if keep < 1:
-            raise ValueError(f"keep={keep}: at least the latest checkpoint must be kept (keep >= 1).")
+            raise ValueError(f"keep={keep}: keep at least the latest checkpoint (keep >= 1).")
         self.directory = os.fspath(directory)
         self.save_every = save_every
         self.best_metric = best_metric
@@ -247,7 +247,9 @@ class Checkpointer:
             value = float(np.asarray(metrics[self.best_metric]))
             if np.isfinite(value):
                 tracked = {self.best_metric: value}
-        saved = self.manager.save(step, args=ocp.args.Composite(**items), metrics=tracked, force=True)
+        saved = self.manager.save(
+            step, args=ocp.args.Composite(**items), metrics=tracked, force=True
+        )
         if saved:
             logging.info("Checkpoint of step %d started (%s).", step, self.directory)
         return saved

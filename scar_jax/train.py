@@ -18,10 +18,8 @@ shard of the data; only process 0 writes metrics.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import os
 import time
-import zlib
 from typing import Any, Callable, Mapping, Sequence
 
 from absl import logging
@@ -40,7 +38,6 @@ from scar_jax import update as update_lib
 from scar_jax.data import pipeline
 from scar_jax.models import ecg_encoder
 from scar_jax.models import scar
-from scar_jax.models import text_encoder
 
 # An evaluator gets (state, step) at every validation and returns named scalars
 # ('val/zeroshot_auroc': 0.71); they are logged and can rank checkpoints (best_metric).
@@ -99,37 +96,6 @@ def initialize_distributed(
 
 
 # --- text ------------------------------------------------------------------------------------
-
-
-class HashTokenizer:
-    """Deterministic word-hash token ids for the random text tower (no vocabulary exists).
-
-    texts -> input_ids int32 [N, max_len] (CLS=1, words -> crc32 % (vocab - 2) + 2, 0 pads),
-    attention_mask int32 [N, max_len].
-    """
-
-    def __init__(self, vocab_size: int, max_len: int):
-        self.vocab_size, self.max_len = vocab_size, max_len
-
-    def __call__(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
-        """Token ids and attention mask of each text, truncated/padded to max_len."""
-        ids = np.zeros((len(texts), self.max_len), np.int32)
-        for i, text in enumerate(texts):
-            words = [1] + [
-                zlib.crc32(w.encode()) % (self.vocab_size - 2) + 2 for w in str(text).split()
-            ]
-            words = words[: self.max_len]
-            ids[i, : len(words)] = words
-        return {"input_ids": ids, "attention_mask": (ids > 0).astype(np.int32)}
-
-
-def report_text_fn(config: ml_collections.ConfigDict) -> Callable[[list[str]], Mapping]:
-    """texts -> token ids with the text checkpoint's tokenizer (HashTokenizer for random-tiny)."""
-    folder = scar.text_checkpoint_folder(config.model.txt.checkpoint)
-    if folder is None:
-        return HashTokenizer(text_encoder.BertConfig.tiny().vocab_size, config.model.txt.max_len)
-    tokenizer = text_encoder.load_tokenizer(folder)
-    return functools.partial(text_encoder.tokenize, tokenizer, max_len=config.model.txt.max_len)
 
 
 def _report_features(
@@ -307,7 +273,7 @@ def train(
     )
 
     # Data: report tokens, or features of the frozen text tower computed once.
-    text_fn = report_text_fn(config)
+    text_fn = scar.text_tokenizer(config.model.txt.checkpoint, config.model.txt.max_len)
     cache = t_cfg.cache_text_features and update_lib.text_is_frozen(config, state.params)
     train_split, val_split = config.input.train_split, config.input.eval_split
     feats = {}
@@ -354,7 +320,10 @@ def train(
     )
     embed_fn = make_embed_fn(model)
     # Made under jit so that it is a global (replicated) array on every process.
-    rng = jax.jit(lambda: jax.random.key(config.seed), out_shardings=sharding_lib.replicated(mesh))()
+    make_key = jax.jit(
+        lambda: jax.random.key(config.seed), out_shardings=sharding_lib.replicated(mesh)
+    )
+    rng = make_key()
     writer = metrics_lib.MetricWriter(  # drops lines a killed run logged after `start`
         workdir, enabled=is_main, tensorboard=t_cfg.tensorboard, resume_step=start or 0
     )
