@@ -83,6 +83,14 @@ _CHECKPOINT = flags.DEFINE_string(
 _SPLIT = flags.DEFINE_string("split", None, "eval: split (default config.eval.split).")
 _OUT = flags.DEFINE_string("out", None, "eval/export: output folder; plot: PNG file.")
 _INPUT = flags.DEFINE_string("input", None, "predict: a WFDB record (.hea) or a DICOM (.dcm).")
+_COORDINATOR = flags.DEFINE_string(
+    "coordinator_address",
+    None,
+    "train on a cluster of your own: host:port of process 0 (or JAX_COORDINATOR_ADDRESS); "
+    "TPU slices and SLURM need nothing.",
+)
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "train: with --coordinator_address.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "train: with --coordinator_address.")
 _DEMO_SEEDS = flags.DEFINE_list("demo_seeds", ["0"], "demo: training seeds (mean and spread).")
 _DEMO_ARG = flags.DEFINE_string(
     "demo_arg", "", "demo: extra configs/demo.py arg keys, e.g. runlocal or unit=lead."
@@ -274,6 +282,7 @@ def main(argv):
     elif command == "train":
         from scar_jax import train
 
+        train.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
         train.run(config, _require(_WORKDIR, command))
     elif command == "eval":
         from scar_jax.evaluation import run as eval_run
