@@ -173,6 +173,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     tr.eval_every = 1000  # steps between validation passes (0 = none); each is also saved
     tr.eval_batches = 8  # validation batches per pass (contrastive loss on the val split)
     tr.cache_text_features = True  # frozen text tower: embed every report once, train on the cache
+    tr.text_cache_dir = ""  # also keep those features on disk here, shared by runs ('' = off)
     tr.max_skipped_in_a_row = 20  # nonfinite=skip: stop after this many skipped steps in a row
     tr.tensorboard = True  # also write TensorBoard events when tensorboardX/tensorboard is installed
     tr.throughput_window = 20  # steps over which examples/s and the ETA are measured

@@ -96,6 +96,7 @@ def run_demo(
             stages.begin(f"train {method} seed {seed}")
             config = method_config(get_config, method, seed, arg)
             config.input.data_dir = data_dir
+            config.train.text_cache_dir = str(work / "text_cache")  # reports embedded once
             run_dir = work / "runs" / method / f"seed{seed}"
             result = train.train(config, str(run_dir))
             logging.info(

@@ -18,6 +18,7 @@ shard of the data; only process 0 writes metrics.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 import time
 from typing import Any, Callable, Mapping, Sequence
@@ -101,19 +102,46 @@ def initialize_distributed(
 def _report_features(
     model: scar.Model, params: Any, config: ml_collections.ConfigDict, split: str, text_fn, mesh
 ) -> np.ndarray:
-    """Pooled frozen-text features [N, H] of every report of `split`, in record index order."""
+    """Pooled frozen-text features [N, H] of every report of `split`, in record index order.
+
+    Each distinct report is embedded once. With config.train.text_cache_dir set and a text
+    tower loaded from a checkpoint (not the random one), the features are also kept on disk
+    under a hash of (checkpoint, pooling, max_len, reports), so runs that share a corpus and
+    a text tower (the demo's three methods, a sweep) embed the reports once.
+    """
     source, _ = pipeline.load_source(
         config.input.dataset, split, config.input.data_dir or None
     )
     texts = pipeline.report_texts(source)
+    unique, inverse = np.unique(np.asarray(texts, dtype=object).astype(str), return_inverse=True)
+    txt = config.model.txt
+    path = None
+    if config.train.text_cache_dir and txt.checkpoint != scar.RANDOM_TEXT:
+        key = hashlib.sha256(
+            "\n".join([str(txt.checkpoint), txt.pooling, str(txt.max_len), *unique]).encode()
+        ).hexdigest()[:24]
+        path = os.path.join(config.train.text_cache_dir, f"report_features_{key}.npy")
+        if os.path.exists(path):
+            feats = np.load(path)
+            logging.info("report features of %s from the cache %s", split, path)
+            return feats[inverse]
     t0 = time.perf_counter()
     feats = update_lib.compute_report_features(
-        model, params, text_fn(texts), batch_size=max(config.batch_size, 8), mesh=mesh
+        model, params, text_fn(list(unique)), batch_size=max(config.batch_size, 8), mesh=mesh
     )
     logging.info(
-        "cached %d report features of %s (%.1fs)", len(texts), split, time.perf_counter() - t0
+        "cached %d report features of %s (%d distinct, %.1fs)",
+        len(texts),
+        split,
+        len(unique),
+        time.perf_counter() - t0,
     )
-    return feats
+    if path is not None and jax.process_index() == 0:
+        os.makedirs(config.train.text_cache_dir, exist_ok=True)
+        tmp = f"{path}.{os.getpid()}.tmp.npy"
+        np.save(tmp, np.asarray(feats))
+        os.replace(tmp, path)  # atomic: a concurrent reader sees all of it or nothing
+    return np.asarray(feats)[inverse]
 
 
 # --- validation ------------------------------------------------------------------------------
