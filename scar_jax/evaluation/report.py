@@ -142,7 +142,8 @@ def plot_auroc_vs_missing(results: Mapping[str, Any], path: str | os.PathLike) -
                                                            "transfer"),
           ("random", "", ":", "random")]),
     ]
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.6), sharey=True)
+    n_models = len(results["models"])
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.6 + 0.9 * n_models), sharey=True)
     for ax, (title, series) in zip(axes, panels):
         for mi, (model, res) in enumerate(results["models"].items()):
             color = _COLORS[mi % len(_COLORS)]
@@ -165,8 +166,8 @@ def plot_auroc_vs_missing(results: Mapping[str, Any], path: str | os.PathLike) -
         ax.set_title(title)
         ax.set_xlabel("share removed (leads / time / units)")
         ax.grid(alpha=0.3)
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=7, ncol=2)
+        if ax.get_legend_handles_labels()[0]:  # below the axes, so no line is hidden
+            ax.legend(fontsize=7, ncol=2, loc="upper center", bbox_to_anchor=(0.5, -0.14))
         else:
             ax.text(0.5, 0.5, "no conditions of this kind", ha="center", transform=ax.transAxes)
     axes[0].set_ylabel("zero-shot macro AUROC")
