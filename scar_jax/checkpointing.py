@@ -361,3 +361,38 @@ def checkpoint_folder(path: str | os.PathLike) -> str:
             f"'{WORKDIR_SUBDIR}' folder."
         )
     return path
+
+
+def restore_params(path: str | os.PathLike, step: int | None = None) -> tuple[Any, dict | None]:
+    """(params, saved config dict or None) of a checkpoint, on this process's first device.
+
+    For evaluation, export and inference on any machine: the arrays are restored from the
+    checkpoint's own metadata onto one local device, whatever mesh or process count saved
+    them (a run trained on 8 devices or a pod slice loads on a laptop). `path` is a training
+    workdir or its checkpoints folder; `step` defaults to the latest complete checkpoint.
+    """
+    folder = checkpoint_folder(path)
+    ckpt = Checkpointer(folder, async_save=False, keep_best=0)
+    try:
+        step = ckpt.latest_step() if step is None else step
+        if step is None:
+            raise FileNotFoundError(f"No complete checkpoint in {folder}.")
+        try:
+            config = ckpt.restore_config(step)
+        except Exception as e:  # noqa: BLE001  (a checkpoint saved without its config)
+            logging.warning("checkpoint %s step %d has no config (%s).", folder, step, e)
+            config = None
+    finally:
+        ckpt.close()
+    item = os.path.join(folder, str(step), STATE)
+    reader = ocp.StandardCheckpointer()
+    tree = reader.metadata(item).item_metadata
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    abstract = jax.tree.map(
+        lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), tree
+    )
+    state = reader.restore(item, abstract)
+    reader.close()
+    if "params" not in state:
+        raise KeyError(f"Checkpoint {item} holds no 'params' (found {sorted(state)}).")
+    return state["params"], config
