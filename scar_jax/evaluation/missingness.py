@@ -362,7 +362,7 @@ class GridEmbedder:
     changes the compiled shapes. `traces` counts compilations of the grid function.
     """
 
-    def __init__(self, model: Any, variables: Any, chunk: int = 8):
+    def __init__(self, model: Any, variables: Any, chunk: int = 1):
         self.model, self.variables, self.chunk = model, variables, int(chunk)
         self.traces = 0
         self._tokens = jax.jit(lambda v, e, o: model.apply(v, e, o, method=_tokens_method))
