@@ -41,7 +41,6 @@ import ml_collections
 import numpy as np
 from ml_collections import config_flags
 
-from scar_jax import checkpointing
 from scar_jax import losses
 from scar_jax.models import masker as masker_lib
 from scar_jax.models import scar
@@ -79,6 +78,9 @@ _CHECKPOINT = flags.DEFINE_string(
     None,
     "eval/export/predict: a training workdir or its checkpoints folder; eval takes several "
     "as name=path,name=path.",
+)
+_LABEL_SET = flags.DEFINE_string(
+    "label_set", None, "eval: PTB-XL label set (superdiagnostic|subdiagnostic|form|rhythm)."
 )
 _SPLIT = flags.DEFINE_string("split", None, "eval: split (default config.eval.split).")
 _OUT = flags.DEFINE_string("out", None, "eval/export: output folder; plot: PNG file.")
@@ -289,13 +291,11 @@ def main(argv):
 
         results = eval_run.run_eval(
             config,
-            {
-                name: checkpointing.checkpoint_folder(path)
-                for name, path in parse_checkpoints(_require(_CHECKPOINT, command)).items()
-            },
+            parse_checkpoints(_require(_CHECKPOINT, command)),
             _DATASET.value,
             _SPLIT.value,
             _require(_OUT, command),
+            label_set=_LABEL_SET.value,
         )
         print(f"Wrote {_OUT.value}/results.json, results.md and plots ({len(results)} entries).")
     elif command == "export":
@@ -309,9 +309,7 @@ def main(argv):
         from scar_jax import inference
         from scar_jax.evaluation import run as eval_run
 
-        variables, saved = eval_run.load_checkpoint(
-            checkpointing.checkpoint_folder(_require(_CHECKPOINT, command))
-        )
+        variables, saved = eval_run.load_checkpoint(_require(_CHECKPOINT, command))
         if saved is not None and "model" in saved:
             config = ml_collections.ConfigDict(saved)
         try:

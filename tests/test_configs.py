@@ -40,6 +40,7 @@ DOCUMENTED_ARGS = {
         "minmax=alternating",
         "method=merl,variant=small,runlocal",
     ],
+    "demo": ["", "method=merl", "method=random,seed=2", "runlocal", "unit=lead,seed=1"],
 }
 
 
@@ -149,3 +150,17 @@ def test_cli_rejects_a_misspelled_config_before_any_work(bad, named):
     )
     assert proc.returncode == 1
     assert named in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_demo_config_is_the_scar_config_per_method():
+    from configs import demo
+
+    for method, masker in (("scar", "adversarial"), ("merl", "none"), ("random", "random")):
+        config = demo.get_config(f"method={method},seed=3")
+        assert config.seed == 3 and config.arg["method"] == method
+        assert config.model.masker.kind == masker
+        assert config.input.dataset == "synthetic_ecg/100hz"
+        assert config.input.sample_rate * config.input.seconds == 1000
+        assert 1000 // config.model.ecg.patch_size <= config.model.ecg.max_segments
+    with pytest.raises(ValueError, match="seed"):
+        demo.get_config("seed=x")

@@ -444,29 +444,14 @@ def _probe(m, emb, probe_data, test_feats, data, cfg, patch) -> dict[str, Any]:
 
 
 def load_checkpoint(path: str | os.PathLike, step: int | None = None) -> tuple[Any, dict | None]:
-    """(variables {'params': ...}, saved config dict or None) from a training checkpoint folder."""
-    import orbax.checkpoint as ocp
+    """(variables {'params': ...}, saved config dict or None) of a training workdir / checkpoint.
 
+    Restored onto this process's first device whatever topology saved it
+    (checkpointing.restore_params).
+    """
     from scar_jax import checkpointing
 
-    ckpt = checkpointing.Checkpointer(os.fspath(path), async_save=False, keep_best=0)
-    step = ckpt.latest_step() if step is None else step
-    if step is None:
-        raise FileNotFoundError(
-            f"No complete checkpoint in {path}; pass the folder a training run saved into "
-            "(config.train.checkpoint_dir), or in-memory params to run_eval."
-        )
-    restored = ckpt.manager.restore(
-        step, args=ocp.args.Composite(**{checkpointing.STATE: ocp.args.StandardRestore()}))
-    state = restored[checkpointing.STATE]
-    params = state["params"] if isinstance(state, Mapping) else state.params
-    try:
-        saved_config = ckpt.restore_config(step)
-    except Exception as e:  # noqa: BLE001  (a checkpoint saved without its config)
-        logging.warning("checkpoint %s step %d has no config (%s); using the eval config.",
-                        path, step, e)
-        saved_config = None
-    ckpt.close()
+    params, saved_config = checkpointing.restore_params(path, step)
     return {"params": params}, saved_config
 
 
