@@ -24,13 +24,20 @@ import jax
 import jax.numpy as jnp
 from ml_collections import config_flags
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file[:arg].", lock_config=True)
-_TOPOLOGY = flags.DEFINE_string(
-    "topology",
-    "v5e:2x2",
-    "TPU topology name as libtpu spells it ('v5e:2x2', 'v4:2x2x1', 'v5p:2x2x2'), or 'host' "
-    "for the devices attached to this machine.",
-)
+
+
+def define_flags() -> None:
+    """The script's flags (defined only when run as a script, so importing it is side-effect free)."""
+    global _CONFIG, _TOPOLOGY
+    _CONFIG = config_flags.DEFINE_config_file(
+        "config", None, "Config file[:arg].", lock_config=True
+    )
+    _TOPOLOGY = flags.DEFINE_string(
+        "topology",
+        "v5e:2x2",
+        "TPU topology name as libtpu spells it ('v5e:2x2', 'v4:2x2x1', 'v5p:2x2x2'), or 'host' "
+        "for the devices attached to this machine.",
+    )
 
 
 def topology_devices(name: str) -> list:
@@ -142,4 +149,5 @@ def main(argv):
 
 if __name__ == "__main__":
     sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1]))
+    define_flags()
     app.run(main)

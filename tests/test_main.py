@@ -7,11 +7,12 @@ from scar_jax import main
 
 
 def test_generated_batch_is_normalised_with_absent_leads():
+    """Synthetic records: min-max over observed leads is exactly [0, 1]; absent leads are 0."""
     config = scar_config.get_config("runlocal")
     data = main.generated_batch(config, 16, seed=3)
     ecg, obs = data["ecg"], data["lead_observed"]
     assert ecg.shape == (16, 1000, 12) and obs.shape == (16, 12) and len(data["report"]) == 16
-    assert (~obs).any() and obs.sum(1).min() >= 8
+    assert (~obs).any() and obs.sum(1).min() >= 1
     for i in range(16):
         seen = ecg[i][:, obs[i]]
         np.testing.assert_allclose([seen.min(), seen.max()], [0.0, 1.0], atol=1e-6)
