@@ -177,8 +177,33 @@ def write_seed_summary(results: dict[int, dict[str, Any]], out_dir: pathlib.Path
     return path
 
 
+README_SECTIONS = ("Zero-shot", "CMRS", "Linear probe")  # report sections copied whole
+README_TARGETING_ROWS = "masker/"  # of the targeting table only the trained masker's rows
+
+
+def readme_results(report_md: str) -> str:
+    """The part of a report's markdown that goes into the README: the headline sections whole,
+    the targeting table cut to the trained masker's rows, headings demoted to level 4."""
+    out, keep = [], False
+    for line in report_md.splitlines():
+        if line.startswith("#"):
+            title = line.lstrip("#").strip()
+            keep = title.startswith(README_SECTIONS) or title.startswith("Targeting")
+            targeting = title.startswith("Targeting")
+            if keep:
+                out.append("#### " + title)
+            continue
+        if not keep:
+            continue
+        if targeting and line.startswith("| ") and not line.startswith(("| dataset", "|---")):
+            if README_TARGETING_ROWS not in line:
+                continue
+        out.append(line)
+    return "\n".join(out).strip()
+
+
 def update_readme(readme: str | os.PathLike, report_md: str | os.PathLike) -> None:
-    """Replace the README's generated results block with the demo report's markdown."""
+    """Replace the README's generated results block with the demo report's headline tables."""
     readme, report_md = pathlib.Path(readme), pathlib.Path(report_md)
     text = readme.read_text()
     if RESULTS_BEGIN not in text or RESULTS_END not in text:
@@ -188,8 +213,5 @@ def update_readme(readme: str | os.PathLike, report_md: str | os.PathLike) -> No
         )
     head, _, rest = text.partition(RESULTS_BEGIN)
     _, _, tail = rest.partition(RESULTS_END)
-    body = report_md.read_text().strip()
-    body = body.replace("\n# ", "\n#### ").replace("\n## ", "\n#### ")
-    if body.startswith("# "):
-        body = "#### " + body[2:]
+    body = readme_results(report_md.read_text())
     readme.write_text(f"{head}{RESULTS_BEGIN}\n{body}\n{RESULTS_END}{tail}")

@@ -109,11 +109,15 @@ def test_update_readme_replaces_only_the_generated_block(tmp_path):
     readme = tmp_path / "README.md"
     readme.write_text(f"# T\nbefore\n{demo.RESULTS_BEGIN}\nold\n{demo.RESULTS_END}\nafter\n")
     report = tmp_path / "results.md"
-    report.write_text("# Evaluation\n\n## Zero-shot\n| a |\n")
+    report.write_text(
+        "# Evaluation\n\n## Zero-shot\n| a |\n## Targeting: share\n| dataset | x |\n|---|---|\n"
+        "| syn · scar | masker/rho0.1 |\n| syn · scar | random/lead/rho0.1 |\n## Grid cost\n| g |\n"
+    )
     demo.update_readme(readme, report)
     text = readme.read_text()
     assert "old" not in text and "before" in text and text.endswith("after\n")
-    assert "#### Evaluation" in text and "#### Zero-shot" in text and "| a |" in text
+    assert "#### Zero-shot" in text and "| a |" in text and "#### Evaluation" not in text
+    assert "masker/rho0.1" in text and "random/lead" not in text and "| g |" not in text
     demo.update_readme(readme, report)  # idempotent
     assert readme.read_text() == text
     (tmp_path / "plain.md").write_text("no block\n")
