@@ -22,6 +22,7 @@ import time
 from typing import Any, Callable, Sequence
 
 from absl import logging
+from flax import traverse_util
 import ml_collections
 import numpy as np
 
@@ -133,20 +134,10 @@ def _headline(results: dict[str, Any]) -> dict[str, dict[str, float]]:
     out = {}
     for model, r in results.get("models", {}).items():
         row = {}
-        for key, value in _flatten(r).items():
+        for key, value in traverse_util.flatten_dict(r, sep="/").items():
             if isinstance(value, (int, float)) and not isinstance(value, bool):
                 row[key] = float(value)
         out[model] = row
-    return out
-
-
-def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
-    """Nested dicts -> {'a/b/c': leaf}."""
-    if not isinstance(d, dict):
-        return {prefix: d}
-    out = {}
-    for k, v in d.items():
-        out.update(_flatten(v, f"{prefix}/{k}" if prefix else str(k)))
     return out
 
 
