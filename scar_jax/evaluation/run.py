@@ -359,19 +359,17 @@ def _aggregate(models, data, cfg, conds, sc, zs, target_stats) -> dict[str, Any]
     return out
 
 
-def _measure_cost(emb, data, cfg, patch, static, timing) -> dict[str, float]:
-    """Grid cost vs (conditions x one clean pass) on the first batch, everything compiled.
+def grid_cost(emb: miss.GridEmbedder, ecg: np.ndarray, observed: np.ndarray,
+              keeps: np.ndarray, reps: int) -> dict[str, float]:
+    """Cost of embedding one batch under C keep masks vs C clean passes, everything compiled.
 
-    The clean pass is the model's own jitted `embed_ecg` on the batch; the grid is every
-    model-independent condition through `GridEmbedder` (token embedding included). Both are
-    timed interleaved, best of `reps`, so a busy machine slows both alike.
+    ecg [B, T, 12], observed [B, 12, S] bool, keeps [C, B, 12, S] bool. The clean pass is the
+    model's own jitted `embed_ecg` on the batch; the grid is every condition through
+    `emb` (token embedding included). Both are timed interleaved, best of `reps`, so a busy
+    machine slows both alike; then each chunk of conditions is timed right after a clean
+    pass (paired, robust to load drift). Shared by `evaluate` and `scar_jax.benchmarks`.
     """
-    bs = int(cfg.batch_size)
-    sl = slice(0, min(bs, len(data)))
-    observed = _pad(_observed_tokens(data, sl, patch), bs)
-    ecg = jnp.asarray(_pad(np.nan_to_num(data.ecg[sl]).astype(np.float32), bs))
-    keeps = miss.stack_keeps([miss.condition_keep(c, observed, np.arange(bs), cfg.seed)
-                              for c in static])
+    ecg = jnp.asarray(ecg)
     model = emb.model
     clean_fn = jax.jit(lambda v, e, k: model.apply(v, e, jnp.ones(e.shape[:1] + (12,), bool),
                                                    keep=k, method=model.embed_ecg)[0])
@@ -380,12 +378,11 @@ def _measure_cost(emb, data, cfg, patch, static, timing) -> dict[str, float]:
     grid = lambda: emb.embed(emb.tokens(ecg, observed), keeps)  # noqa: E731
     clean(), grid()
     t_clean, t_grid = [], []
-    for _ in range(int(cfg.timing_reps)):
+    for _ in range(int(reps)):
         t_clean.append(miss.timed(clean)[1])
         t_grid.append(miss.timed(grid)[1])
-    c = len(static)
+    c = int(keeps.shape[0])
     ratio = min(t_grid) / (c * min(t_clean))
-    # Paired: each chunk of conditions timed right after a clean pass (robust to load drift).
     tok = emb.tokens(ecg, observed)
     kj = jnp.asarray(keeps, jnp.float32)
     pad = (-c) % emb.chunk  # whole chunks only (the compiled shape); padding counts as work
@@ -405,11 +402,25 @@ def _measure_cost(emb, data, cfg, patch, static, timing) -> dict[str, float]:
         "ratio": ratio,
         "ratio_paired_median": float(np.median(paired)),
         "chunk": emb.chunk,
-        "total_rank_s": timing["rank_s"],
-        "total_grid_s": timing["grid_s"],
-        "conditions_per_model": timing["conditions"],
-        "traces": emb.traces,
     }
+
+
+def _measure_cost(emb, data, cfg, patch, static, timing) -> dict[str, float]:
+    """`grid_cost` of the model-independent conditions on the first batch, plus run totals."""
+    bs = int(cfg.batch_size)
+    sl = slice(0, min(bs, len(data)))
+    observed = _pad(_observed_tokens(data, sl, patch), bs)
+    ecg = _pad(np.nan_to_num(data.ecg[sl]).astype(np.float32), bs)
+    keeps = miss.stack_keeps([miss.condition_keep(c, observed, np.arange(bs), cfg.seed)
+                              for c in static])
+    out = grid_cost(emb, ecg, observed, keeps, int(cfg.timing_reps))
+    out.update(
+        total_rank_s=timing["rank_s"],
+        total_grid_s=timing["grid_s"],
+        conditions_per_model=timing["conditions"],
+        traces=emb.traces,
+    )
+    return out
 
 
 def _probe(m, emb, probe_data, test_feats, data, cfg, patch) -> dict[str, Any]:
