@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any
 
 import flax.linen as nn
@@ -72,7 +73,10 @@ class MlpBlock(nn.Module):
 
 
 class EncoderBlock(nn.Module):
-    """Pre-LN block; `visible` [B, N] bool excludes keys from attention."""
+    """Pre-LN block; `visible` [B, N] bool excludes keys from attention.
+
+    `key_bias` [B, N] (optional) is added to every query's attention logits of key n.
+    """
 
     num_heads: int
     mlp_dim: int
@@ -80,11 +84,20 @@ class EncoderBlock(nn.Module):
     dtype: Any = jnp.float32
 
     @nn.compact
-    def __call__(self, x: jax.Array, visible: jax.Array, deterministic: bool = True):
+    def __call__(
+        self,
+        x: jax.Array,
+        visible: jax.Array,
+        deterministic: bool = True,
+        key_bias: jax.Array | None = None,
+    ):
         mask = visible[:, None, None, :]  # [B, 1, Nq, Nk] broadcast over heads and queries.
+        attention_fn = nn.dot_product_attention
+        if key_bias is not None:
+            attention_fn = functools.partial(attention_fn, bias=key_bias[:, None, None, :])
         y = nn.LayerNorm(name="ln1")(x)
         y = nn.MultiHeadDotProductAttention(
-            num_heads=self.num_heads, dtype=self.dtype, name="attn"
+            num_heads=self.num_heads, dtype=self.dtype, attention_fn=attention_fn, name="attn"
         )(y, y, mask=mask, deterministic=True)
         x = x + nn.Dropout(self.dropout)(y, deterministic)
         y = nn.LayerNorm(name="ln2")(x)
@@ -93,7 +106,10 @@ class EncoderBlock(nn.Module):
 
 
 class Encoder(nn.Module):
-    """Stack of pre-LN blocks + final LayerNorm: [B, N, D] -> [B, N, D]."""
+    """Stack of pre-LN blocks + final LayerNorm: [B, N, D] -> [B, N, D].
+
+    `key_bias` [B, N] (optional) is added to the attention logits of every block.
+    """
 
     depth: int
     num_heads: int
@@ -103,12 +119,18 @@ class Encoder(nn.Module):
     dtype: Any = jnp.float32
 
     @nn.compact
-    def __call__(self, x: jax.Array, visible: jax.Array, deterministic: bool = True):
+    def __call__(
+        self,
+        x: jax.Array,
+        visible: jax.Array,
+        deterministic: bool = True,
+        key_bias: jax.Array | None = None,
+    ):
         block_cls = nn.remat(EncoderBlock, static_argnums=(3,)) if self.remat else EncoderBlock
         for i in range(self.depth):
             x = block_cls(
                 self.num_heads, self.mlp_dim, self.dropout, self.dtype, name=f"block_{i}"
-            )(x, visible, deterministic)
+            )(x, visible, deterministic, key_bias)
         return nn.LayerNorm(name="ln_final")(x)
 
 

@@ -3,6 +3,11 @@
 Token (l, s) is patch s of lead l; tokens are flattened lead-major (n = l * S + s).
 A keep weight k in [0, 1] per token scales its embedding; tokens with k = 0 are
 excluded from attention (as keys) and from pooling, so their signal cannot leak.
+With `keep_attention_grad` the keep weight also enters every attention and the
+pooling as a log-weight whose forward value is zero (log k - stop_gradient(log k)):
+the output is unchanged, but d/dk now carries the first-order effect of removing the
+token from attention and pooling, not only of shrinking its embedding (the masker's
+learning signal, METHOD §5).
 """
 
 from __future__ import annotations
@@ -82,6 +87,7 @@ class ECGEncoder(nn.Module):
     selector: str = "adaptive"
     selector_hidden: int = 128
     remat: bool = False
+    keep_attention_grad: bool = True
     dtype: Any = jnp.float32
 
     def setup(self):
@@ -143,13 +149,21 @@ class ECGEncoder(nn.Module):
         x = tokens * keep[..., None]
         visible = keep > 0
         idx = None
+        kept = keep
         if num_kept is not None:
             x, visible, idx = gather_kept(x, keep, num_kept)
+            kept = jnp.take_along_axis(keep, idx, axis=1)
+        key_bias = None
+        if self.keep_attention_grad:
+            log_k = jnp.log(jnp.where(visible, kept, 1.0))
+            key_bias = jnp.where(visible, log_k - jax.lax.stop_gradient(log_k), 0.0)
         if self.selector == "cls":
             cls = jnp.broadcast_to(self.cls, (x.shape[0], 1, x.shape[-1])).astype(x.dtype)
             x = jnp.concatenate([cls, x], axis=1)
             visible = jnp.concatenate([jnp.ones((x.shape[0], 1), bool), visible], axis=1)
-        h = self.encoder(x, visible, deterministic)
+            if key_bias is not None:
+                key_bias = jnp.concatenate([jnp.zeros_like(key_bias[:, :1]), key_bias], axis=1)
+        h = self.encoder(x, visible, deterministic, key_bias)
         if self.selector == "cls":
             pooled, h, visible = h[:, 0], h[:, 1:], visible[:, 1:]
             weights = jnp.zeros(visible.shape, h.dtype)
@@ -158,6 +172,8 @@ class ECGEncoder(nn.Module):
                 scores = self.selector_fc2(nn.gelu(self.selector_fc1(h), approximate=False))[..., 0]
             else:
                 scores = jnp.zeros(visible.shape, h.dtype)
+            if key_bias is not None:
+                scores = scores + key_bias
             weights = common.masked_softmax(scores, visible)
             pooled = jnp.einsum("bn,bnd->bd", weights, h)
         z = common.l2_normalize(self.head(pooled))

@@ -153,3 +153,47 @@ def test_masked_softmax_matches_numpy():
             e = np.exp(x[i][vis[i]] - x[i][vis[i]].max())
             ref[vis[i]] = e / e.sum()
         np.testing.assert_allclose(got[i], ref, atol=1e-6)
+
+
+def _soft_removal_embedding(module, tokens, keep):
+    """Reference: keep k weights each token as a key in attention (bias log k) and in pooling
+    (softmax scores + log k) and scales its embedding; k = 1 is the clean forward."""
+    k = keep.reshape(keep.shape[0], -1)
+    log_k = jnp.log(k)
+    h = module.encoder(tokens * k[..., None], jnp.ones(k.shape, bool), True, log_k)
+    if module.selector == "adaptive":
+        scores = module.selector_fc2(jax.nn.gelu(module.selector_fc1(h), approximate=False))[..., 0]
+    else:
+        scores = jnp.zeros(k.shape)
+    w = jax.nn.softmax(scores + log_k, -1)
+    return common.l2_normalize(module.head(jnp.einsum("bn,bnd->bd", w, h)))
+
+
+@pytest.mark.parametrize("selector", ["adaptive", "mean"])
+def test_keep_gradient_is_the_soft_removal_derivative(params, selector):
+    """With keep_attention_grad the forward is unchanged, and d z / d keep at the clean keep
+    equals the derivative of soft removal (token down-weighted in attention and pooling, not
+    only its embedding shrunk); without it only the embedding path is left."""
+    ecg = _ecg(3)
+    keep = jnp.ones((3, L, S))
+    target = jnp.asarray(np.random.default_rng(4).normal(size=(3, 16)), jnp.float32)
+    on, off = _model(selector), _model(selector, keep_attention_grad=False)
+    tokens = on.apply(params[selector], ecg, keep > 0, method=on.embed_tokens)
+
+    def objective(module, method=None):
+        def f(k):
+            if method is None:
+                z, _ = module.apply(params[selector], tokens, k, method=module.encode)
+            else:
+                z = module.apply(params[selector], tokens, k, method=method)
+            return jnp.sum(z * target)
+        return f
+
+    np.testing.assert_allclose(objective(on)(keep), objective(off)(keep), rtol=1e-6)
+    half = keep.at[:, 2:5].set(0.5).at[:, 7, 1:3].set(0.0)  # fractional and removed keeps
+    np.testing.assert_allclose(objective(on)(half), objective(off)(half), rtol=1e-6)
+    g_on = jax.grad(objective(on))(keep)
+    g_ref = jax.grad(objective(on, _soft_removal_embedding))(keep)
+    g_off = jax.grad(objective(off))(keep)
+    np.testing.assert_allclose(g_on, g_ref, atol=1e-6)
+    assert np.abs(np.asarray(g_on - g_off)).max() > 1e-3  # the attention/pooling path matters
