@@ -1,0 +1,63 @@
+r"""The benchmark suite (issue #9): one table, every row measured in this run.
+
+  python -m scar_jax.benchmarks [--quick] [--out=benchmarks.json] [--rows=1,2,3,4,5,6]
+      [--workdir=DIR]
+
+Rows: (1) train-step examples/s vs PyTorch eager and torch.compile (masker none), (2) SCAR
+step / MERL-style step and the optimisation knobs, (3) input pipeline vs the step's demand
+and vs wfdb, (4) evaluation grid cost, (5) FLOP/s utilisation vs the measured matmul peak,
+(6) scaling with tokens and batch, peak memory. Prints the markdown table and writes the
+entries (with every measured detail) as JSON to --out. A full run takes ~15 min on 2 CPU
+cores, --quick ~3 min. See scar_jax/benchmarks/suite.py for the shapes of each mode.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+from absl import app, flags, logging
+
+_QUICK = flags.DEFINE_bool("quick", False, "Small shapes (smallest model only, fewer repeats).")
+_OUT = flags.DEFINE_string("out", "benchmarks.json", "JSON output (relative to --workdir).")
+_WORKDIR = flags.DEFINE_string("workdir", ".", "Folder for --out and the temporary dataset.")
+_ROWS = flags.DEFINE_list("rows", ["1", "2", "3", "4", "5", "6"], "Rows to run.")
+_NO_COMPILE = flags.DEFINE_bool("no_torch_compile", False, "Skip the torch.compile timings.")
+
+
+def main(argv: list[str]) -> None:
+    """Runs the suite, prints the table, writes the JSON."""
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    import dataclasses
+
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    if repo not in sys.path:  # `from configs import scar`
+        sys.path.insert(0, repo)
+    from scar_jax.benchmarks import suite
+
+    sizes = suite.QUICK if _QUICK.value else suite.FULL
+    if _NO_COMPILE.value:
+        sizes = dataclasses.replace(sizes, torch_compile=False)
+    try:
+        rows = tuple(int(r) for r in _ROWS.value)
+    except ValueError:
+        raise app.UsageError(f"--rows={_ROWS.value}: expected integers in {suite.ROWS}.") from None
+    os.makedirs(_WORKDIR.value, exist_ok=True)
+    result = suite.run(sizes, rows, _WORKDIR.value)
+    result["command"] = "python -m scar_jax.benchmarks " + " ".join(sys.argv[1:])
+    table = suite.format_table(result)
+    out = os.path.join(_WORKDIR.value, _OUT.value)
+    with open(out, "w") as f:
+        json.dump(result, f, indent=1, default=float)
+    logging.info("wrote %s (%.0f s)", out, result["seconds"])
+    m = result["machine"]
+    print(f"{m['processor'] or m['platform']}, {m['cpu_count']} cores, load average "
+          f"{m['load_average_start']:.1f} -> {m['load_average_end']:.1f}; jax {m['jax']}, "
+          f"torch {m['torch']}; {result['seconds']:.0f} s")
+    print(table)
+
+
+if __name__ == "__main__":
+    app.run(main)

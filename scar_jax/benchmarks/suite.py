@@ -1,0 +1,485 @@
+"""The benchmark suite of issue #9: every row measured in one run, as a list of entries.
+
+Each row function returns entries {row, name, setting, value, unit, target, holds, details}:
+`value` is the headline number (a ratio where the row has a target), `holds` whether the
+target is met (None without a target or when the measurement failed). Absolute times on a
+shared machine are noisy, so every comparison is a ratio of things timed interleaved in
+the same process (round robin, best of `reps`). `run` executes the rows of a `Sizes`
+preset; `format_table` renders the entries as one markdown table.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import platform
+import tempfile
+import time
+import traceback
+import warnings
+from typing import Any, Callable, Mapping, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import logging
+
+from scar_jax.benchmarks import torch_step as ts
+
+ROWS = (1, 2, 3, 4, 5, 6)
+ENTRY_KEYS = ("row", "name", "setting", "value", "unit", "target", "holds", "details")
+
+
+@dataclasses.dataclass(frozen=True)
+class Sizes:
+    """Shapes of one suite run (full or quick)."""
+
+    framework: tuple[tuple[str, int], ...]  # row 1: (variant, batch) per model size
+    framework_seconds: float  # row 1 record length (500 Hz, patch 100: 5 tokens per s per lead)
+    scar_variant: str  # rows 2, 4, 5: the default config's ECG variant
+    scar_batch: int  # rows 2, 5: batch (the default 256 is minutes per step on 2 cores)
+    scar_seconds: float  # rows 2, 4, 5: record length (10 s = the default 600 tokens)
+    knobs: bool  # row 2: also time each optimisation knob
+    pipeline_records: int  # row 3: records read by each reader
+    grid_batch: int  # row 4: examples per evaluation batch
+    scaling_variant: str  # row 6
+    scaling_seconds: tuple[float, ...]  # row 6: token counts (x 60 tokens per s)
+    scaling_batches: tuple[int, ...]  # row 6
+    scaling_base_batch: int  # row 6: batch of the token sweep
+    matmul_n: int  # row 5: square matmul size of the peak measurement
+    reps: int  # interleaved repeats (best of)
+    torch_compile: bool  # row 1: also time torch.compile
+
+
+FULL = Sizes(
+    framework=(("mu", 32), ("tiny/4", 16), ("tiny", 8)),
+    framework_seconds=10.0,
+    scar_variant="tiny",
+    scar_batch=8,
+    scar_seconds=10.0,
+    knobs=True,
+    pipeline_records=512,
+    grid_batch=8,
+    scaling_variant="tiny/4",
+    scaling_seconds=(2.5, 5.0, 10.0),
+    scaling_batches=(4, 8, 16),
+    scaling_base_batch=8,
+    matmul_n=2048,
+    reps=3,
+    torch_compile=True,
+)
+QUICK = Sizes(
+    framework=(("mu", 16),),
+    framework_seconds=4.0,
+    scar_variant="mu",
+    scar_batch=8,
+    scar_seconds=4.0,
+    knobs=False,
+    pipeline_records=64,
+    grid_batch=4,
+    scaling_variant="mu",
+    scaling_seconds=(2.0, 4.0),
+    scaling_batches=(4, 8),
+    scaling_base_batch=8,
+    matmul_n=1024,
+    reps=2,
+    torch_compile=True,
+)
+
+
+def entry(row: int, name: str, setting: str, value: float, unit: str, target: str = "",
+          holds: bool | None = None, **details: Any) -> dict[str, Any]:
+    """One table entry (see the module docstring)."""
+    return {"row": row, "name": name, "setting": setting, "value": float(value), "unit": unit,
+            "target": target, "holds": holds, "details": details}
+
+
+def best_of(fns: Mapping[str, Callable[[], Any]], reps: int) -> dict[str, float]:
+    """Seconds of each fn, best of `reps` round-robin repeats (each fn must block itself)."""
+    best = {k: math.inf for k in fns}
+    for _ in range(reps):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            best[name] = min(best[name], time.perf_counter() - t0)
+    return best
+
+
+def matmul_peak(n: int, reps: int = 5) -> float:
+    """Measured float32 matmul FLOP/s: best of `reps` jitted [n, n] @ [n, n] (2 n^3 FLOPs)."""
+    a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
+    b = jax.random.normal(jax.random.key(1), (n, n), jnp.float32)
+    f = jax.jit(jnp.dot).lower(a, b).compile()
+    jax.block_until_ready(f(a, b))
+    t = best_of({"dot": lambda: jax.block_until_ready(f(a, b))}, reps)["dot"]
+    return 2.0 * n**3 / t
+
+
+def matmul_flops(m: int, k: int, n: int) -> float:
+    """XLA's cost-analysis FLOPs of a jitted [m, k] @ [k, n] (2 m k n when counted right)."""
+    spec = (jax.ShapeDtypeStruct((m, k), jnp.float32), jax.ShapeDtypeStruct((k, n), jnp.float32))
+    return ts.compiled_flops(jax.jit(jnp.dot).lower(*spec).compile())
+
+
+def _tokens(seconds: float) -> int:
+    return int(round(seconds * 500)) // 100 * 12
+
+
+# ----------------------------------------------------------------------------- Row 1.
+
+
+def row_framework(sizes: Sizes) -> list[dict[str, Any]]:
+    """Train-step examples/s of scar_jax vs PyTorch eager and torch.compile per model size."""
+    import torch
+
+    out = []
+    for variant, batch in sizes.framework:
+        config = ts.parity_config(variant, batch, seconds=sizes.framework_seconds)
+        js = ts.JaxStep(config)
+        params, host_batch = jax.device_get(js.state.params), jax.device_get(js.batch)
+        eager = ts.TorchStep(config, params, host_batch)
+        fns = {"jax": js, "eager": eager}
+        compile_error = ""
+        if sizes.torch_compile:
+            try:
+                compiled = ts.TorchStep(config, params, host_batch, compile=True)
+                t0 = time.perf_counter()
+                compiled(1)  # compiles forward and backward
+                logging.info("torch.compile %s: %.1f s", variant, time.perf_counter() - t0)
+                fns["compile"] = compiled
+            except Exception as e:  # noqa: BLE001 - any compiler failure is reported
+                compile_error = f"{type(e).__name__}: {str(e).strip().splitlines()[0][:300]}"
+                logging.warning("torch.compile failed: %s", traceback.format_exc())
+        for fn in fns.values():
+            fn(1)  # warm-up
+        secs = best_of({k: (lambda f=f: f(1)) for k, f in fns.items()}, sizes.reps)
+        eps = {k: batch / s for k, s in secs.items()}
+        setting = (f"{variant}, B={batch}, {_tokens(sizes.framework_seconds)} tokens; masker "
+                   "none, mean selector, CLIP, cached text features, AdamW")
+        common = {f"{k}_examples_per_s": v for k, v in eps.items()}
+        common.update(jax_compile_s=js.compile_s, torch_threads=torch.get_num_threads(),
+                      torch_fused_adamw=eager.fused)
+        out.append(entry(1, "train step vs PyTorch eager", setting, eps["jax"] / eps["eager"],
+                         "x", ">= 1.5x", eps["jax"] / eps["eager"] >= 1.5, **common))
+        if "compile" in eps:
+            r = eps["jax"] / eps["compile"]
+            out.append(entry(1, "train step vs torch.compile", setting, r, "x", ">= 1.0x",
+                             r >= 1.0, **common))
+        else:
+            out.append(entry(1, "train step vs torch.compile", setting, float("nan"), "x",
+                             ">= 1.0x", None, error=compile_error or "not run (--quick?)",
+                             **common))
+        del js, eager, fns
+    return out
+
+
+# ----------------------------------------------------------------------------- Row 2.
+
+# Optimisation knobs of the SCAR step: (name, config leaves, model rewrite, prediction made
+# before measuring, relative to the default SCAR step).
+KNOBS = (
+    ("gather_kept", {"model.ecg.gather_kept": True}, None,
+     "masked view on 440 of 600 tokens (joint, rho_min 0.25): masked pass ~0.7x, "
+     "SCAR step ~-12%"),
+    ("bisection_iters=20", {"model.masker.bisection_iters": 20}, None,
+     "bisection is [B, 62] sigmoids per iteration: < 1% of the step"),
+    ("masker depth 1", {"model.masker.depth": 1}, None,
+     "masker transformer (128 wide, 2 layers) is ~10% of the step: ~-4%"),
+    ("remat", {"model.ecg.remat": True}, None,
+     "recomputes each block's forward in the backward pass: ~+25% time, less memory"),
+    ("bf16 encoder compute", {}, "bf16",
+     "this CPU has AVX512-BF16 but no AMX; XLA:CPU bf16 dots gain little: 0 to +20%"),
+    ("gather_kept + bisection 20 + masker depth 1", {
+        "model.ecg.gather_kept": True, "model.masker.bisection_iters": 20,
+        "model.masker.depth": 1}, None, "sum of the three: ~-16%"),
+)
+
+
+def scar_config(sizes: Sizes, method: str = "scar", leaves: Mapping[str, Any] | None = None):
+    """configs/scar.py for `method` at the suite's variant, batch and record length."""
+    from configs import common
+    from configs import scar as scar_cfg
+
+    config = scar_cfg.get_config(f"method={method},variant={sizes.scar_variant}")
+    config.batch_size = sizes.scar_batch
+    config.input.seconds = sizes.scar_seconds
+    if leaves:
+        common.set_leaves(config, dict(leaves))
+    return config
+
+
+def _bf16(model):
+    """The model with its ECG tower computing in bfloat16 (parameters stay float32)."""
+    return model.clone(ecg=model.ecg.clone(dtype=jnp.bfloat16))
+
+
+def bisection_error(iters: int, tau: float, batch: int = 256, units: int = 62) -> float:
+    """Largest |sum_i sigmoid((s_i - t) / tau) - k| of the masker's soft threshold (joint units)."""
+    from scar_jax.models import masker as masker_lib
+
+    rng = np.random.default_rng(0)
+    scores = jnp.asarray(2.0 * rng.standard_normal((batch, units)), jnp.float32)
+    observed = jnp.ones((batch, units), bool)
+    k = jnp.asarray(rng.integers(1, units // 2, batch), jnp.int32)
+    t = masker_lib.soft_threshold(scores, k, observed, jnp.float32(tau), iters)
+    mass = jnp.sum(jax.nn.sigmoid((scores - t[:, None]) / tau), -1)
+    return float(jnp.max(jnp.abs(mass - k)))
+
+
+def row_scar_vs_merl(sizes: Sizes) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """SCAR step / MERL-style step (and each optimisation knob); -> (entries, steps)."""
+    steps = {"merl": ts.JaxStep(scar_config(sizes, "merl")),
+             "scar": ts.JaxStep(scar_config(sizes, "scar")),
+             "scar, masker none": ts.JaxStep(scar_config(sizes, "scar",
+                                                          {"model.masker.kind": "none"}))}
+    knobs = KNOBS if sizes.knobs else ()
+    for name, leaves, rewrite, _ in knobs:
+        steps[name] = ts.JaxStep(scar_config(sizes, "scar", leaves),
+                                 model_fn=_bf16 if rewrite == "bf16" else None)
+    first = {k: float(s(1)["loss/total"]) for k, s in steps.items()}  # warm-up, first loss
+    secs = best_of({k: (lambda s=s: s(1)) for k, s in steps.items()}, sizes.reps)
+    b, t = sizes.scar_batch, _tokens(sizes.scar_seconds)
+    setting = f"{sizes.scar_variant}, B={b}, {t} tokens (configs/scar.py otherwise default)"
+    ratio = secs["scar"] / secs["merl"]
+    floor = 1.0 + (secs["scar, masker none"] / secs["merl"])
+    details = {f"{k}_step_s": v for k, v in secs.items()}
+    details.update({f"{k}_compile_s": s.compile_s for k, s in steps.items()})
+    details.update(first_loss=first, naive_floor=floor)
+    out = [entry(2, "SCAR step / MERL-style step", setting, ratio, "x", "<= 1.35x",
+                 ratio <= 1.35, **details)]
+    out.append(entry(2, "  SCAR masker none / MERL-style (adaptive selector + supervision)",
+                     setting, secs["scar, masker none"] / secs["merl"], "x"))
+    for name, _, rewrite, predicted in knobs:
+        r = secs[name] / secs["merl"]
+        extra = {"predicted": predicted, "change_vs_scar": secs[name] / secs["scar"] - 1.0,
+                 "peak_bytes": steps[name].memory["peak_bytes"],
+                 "temp_bytes": steps[name].memory["temp_bytes"]}
+        if rewrite == "bf16":
+            extra["first_loss_abs_diff_vs_f32"] = abs(first[name] - first["scar"])
+        out.append(entry(2, f"  knob: {name}", setting, r, "x", "<= 1.35x", r <= 1.35, **extra))
+    if sizes.knobs:
+        errs = {f"iters={i},tau={tau:g}": bisection_error(i, tau)
+                for i in (10, 20, 40) for tau in (1.0, 0.1)}
+        out.append(entry(2, "  soft-budget error of the bisection (max |sum m_soft - k|)",
+                         "B=256, 62 joint units, scores ~N(0, 4)", errs["iters=20,tau=0.1"],
+                         "units", **errs))
+    return out, steps
+
+
+# ----------------------------------------------------------------------------- Row 3.
+
+
+def row_pipeline(sizes: Sizes, demand: float, workdir: str) -> list[dict[str, Any]]:
+    """Grain pipeline examples/s vs the SCAR step's demand and vs wfdb.rdsamp."""
+    from configs import scar as scar_cfg
+    from scar_jax.benchmarks import pipeline_io
+    from scar_jax.data import pipeline
+
+    warnings.filterwarnings("ignore", module="wfdb")
+    n = sizes.pipeline_records
+    batch = min(64, n)
+    dataset, data_dir = pipeline_io._ensure_built("synthetic_ecg/500hz", None, n, workdir)
+    source, info = pipeline.load_source(dataset, "train", data_dir)
+    rate, length = pipeline.dataset_rate_and_length(info)
+    n = min(n, len(source))
+    cfg = scar_cfg.get_config().input
+    cfg.dataset, cfg.data_dir = dataset, data_dir
+    cfg.sample_rate, cfg.seconds = rate or 500, length / (rate or 500)
+    observed = np.stack([np.asarray(source[i]["lead_observed"], bool) for i in range(n)])
+    wfdb_dir = os.path.join(workdir, "wfdb")
+    os.makedirs(wfdb_dir, exist_ok=True)
+    paths = pipeline_io.write_wfdb(source, n, wfdb_dir)
+    pipeline_io.time_arrayrecord(cfg, batch, batch)  # opens the shards
+    best = {"arrayrecord": math.inf, "wfdb": math.inf}
+    for _ in range(max(2, sizes.reps - 1)):
+        s, _, ar_n = pipeline_io.time_arrayrecord(cfg, n, batch)
+        best["arrayrecord"] = min(best["arrayrecord"], s / ar_n)
+        s, _, wf_n = pipeline_io.time_wfdb(paths, observed, length, batch, cfg.normalize)
+        best["wfdb"] = min(best["wfdb"], s / wf_n)
+    ar_eps, wf_eps = 1.0 / best["arrayrecord"], 1.0 / best["wfdb"]
+    setting = f"synthetic_ecg/500hz, {n} records of {length} x 12, batch {batch}, 1 process"
+    return [
+        entry(3, "input pipeline / SCAR step demand", setting, ar_eps / demand, "x", ">= 3x",
+              ar_eps / demand >= 3.0, pipeline_examples_per_s=ar_eps,
+              demand_examples_per_s=demand),
+        entry(3, "input pipeline / wfdb.rdsamp + same preprocessing", setting, ar_eps / wf_eps,
+              "x", pipeline_examples_per_s=ar_eps, wfdb_examples_per_s=wf_eps),
+    ]
+
+
+# ----------------------------------------------------------------------------- Row 4.
+
+
+def row_grid(sizes: Sizes, step: ts.JaxStep) -> list[dict[str, Any]]:
+    """Evaluation grid cost / (conditions x one clean pass), via evaluation.run.grid_cost."""
+    from scar_jax.evaluation import missingness as miss
+    from scar_jax.evaluation import run as eval_run
+
+    cfg = step.config.eval
+    static = [c for c in miss.grid_from_config(cfg) if c.family not in ("adversarial", "oracle")]
+    b = sizes.grid_batch
+    ecg = np.random.default_rng(1).random(
+        (b, int(step.config.input.sample_rate * step.config.input.seconds), 12), np.float32)
+    s = ecg.shape[1] // step.config.model.ecg.patch_size
+    observed = np.ones((b, 12, s), bool)
+    keeps = miss.stack_keeps([miss.condition_keep(c, observed, np.arange(b), cfg.seed)
+                              for c in static])
+    emb = miss.GridEmbedder(step.model, {"params": step.state.params}, chunk=cfg.chunk)
+    res = eval_run.grid_cost(emb, ecg, observed, keeps, max(2, sizes.reps))
+    setting = (f"{step.config.model.ecg.variant}, B={b}, {12 * s} tokens, {len(static)} "
+               "model-independent conditions, chunk " + str(cfg.chunk))
+    return [entry(4, "evaluation grid / (conditions x clean pass)", setting, res["ratio"], "x",
+                  "<= 1.3x", res["ratio"] <= 1.3, **res)]
+
+
+# ----------------------------------------------------------------------------- Row 5.
+
+
+def row_utilisation(sizes: Sizes, steps: Mapping[str, ts.JaxStep], secs: Mapping[str, float],
+                    peak: float) -> list[dict[str, Any]]:
+    """Achieved FLOP/s of train steps (XLA cost analysis / step time) over the matmul peak."""
+    out = []
+    for name in ("scar", "merl"):
+        achieved = steps[name].flops / secs[name]
+        out.append(entry(5, f"FLOP/s utilisation, {name} step",
+                         f"{sizes.scar_variant}, B={sizes.scar_batch}, float32; peak = "
+                         f"{sizes.matmul_n}^3 jnp.dot", achieved / peak, "of peak",
+                         step_flops=steps[name].flops, achieved_flops_per_s=achieved,
+                         peak_flops_per_s=peak))
+    return out
+
+
+# ----------------------------------------------------------------------------- Row 6.
+
+
+def row_scaling(sizes: Sizes) -> list[dict[str, Any]]:
+    """SCAR step time and XLA peak memory against token count and batch size."""
+    shapes = [(sizes.scaling_base_batch, s) for s in sizes.scaling_seconds]
+    shapes += [(b, sizes.scaling_seconds[-1]) for b in sizes.scaling_batches
+               if (b, sizes.scaling_seconds[-1]) not in shapes]
+    steps = {}
+    for b, sec in shapes:
+        config = scar_config(dataclasses.replace(
+            sizes, scar_variant=sizes.scaling_variant, scar_batch=b, scar_seconds=sec))
+        steps[(b, sec)] = ts.JaxStep(config)
+        steps[(b, sec)](1)
+    secs = best_of({k: (lambda s=s: s(1)) for k, s in steps.items()}, max(2, sizes.reps - 1))
+    out = []
+    for (b, sec), s in secs.items():
+        mem = steps[(b, sec)].memory
+        out.append(entry(6, "scaling: SCAR step", f"{sizes.scaling_variant}, B={b}, "
+                         f"{_tokens(sec)} tokens", s, "s/step", examples_per_s=b / s,
+                         tokens=_tokens(sec), batch=b, **mem))
+
+    def slope(points):
+        x, y = np.log([p[0] for p in points]), np.log([p[1] for p in points])
+        return float(np.polyfit(x, y, 1)[0]) if len(points) > 1 else float("nan")
+
+    base_b, last = sizes.scaling_base_batch, sizes.scaling_seconds[-1]
+    tok = [(_tokens(sec), secs[(base_b, sec)]) for sec in sizes.scaling_seconds]
+    bat = [(b, secs[(b, last)]) for b in sorted({base_b, *sizes.scaling_batches})]
+    out.append(entry(6, "scaling exponent: step time ~ tokens^a", f"B={base_b}", slope(tok), "a"))
+    out.append(entry(6, "scaling exponent: step time ~ batch^a", f"{_tokens(last)} tokens",
+                     slope(bat), "a"))
+    return out
+
+
+# ----------------------------------------------------------------------------- The run.
+
+
+def machine() -> dict[str, Any]:
+    """What the numbers were measured on."""
+    import torch
+
+    return {"platform": platform.platform(), "processor": platform.processor(),
+            "cpu_count": os.cpu_count(), "load_average_start": os.getloadavg()[0],
+            "jax": jax.__version__, "torch": torch.__version__,
+            "devices": [str(d) for d in jax.devices()]}
+
+
+def run(sizes: Sizes, rows: Sequence[int] = ROWS, workdir: str | None = None) -> dict[str, Any]:
+    """Runs `rows` at `sizes`; -> {'machine', 'sizes', 'entries', 'seconds'}."""
+    unknown = set(rows) - set(ROWS)
+    if unknown:
+        raise ValueError(f"rows {sorted(unknown)} unknown; the suite has rows {ROWS}.")
+    t0 = time.perf_counter()
+    entries: list[dict[str, Any]] = []
+    info = machine()
+    if 1 in rows:
+        entries += row_framework(sizes)
+    steps, secs = None, None
+    if {2, 3, 4, 5} & set(rows):
+        row2, steps = row_scar_vs_merl(sizes)
+        secs = row2[0]["details"]
+        secs = {k: secs[f"{k}_step_s"] for k in ("scar", "merl")}
+        if 2 in rows:
+            entries += row2
+    if 3 in rows:
+        demand = sizes.scar_batch / secs["scar"]
+        with tempfile.TemporaryDirectory(dir=workdir) as tmp:
+            entries += row_pipeline(sizes, demand, tmp)
+    if 4 in rows:
+        entries += row_grid(sizes, steps["scar"])
+    if 5 in rows:
+        entries += row_utilisation(sizes, steps, secs, matmul_peak(sizes.matmul_n))
+    if 6 in rows:
+        entries += row_scaling(sizes)
+    info["load_average_end"] = os.getloadavg()[0]
+    return {"machine": info, "sizes": dataclasses.asdict(sizes), "entries": entries,
+            "seconds": time.perf_counter() - t0}
+
+
+def _fmt(value: float, unit: str) -> str:
+    if value != value:  # NaN
+        return "failed" if unit else "n/a"
+    if unit == "x":
+        return f"{value:.2f}x"
+    if unit == "of peak":
+        return f"{100 * value:.1f}% of peak"
+    if unit == "s/step":
+        return f"{value:.3f} s/step"
+    return f"{value:.3g} {unit}".strip()
+
+
+def _detail(e: Mapping[str, Any]) -> str:
+    """Short human summary of an entry's details for the table."""
+    d = e["details"]
+    parts = []
+    for key, label in (("jax_examples_per_s", "JAX"), ("eager_examples_per_s", "eager"),
+                       ("compile_examples_per_s", "compiled"),
+                       ("pipeline_examples_per_s", "pipeline"),
+                       ("demand_examples_per_s", "demand"), ("wfdb_examples_per_s", "wfdb")):
+        if key in d:
+            parts.append(f"{label} {d[key]:,.1f} ex/s")
+    if "scar_step_s" in d:
+        parts.append(f"SCAR {d['scar_step_s']:.3f} s, MERL {d['merl_step_s']:.3f} s")
+    if "change_vs_scar" in d:
+        parts.append(f"{100 * d['change_vs_scar']:+.0f}% vs SCAR (predicted: {d['predicted']})")
+    if "first_loss_abs_diff_vs_f32" in d:
+        parts.append(f"|loss - f32 loss| = {d['first_loss_abs_diff_vs_f32']:.2e}")
+    if "clean_pass_s" in d:
+        parts.append(f"grid {d['grid_s']:.3f} s, clean {d['clean_pass_s']:.3f} s, paired "
+                     f"median {d['ratio_paired_median']:.2f}x")
+    if "achieved_flops_per_s" in d:
+        parts.append(f"{d['achieved_flops_per_s'] / 1e9:.1f} of {d['peak_flops_per_s'] / 1e9:.1f}"
+                     f" GFLOP/s, {d['step_flops'] / 1e9:.1f} GFLOP/step")
+    if "peak_bytes" in d and e["row"] == 6:
+        mem = d["peak_bytes"] or d["temp_bytes"] + d["argument_bytes"] + d["output_bytes"]
+        parts.append(f"{d['examples_per_s']:.1f} ex/s, peak {mem / 2**20:,.0f} MiB")
+    if "iters=40,tau=0.1" in d:
+        parts.append(", ".join(f"{k}: {v:.1e}" for k, v in d.items()))
+    if "error" in d:
+        parts.append(d["error"])
+    return "; ".join(parts)
+
+
+def format_table(result: Mapping[str, Any]) -> str:
+    """The entries as one markdown table (row, benchmark, setting, result, target, met)."""
+    lines = ["| row | benchmark | setting | result | target | met | details |",
+             "|---:|---|---|---:|---|---|---|"]
+    for e in result["entries"]:
+        met = {True: "yes", False: "**no**", None: ""}[e["holds"]]
+        lines.append(f"| {e['row']} | {e['name'].strip()} | {e['setting']} | "
+                     f"{_fmt(e['value'], e['unit'])} | {e['target']} | {met} | {_detail(e)} |")
+    return "\n".join(lines)
