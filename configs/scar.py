@@ -104,6 +104,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     ecg.dropout = 0.0
     ecg.remat = False  # rematerialise transformer blocks (memory for compute)
     ecg.gather_kept = False  # masked view runs on the gathered kept tokens only
+    ecg.keep_attention_grad = True  # d/dkeep also through attention + pooling (forward unchanged)
 
     txt = config.model.txt = ml_collections.ConfigDict()
     txt.checkpoint = arg.text  # minilm | random-tiny | HF BERT folder

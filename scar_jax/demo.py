@@ -169,7 +169,7 @@ def write_seed_summary(results: dict[int, dict[str, Any]], out_dir: pathlib.Path
 
 
 README_SECTIONS = ("Zero-shot", "CMRS", "Linear probe")  # report sections copied whole
-README_TARGETING_ROWS = "masker/"  # of the targeting table only the trained masker's rows
+README_TARGETING_ROWS = "| masker"  # of the targeting tables only the trained masker's rows
 
 
 def readme_results(report_md: str) -> str:

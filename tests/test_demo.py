@@ -111,13 +111,18 @@ def test_update_readme_replaces_only_the_generated_block(tmp_path):
     report = tmp_path / "results.md"
     report.write_text(
         "# Evaluation\n\n## Zero-shot\n| a |\n## Targeting: share\n| dataset | x |\n|---|---|\n"
-        "| syn · scar | masker/rho0.1 |\n| syn · scar | random/lead/rho0.1 |\n## Grid cost\n| g |\n"
+        "| syn · scar | masker/rho0.1 |\n| syn · scar | random/lead/rho0.1 |\n"
+        "## Targeting by class: lift\n| dataset | x | macro |\n|---|---|---|\n"
+        "| syn · scar | masker_mode/rho0.2 | 1.5 |\n| syn · scar | adversarial/whitebox/lead/rho0.1 "
+        "| 1.1 |\n## Grid cost\n| g |\n"
     )
     demo.update_readme(readme, report)
     text = readme.read_text()
     assert "old" not in text and "before" in text and text.endswith("after\n")
     assert "#### Zero-shot" in text and "| a |" in text and "#### Evaluation" not in text
     assert "masker/rho0.1" in text and "random/lead" not in text and "| g |" not in text
+    assert "#### Targeting by class" in text and "masker_mode/rho0.2 | 1.5" in text
+    assert "adversarial/whitebox" not in text
     demo.update_readme(readme, report)  # idempotent
     assert readme.read_text() == text
     (tmp_path / "plain.md").write_text("no block\n")

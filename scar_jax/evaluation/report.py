@@ -107,6 +107,21 @@ def markdown(results_by_dataset: Mapping[str, Mapping[str, Any]]) -> str:
                   "| dataset · model | remover | share | chance | lift | examples |",
                   "|---|---|---|---|---|---|"] + tgt_rows
 
+    by_class, class_names = [], None
+    for d, m in cols:
+        res = results_by_dataset[d]
+        for name, t in res["models"][m].get("targeting_by_class", {}).items():
+            class_names = class_names or list(res["classes"])
+            cells = [_fmt(t["classes"][c]["lift"]) if t["classes"][c]["n"] else "–"
+                     for c in class_names]
+            by_class.append(f"| {d} · {m} | {name} | {_fmt(t['macro_lift'])} | "
+                            + " | ".join(cells) + " |")
+    if by_class:
+        lines += ["", "## Targeting by class: lift of removals inside each positive class's own "
+                  "primary region (share / chance)", "",
+                  "| dataset · model | remover | macro | " + " | ".join(class_names) + " |",
+                  "|---|---|---|" + "---|" * len(class_names)] + by_class
+
     lines += ["", "## Grid cost", ""]
     for d, r in results_by_dataset.items():
         t = r.get("timing")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import os
 import time
 from typing import Any, Mapping, Sequence
@@ -106,22 +107,23 @@ def _region_tokens(region: np.ndarray | None, data: EvalData, patch: int, s: int
     return tok[:, None] if tok.ndim == 3 else tok[:, sl]
 
 
-def _masker_removals(module, ecg, lead_observed, text, rho, tau):
+def _masker_removals(module, ecg, lead_observed, text, rho, tau, noise_scale):
     """Model method: the trained masker's hard removal [B, 12, S] at budget rho, given the report.
 
-    Jitted per model in `evaluate` (rho and tau are traced)."""
+    Jitted per model in `evaluate` (rho, tau and noise_scale are traced; noise_scale 0 gives the
+    adversary's mode, its noise-free top-k)."""
     observed = module.observed_tokens(ecg, lead_observed)
     z_txt, _ = module.txt(text)
     tokens = module.ecg.embed_tokens(ecg, observed)
     rho_b = jnp.full((ecg.shape[0],), rho, jnp.float32)
-    _, aux = module.masker(tokens, z_txt, observed, tau=tau, rho=rho_b)
+    _, aux = module.masker(tokens, z_txt, observed, tau=tau, rho=rho_b, noise_scale=noise_scale)
     return aux["m_hard"] > 0
 
 
-def _apply_masker(model, variables, ecg, lead_observed, text, rho, tau, rng):
+def _apply_masker(model, variables, ecg, lead_observed, text, rho, tau, noise_scale, rng):
     """model.apply of _masker_removals with the 'masker' rng (jitted per model)."""
-    return model.apply(variables, ecg, lead_observed, text, rho, tau, method=_masker_removals,
-                       rngs={"masker": rng})
+    return model.apply(variables, ecg, lead_observed, text, rho, tau, noise_scale,
+                       method=_masker_removals, rngs={"masker": rng})
 
 
 def evaluate(
@@ -179,6 +181,7 @@ def evaluate(
     zs = {m.name: {c: None for c in want_z} for m in models}
     feats = {m.name: {} for m in models} if probe_data is not None else None
     target_stats = {m.name: {} for m in models}  # condition -> list of [b, 4] count rows
+    class_stats = {m.name: {} for m in models}  # condition -> list of [b, K, 4] count rows
     traces = {"examples": [], "keeps": {}}
     n_trace = int(cfg.trace_examples)
     timing = {"rank_s": 0.0, "grid_s": 0.0, "conditions": 0}
@@ -192,11 +195,12 @@ def evaluate(
         labels = _pad(np.asarray(data.labels[sl], bool), bs)
         index = np.arange(start, start + bs)
         keeps = {c.name: miss.condition_keep(c, observed, index, cfg.seed) for c in static}
-        primary = None
+        primary = class_primary = None
         if data.evidence_primary is not None:
             primary = _pad(
                 miss.evidence_to_tokens(data.evidence_primary[sl], patch, data.sample_rate, s,
                                         data.bin_seconds), bs)
+            class_primary = _class_region_batch(regions["primary"], data, patch, s, sl, bs)
         t0 = time.perf_counter()
         if ref_emb is not None:
             ref_tok = ref_emb.tokens(ecg, observed)
@@ -260,16 +264,26 @@ def evaluate(
                         removed = observed & ~mk[c.name]
                         target_stats[m.name].setdefault(c.name, []).append(
                             _target_counts(removed, primary, observed)[:b])
+                        if class_primary is not None and c.family == "adversarial":
+                            class_stats[m.name].setdefault(c.name, []).append(
+                                _class_target_counts(removed, class_primary, observed, labels)[:b])
                 if data.report_tokens is not None and m.name in masker_fns:
                     text = {k: jnp.asarray(_pad(v[sl], bs)) for k, v in data.report_tokens.items()}
                     lo = jnp.asarray(_pad(np.asarray(data.lead_observed[sl], bool), bs))
                     for rho in cfg.rhos:
-                        removed = np.asarray(masker_fns[m.name](
-                            m.variables, jnp.asarray(ecg), lo, text, jnp.float32(rho),
-                            jnp.float32(cfg.masker_tau),
-                            jax.random.fold_in(jax.random.key(cfg.seed), start)))
-                        target_stats[m.name].setdefault(f"masker/rho{rho:g}", []).append(
-                            _target_counts(removed & observed, primary, observed)[:b])
+                        for prefix, noise in (("masker", 1.0), ("masker_mode", 0.0)):
+                            removed = np.asarray(masker_fns[m.name](
+                                m.variables, jnp.asarray(ecg), lo, text, jnp.float32(rho),
+                                jnp.float32(cfg.masker_tau), jnp.float32(noise),
+                                jax.random.fold_in(jax.random.key(cfg.seed), start)))
+                            removed = removed & observed
+                            name = f"{prefix}/rho{rho:g}"
+                            target_stats[m.name].setdefault(name, []).append(
+                                _target_counts(removed, primary, observed)[:b])
+                            if class_primary is not None:
+                                class_stats[m.name].setdefault(name, []).append(
+                                    _class_target_counts(removed, class_primary, observed,
+                                                         labels)[:b])
             if start == 0 and n_trace:
                 for name, _ in names:
                     if name in mk and (name.startswith("adversarial") or name == "clean"):
@@ -281,7 +295,7 @@ def evaluate(
             if primary is not None:
                 traces["primary"] = primary[: min(n_trace, b)]
 
-    results = _aggregate(models, data, cfg, conds, sc, zs, target_stats)
+    results = _aggregate(models, data, cfg, conds, sc, zs, target_stats, class_stats)
     results["timing"] = _measure_cost(embedders[models[0].name], data, cfg, patch, static, timing)
     if probe_data is not None:
         for m in models:
@@ -304,6 +318,33 @@ def _target_counts(removed: np.ndarray, primary: np.ndarray, observed: np.ndarra
          observed.sum((1, 2))], -1)
 
 
+def _class_region_batch(region, data, patch, s, sl, bs) -> np.ndarray | None:
+    """Every class's region as tokens for the batch `sl`, padded: [K, bs, 12, S] bool or None."""
+    reg = _region_tokens(region, data, patch, s, sl)
+    if reg is None:
+        return None
+    if reg.shape[1] == 1:
+        return np.broadcast_to(reg, (reg.shape[0], bs) + reg.shape[2:])
+    return np.stack([_pad(r, bs) for r in reg])
+
+
+def _class_target_counts(removed: np.ndarray, class_region: np.ndarray, observed: np.ndarray,
+                         labels: np.ndarray) -> np.ndarray:
+    """Per example and class [b, K, 4] count rows (as _target_counts) against class k's own
+    region [K, b, 12, S]; rows of examples that are not positive for k are zero (skipped)."""
+    rows = np.stack([_target_counts(removed, class_region[k], observed)
+                     for k in range(class_region.shape[0])], 1)
+    return rows * np.asarray(labels, bool)[:, :, None]
+
+
+def _targeting_by_class(rows: np.ndarray, classes: Sequence[str]) -> dict[str, Any]:
+    """[N, K, 4] count rows -> per class share / chance / lift over its positives, and the
+    macro mean of the lifts over classes with at least one counted positive."""
+    out = {c: _targeting_from_counts(rows[:, k]) for k, c in enumerate(classes)}
+    lifts = [v["lift"] for v in out.values() if v["n"] and math.isfinite(v["lift"])]
+    return {"classes": out, "macro_lift": float(np.mean(lifts)) if lifts else float("nan")}
+
+
 def _targeting_from_counts(rows: np.ndarray) -> dict[str, float]:
     """Aggregate [N, 4] count rows into share / chance / lift (as missingness.targeting)."""
     ok = (rows[:, 0] > 0) & (rows[:, 2] > 0)
@@ -314,7 +355,7 @@ def _targeting_from_counts(rows: np.ndarray) -> dict[str, float]:
     return {"share": share, "chance": chance, "lift": share / chance, "n": int(ok.sum())}
 
 
-def _aggregate(models, data, cfg, conds, sc, zs, target_stats) -> dict[str, Any]:
+def _aggregate(models, data, cfg, conds, sc, zs, target_stats, class_stats) -> dict[str, Any]:
     """Metrics per model and condition from the collected scores / embeddings."""
     n = len(data)
     idx = zeroshot.bootstrap_indices(n, int(cfg.bootstrap), int(cfg.seed))
@@ -355,6 +396,10 @@ def _aggregate(models, data, cfg, conds, sc, zs, target_stats) -> dict[str, Any]
         res["cmrs_headline"] = head["cmrs"] if head else float("nan")
         for name, rows in target_stats[m.name].items():
             res["targeting"][name] = _targeting_from_counts(np.concatenate(rows))
+        res["targeting_by_class"] = {
+            name: _targeting_by_class(np.concatenate(rows), data.class_names)
+            for name, rows in class_stats[m.name].items()
+        }
         out["models"][m.name] = res
     return out
 

@@ -230,7 +230,7 @@ class Masker(nn.Module):
         x = self.encoder(x, visible)
         return self.out(x)[..., 0].astype(jnp.float32).reshape(b, num_leads, num_segments)
 
-    def _mask_units(self, alpha, observed, unit, rho, tau, rng, use_random):
+    def _mask_units(self, alpha, observed, unit, rho, tau, rng, use_random, noise_scale=1.0):
         """One unit type: token logits [B, L, S] -> (m, m_hard, m_soft, unit_obs, z), unit-shaped."""
         obs_u = unit_observed(observed, unit)
         z = unit_scores(alpha, observed, unit)
@@ -239,7 +239,7 @@ class Masker(nn.Module):
         z = self.score_scale * z
         if use_random is not None:
             z = jnp.where(use_random[:, None], 0.0, z)
-        scores = z + logistic_noise(rng, z.shape)
+        scores = z + noise_scale * logistic_noise(rng, z.shape)
         k = budget(jnp.sum(obs_u, -1), rho)
         m, m_hard, m_soft = relaxed_topk(scores, k, obs_u, tau, self.bisection_iters)
         return m, m_hard, m_soft, obs_u, z
@@ -253,12 +253,15 @@ class Masker(nn.Module):
         tau: jax.Array | float = 1.0,
         rho: jax.Array | None = None,
         use_random: jax.Array | None = None,
+        noise_scale: float = 1.0,
     ) -> tuple[jax.Array, dict[str, Any]]:
         """tokens: [B, N, D], report: [B, E], observed: [B, L, S] bool -> (removal m [B, L, S], aux).
 
         m is straight-through (hard forward); keep = observed * (1 - m). `rho` [B]
         fixes the removal ratio (else drawn from [rho_min, rho_max]); `use_random`
         [B] bool gives those examples a random mask with the same budget.
+        `noise_scale` scales the logistic noise (training: 1; 0 gives the adversary's
+        mode, its noise-free top-k, for evaluation).
         """
         observed = jnp.asarray(observed, bool)
         b, num_leads, num_segments = observed.shape
@@ -277,7 +280,14 @@ class Masker(nn.Module):
         if self.unit == "joint":
             r_lead, r_seg = jax.random.split(rng)
             lead = self._mask_units(
-                alpha, observed, "lead", rho * self.joint_lead_share, tau, r_lead, use_random
+                alpha,
+                observed,
+                "lead",
+                rho * self.joint_lead_share,
+                tau,
+                r_lead,
+                use_random,
+                noise_scale,
             )
             seg = self._mask_units(
                 alpha,
@@ -287,6 +297,7 @@ class Masker(nn.Module):
                 tau,
                 r_seg,
                 use_random,
+                noise_scale,
             )
             tok = lambda i: (
                 1.0
@@ -305,7 +316,7 @@ class Masker(nn.Module):
             }
         else:
             m_u, m_hard_u, m_soft_u, obs_u, z = self._mask_units(
-                alpha, observed, self.unit, rho, tau, rng, use_random
+                alpha, observed, self.unit, rho, tau, rng, use_random, noise_scale
             )
             m = unit_to_tokens(m_u, self.unit, num_leads, num_segments)
             m_hard = unit_to_tokens(m_hard_u, self.unit, num_leads, num_segments)

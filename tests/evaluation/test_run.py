@@ -165,10 +165,35 @@ def test_run_eval_on_the_built_synthetic_corpus_writes_the_report(mu, tmp_path):
     saved = json.loads((out / "results.json").read_text())["synthetic_ecg/tiny"]
     m = saved["models"]["scar"]
     assert res["n"] == 8 and {"oracle/primary", "oracle/secondary"} <= set(m["zeroshot"])
-    assert {"masker/rho0.2", "adversarial/whitebox/segment/rho0.2"} <= set(m["targeting"])
+    assert {"masker/rho0.2", "masker_mode/rho0.2", "adversarial/whitebox/segment/rho0.2"} <= set(
+        m["targeting"])
+    by_class = m["targeting_by_class"]["masker_mode/rho0.2"]
+    assert set(by_class["classes"]) == set(saved["classes"])
     assert set(m["linear_probe"]) == {"0.5", "1"} and m["linear_probe"]["1"]["C"] in (0.1, 1.0)
     md = (out / "results.md").read_text()
     assert "| oracle/primary |" in md and "CMRS" in md and "Linear probe" in md
+    assert "Targeting by class" in md and "| masker_mode/rho0.2 |" in md
+
+
+def test_class_targeting_counts_each_positive_against_its_own_class_region():
+    """Hand count: 3 tokens removed, 2 inside class A's region (6 of 24 tokens) -> lift 8/3;
+    class B has no positive, so it is not counted and the macro lift is A's."""
+    observed = np.ones((2, 12, 2), bool)
+    removed = np.zeros((2, 12, 2), bool)
+    removed[0, 0, :] = removed[0, 5, 0] = True  # example 0: lead 0 and one token of lead 5
+    removed[1, 3, :] = True  # example 1 is a positive of neither class
+    region = np.zeros((2, 2, 12, 2), bool)  # [K, b, 12, S]
+    region[0, :, 0:3] = True  # class A: leads 0-2
+    region[1, :, 5] = True  # class B: lead 5
+    labels = np.array([[True, False], [False, False]])
+    rows = run._class_target_counts(removed, region, observed, labels)
+    np.testing.assert_array_equal(rows[0, 0], [3, 2, 6, 24])
+    assert not rows[0, 1].any() and not rows[1].any()
+    t = run._targeting_by_class(rows, ["A", "B"])
+    assert t["classes"]["A"]["share"] == pytest.approx(2 / 3)
+    assert t["classes"]["A"]["chance"] == pytest.approx(0.25)
+    assert t["classes"]["A"]["lift"] == pytest.approx(8 / 3) == t["macro_lift"]
+    assert t["classes"]["B"]["n"] == 0
 
 
 def test_oracle_regions_follow_the_class_metadata_for_positives_and_negatives():
