@@ -72,20 +72,21 @@ def test_bisection_error_shrinks_with_iterations():
     assert errs[2] < 1e-3
 
 
-def test_table_and_json_have_every_row(tmp_path):
-    """Rows 5 and 6 run for real at a tiny size; the writer renders and serialises entries."""
+def test_table_and_json_have_every_row(tmp_path, steps, monkeypatch):
+    """Row 6 runs (on the fixture's compiled step); the writer renders and serialises entries."""
     sizes = suite.Sizes(
-        framework=(("mu", 4),), framework_seconds=1.0, scar_variant="mu", scar_batch=4,
+        framework=(("mu", 4, 1),), framework_seconds=1.0, scar_variant="mu", scar_batch=4,
         scar_seconds=1.0, knobs=False, pipeline_records=8, grid_batch=2,
-        scaling_variant="mu", scaling_seconds=(1.0,), scaling_batches=(2,), scaling_base_batch=4,
+        scaling_variant="mu", scaling_seconds=(1.0,), scaling_batches=(4,), scaling_base_batch=4,
         matmul_n=64, reps=1, torch_compile=False)
     fake = {k: 1.0 for k in ("jax_examples_per_s", "eager_examples_per_s", "scar_step_s",
-                             "merl_step_s")}
+                             "merl_step_s", "naive_floor")}
     entries = [suite.entry(r, f"row {r}", "s", 1.0, "x", ">= 1x", True, **fake) for r in (1, 2)]
     entries.append(suite.entry(1, "compile", "s", float("nan"), "x", ">= 1x", None,
                                error="RuntimeError: no compiler"))
     peak = suite.matmul_peak(sizes.matmul_n, reps=1)
     assert peak > 0
+    monkeypatch.setattr(suite.ts, "JaxStep", lambda config: steps[0])  # no second compile
     entries += suite.row_scaling(sizes)
     result = {"machine": suite.machine(), "entries": entries, "sizes": {}, "seconds": 0.0}
     table = suite.format_table(result)
@@ -93,6 +94,7 @@ def test_table_and_json_have_every_row(tmp_path):
     assert len(lines) == 2 + len(entries)
     assert "failed" in table and "no compiler" in table
     assert {e["row"] for e in entries} == {1, 2, 6}
+    assert sum(e["row"] == 6 for e in entries) == 3  # one shape + the two exponents
     for e in entries:
         assert tuple(e) == suite.ENTRY_KEYS
     memory = [e["details"] for e in entries if e["row"] == 6 and "tokens" in e["details"]]
