@@ -45,12 +45,16 @@ def main(argv: list[str]) -> None:
     except ValueError:
         raise app.UsageError(f"--rows={_ROWS.value}: expected integers in {suite.ROWS}.") from None
     os.makedirs(_WORKDIR.value, exist_ok=True)
-    result = suite.run(sizes, rows, _WORKDIR.value)
-    result["command"] = "python -m scar_jax.benchmarks " + " ".join(sys.argv[1:])
-    table = suite.format_table(result)
     out = os.path.join(_WORKDIR.value, _OUT.value)
-    with open(out, "w") as f:
-        json.dump(result, f, indent=1, default=float)
+    command = "python -m scar_jax.benchmarks " + " ".join(sys.argv[1:])
+
+    def save(result):
+        result["command"] = command
+        with open(out, "w") as f:
+            json.dump(result, f, indent=1, default=float)
+
+    result = suite.run(sizes, rows, _WORKDIR.value, on_row=save)
+    table = suite.format_table(result)
     logging.info("wrote %s (%.0f s)", out, result["seconds"])
     m = result["machine"]
     print(f"{m['processor'] or m['platform']}, {m['cpu_count']} cores, load average "

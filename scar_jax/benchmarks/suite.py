@@ -62,7 +62,7 @@ FULL = Sizes(
     pipeline_records=512,
     grid_batch=8,
     scaling_variant="tiny/4",
-    scaling_seconds=(2.5, 5.0, 10.0),
+    scaling_seconds=(2.0, 4.0, 10.0),
     scaling_batches=(4, 8, 16),
     scaling_base_batch=8,
     matmul_n=2048,
@@ -401,36 +401,57 @@ def machine() -> dict[str, Any]:
             "devices": [str(d) for d in jax.devices()]}
 
 
-def run(sizes: Sizes, rows: Sequence[int] = ROWS, workdir: str | None = None) -> dict[str, Any]:
-    """Runs `rows` at `sizes`; -> {'machine', 'sizes', 'entries', 'seconds'}."""
+def run(sizes: Sizes, rows: Sequence[int] = ROWS, workdir: str | None = None,
+        on_row: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """Runs `rows` at `sizes`; -> {'machine', 'sizes', 'entries', 'seconds'}.
+
+    A row that raises becomes one entry with the error text (value NaN) and the run goes
+    on; `on_row(result so far)` is called after each row (e.g. to save partial JSON).
+    """
     unknown = set(rows) - set(ROWS)
     if unknown:
         raise ValueError(f"rows {sorted(unknown)} unknown; the suite has rows {ROWS}.")
     t0 = time.perf_counter()
-    entries: list[dict[str, Any]] = []
-    info = machine()
-    if 1 in rows:
-        entries += row_framework(sizes)
-    steps, secs = None, None
-    if {2, 3, 4, 5} & set(rows):
-        row2, steps = row_scar_vs_merl(sizes)
-        secs = row2[0]["details"]
-        secs = {k: secs[f"{k}_step_s"] for k in ("scar", "merl")}
-        if 2 in rows:
-            entries += row2
-    if 3 in rows:
-        demand = sizes.scar_batch / secs["scar"]
+    result: dict[str, Any] = {"machine": machine(), "sizes": dataclasses.asdict(sizes),
+                              "entries": [], "seconds": 0.0}
+    state: dict[str, Any] = {}
+
+    def scar_steps():
+        if "steps" not in state:
+            row2, state["steps"] = row_scar_vs_merl(sizes)
+            d = row2[0]["details"]
+            state["row2"], state["secs"] = row2, {k: d[f"{k}_step_s"] for k in ("scar", "merl")}
+        return state["steps"], state["secs"]
+
+    def row3():
+        _, secs = scar_steps()
         with tempfile.TemporaryDirectory(dir=workdir) as tmp:
-            entries += row_pipeline(sizes, demand, tmp)
-    if 4 in rows:
-        entries += row_grid(sizes, steps["scar"])
-    if 5 in rows:
-        entries += row_utilisation(sizes, steps, secs, matmul_peak(sizes.matmul_n))
-    if 6 in rows:
-        entries += row_scaling(sizes)
-    info["load_average_end"] = os.getloadavg()[0]
-    return {"machine": info, "sizes": dataclasses.asdict(sizes), "entries": entries,
-            "seconds": time.perf_counter() - t0}
+            return row_pipeline(sizes, sizes.scar_batch / secs["scar"], tmp)
+
+    def row5():
+        steps, secs = scar_steps()
+        return row_utilisation(sizes, steps, secs, matmul_peak(sizes.matmul_n))
+
+    table = {
+        1: lambda: row_framework(sizes),
+        2: lambda: scar_steps() and state["row2"],
+        3: row3,
+        4: lambda: row_grid(sizes, scar_steps()[0]["scar"]),
+        5: row5,
+        6: lambda: row_scaling(sizes),
+    }
+    for r in sorted(set(rows)):
+        try:
+            result["entries"] += table[r]()
+        except Exception as e:  # noqa: BLE001 - one failing row must not lose the others
+            logging.error("row %d failed: %s", r, traceback.format_exc())
+            result["entries"].append(entry(r, f"row {r} failed", "", float("nan"), "",
+                                           error=f"{type(e).__name__}: {str(e)[:300]}"))
+        result["machine"]["load_average_end"] = os.getloadavg()[0]
+        result["seconds"] = time.perf_counter() - t0
+        if on_row is not None:
+            on_row(result)
+    return result
 
 
 def _fmt(value: float, unit: str) -> str:
