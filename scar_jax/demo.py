@@ -78,6 +78,12 @@ def run_demo(
 
     get_config = get_config or demo_config.get_config
     methods = list(methods or demo_config.METHODS)
+    unknown = sorted(set(methods) - set(demo_config.METHODS))
+    if unknown or not seeds:
+        raise ValueError(
+            f"demo methods {unknown} unknown (expected some of {demo_config.METHODS})"
+            if unknown else "demo needs at least one seed."
+        )
     work = pathlib.Path(workdir)
     data_dir = str(work / "data")
     base = method_config(get_config, methods[0], seeds[0], arg)

@@ -6,6 +6,7 @@ Commands:
   demo     the main job: build the synthetic corpus, pretrain SCAR, the MERL-style baseline
            and random-mask training (configs/demo.py), evaluate the missingness grid and
            write WORKDIR/report: --workdir=DIR [--demo_seeds=0,1,2] [--demo_arg=runlocal]
+           [--demo_methods=scar --demo_arg=supervision=false: one ablation run]
            [--update_readme: put the report's tables into README.md].
   smoke    the full SCAR model from --config on a batch of generated synthetic records:
            one forward pass, the fused objective and its gradient; prints every view's
@@ -94,6 +95,9 @@ _COORDINATOR = flags.DEFINE_string(
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "train: with --coordinator_address.")
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "train: with --coordinator_address.")
 _DEMO_SEEDS = flags.DEFINE_list("demo_seeds", ["0"], "demo: training seeds (mean and spread).")
+_DEMO_METHODS = flags.DEFINE_list(
+    "demo_methods", ["scar", "merl", "random"], "demo: which methods to train and compare."
+)
 _DEMO_ARG = flags.DEFINE_string(
     "demo_arg", "", "demo: extra configs/demo.py arg keys, e.g. runlocal or unit=lead."
 )
@@ -257,7 +261,12 @@ def main(argv):
 
         workdir = _require(_WORKDIR, command)
         seeds = [int(s) for s in _DEMO_SEEDS.value]
-        demo.run_demo(workdir, seeds=seeds, arg=_DEMO_ARG.value)
+        try:
+            demo.run_demo(workdir, seeds=seeds, methods=_DEMO_METHODS.value, arg=_DEMO_ARG.value)
+        except ValueError as e:
+            if "demo methods" not in str(e):
+                raise
+            raise app.UsageError(f"--demo_methods: {e}") from None
         report = os.path.join(workdir, "report", "results.md" if len(seeds) == 1 else "seeds.md")
         print(f"Demo report: {report}")
         if _UPDATE_README.value:

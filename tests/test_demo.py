@@ -128,3 +128,9 @@ def test_update_readme_replaces_only_the_generated_block(tmp_path):
     (tmp_path / "plain.md").write_text("no block\n")
     with pytest.raises(ValueError, match="generated-results block"):
         demo.update_readme(tmp_path / "plain.md", report)
+
+
+def test_run_demo_rejects_an_unknown_method_before_any_work(tmp_path):
+    with pytest.raises(ValueError, match=r"demo methods \['mrel'\] unknown"):
+        demo.run_demo(str(tmp_path / "w"), methods=["scar", "mrel"])
+    assert not (tmp_path / "w").exists()
