@@ -1,14 +1,15 @@
 r"""The benchmark suite (issue #9): one table, every row measured in this run.
 
   python -m scar_jax.benchmarks [--quick] [--out=benchmarks.json] [--rows=1,2,3,4,5,6]
-      [--workdir=DIR]
+      [--workdir=DIR] [--reps=N] [--no_torch_compile]
 
 Rows: (1) train-step examples/s vs PyTorch eager and torch.compile (masker none), (2) SCAR
 step / MERL-style step and the optimisation knobs, (3) input pipeline vs the step's demand
 and vs wfdb, (4) evaluation grid cost, (5) FLOP/s utilisation vs the measured matmul peak,
 (6) scaling with tokens and batch, peak memory. Prints the markdown table and writes the
-entries (with every measured detail) as JSON to --out. A full run takes ~15 min on 2 CPU
-cores, --quick ~3 min. See scar_jax/benchmarks/suite.py for the shapes of each mode.
+entries (with every measured detail) as JSON to --out (rewritten after every row; a row
+that fails is an entry with its error). A full run takes ~25 min on 2 busy CPU cores,
+--quick ~5 min. See scar_jax/benchmarks/suite.py for the shapes of each mode.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ _QUICK = flags.DEFINE_bool("quick", False, "Small shapes (smallest model only, f
 _OUT = flags.DEFINE_string("out", "benchmarks.json", "JSON output (relative to --workdir).")
 _WORKDIR = flags.DEFINE_string("workdir", ".", "Folder for --out and the temporary dataset.")
 _ROWS = flags.DEFINE_list("rows", ["1", "2", "3", "4", "5", "6"], "Rows to run.")
+_REPS = flags.DEFINE_integer("reps", 0, "Interleaved repeats of rows 2-6 (0: the mode's own; "
+                             "row 2 uses reps - 1).")
 _NO_COMPILE = flags.DEFINE_bool("no_torch_compile", False, "Skip the torch.compile timings.")
 
 
@@ -38,6 +41,8 @@ def main(argv: list[str]) -> None:
     from scar_jax.benchmarks import suite
 
     sizes = suite.QUICK if _QUICK.value else suite.FULL
+    if _REPS.value:
+        sizes = dataclasses.replace(sizes, reps=_REPS.value)
     if _NO_COMPILE.value:
         sizes = dataclasses.replace(sizes, torch_compile=False)
     try:

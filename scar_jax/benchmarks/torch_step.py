@@ -240,11 +240,10 @@ class TorchStep:
 
     def state_dicts(self) -> dict[str, dict[str, np.ndarray]]:
         """Current parameters as {'ecg': ..., 'text_head': ...} numpy state dicts."""
+        modules = {to_torch.ECG: self.tower, to_torch.TEXT_HEAD: self.head}
         return {
-            to_torch.ECG: {k: v.detach().numpy().copy() for k, v in self.tower.state_dict().items()},
-            to_torch.TEXT_HEAD: {
-                k: v.detach().numpy().copy() for k, v in self.head.state_dict().items()
-            },
+            target: {k: v.detach().numpy().copy() for k, v in m.state_dict().items()}
+            for target, m in modules.items()
         }
 
 
