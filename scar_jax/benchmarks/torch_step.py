@@ -116,7 +116,10 @@ def compiled_flops(compiled: Any) -> float:
 
 
 def compiled_memory(compiled: Any) -> dict[str, float]:
-    """XLA's memory estimate of a compiled executable: {temp, argument, output, peak} bytes."""
+    """XLA's memory estimate of a compiled executable: {temp, argument, output, peak} bytes.
+
+    On XLA:CPU peak_bytes equals the argument bytes; temp + argument bytes is the bound.
+    """
     mem = compiled.memory_analysis()
     out = {}
     for name in ("temp", "argument", "output"):
