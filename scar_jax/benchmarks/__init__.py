@@ -1,1 +1,3 @@
-"""Benchmark scripts (run as modules; not tests): python -m scar_jax.benchmarks.<name>."""
+"""Benchmarks (run as modules; not tests): `python -m scar_jax.benchmarks` runs the suite of
+issue #9 (suite.py, torch_step.py); `python -m scar_jax.benchmarks.pipeline_io` the reader
+comparison alone."""
