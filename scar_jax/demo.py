@@ -54,6 +54,17 @@ class _Stages:
         self.done += 1
 
 
+def check_methods(methods: Sequence[str] | None) -> list[str]:
+    """The demo's methods (default configs/demo.py METHODS); unknown names are a ValueError."""
+    from configs import demo as demo_config
+
+    methods = list(methods or demo_config.METHODS)
+    unknown = sorted(set(methods) - set(demo_config.METHODS))
+    if unknown:
+        raise ValueError(f"demo methods {unknown} unknown (expected some of {demo_config.METHODS})")
+    return methods
+
+
 def method_config(
     get_config: Callable[[str], ml_collections.ConfigDict], method: str, seed: int, arg: str
 ) -> ml_collections.ConfigDict:
@@ -77,13 +88,9 @@ def run_demo(
     from scar_jax.evaluation import run as eval_run
 
     get_config = get_config or demo_config.get_config
-    methods = list(methods or demo_config.METHODS)
-    unknown = sorted(set(methods) - set(demo_config.METHODS))
-    if unknown or not seeds:
-        raise ValueError(
-            f"demo methods {unknown} unknown (expected some of {demo_config.METHODS})"
-            if unknown else "demo needs at least one seed."
-        )
+    methods = check_methods(methods)
+    if not seeds:
+        raise ValueError("demo needs at least one seed.")
     work = pathlib.Path(workdir)
     data_dir = str(work / "data")
     base = method_config(get_config, methods[0], seeds[0], arg)

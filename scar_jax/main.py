@@ -262,11 +262,10 @@ def main(argv):
         workdir = _require(_WORKDIR, command)
         seeds = [int(s) for s in _DEMO_SEEDS.value]
         try:
-            demo.run_demo(workdir, seeds=seeds, methods=_DEMO_METHODS.value, arg=_DEMO_ARG.value)
+            methods = demo.check_methods(_DEMO_METHODS.value)
         except ValueError as e:
-            if "demo methods" not in str(e):
-                raise
             raise app.UsageError(f"--demo_methods: {e}") from None
+        demo.run_demo(workdir, seeds=seeds, methods=methods, arg=_DEMO_ARG.value)
         report = os.path.join(workdir, "report", "results.md" if len(seeds) == 1 else "seeds.md")
         print(f"Demo report: {report}")
         if _UPDATE_README.value:
