@@ -105,6 +105,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     ecg.remat = False  # rematerialise transformer blocks (memory for compute)
     ecg.gather_kept = False  # masked view runs on the gathered kept tokens only
     ecg.keep_attention_grad = True  # d/dkeep also through attention + pooling (forward unchanged)
+    # token embedding: linear = Dense(LayerNorm(patch)) (METHOD 3) | conv = a small 1-D CNN per
+    # patch, max/mean-pooled (shift-invariant), plus the level and scale LayerNorm discards
+    ecg.stem = "linear"
 
     txt = config.model.txt = ml_collections.ConfigDict()
     txt.checkpoint = arg.text  # minilm | random-tiny | HF BERT folder

@@ -96,6 +96,10 @@ def linear_kernel(in_axes: int = 1) -> Transform:
 
 DENSE = linear_kernel(1)
 ATTN_OUT = linear_kernel(2)
+# Flax Conv kernel [k, in, out] <-> torch Conv1d weight [out, in, k].
+CONV1D = Transform(
+    "conv1d_kernel", lambda x: x.transpose(2, 1, 0), lambda y, shape: y.transpose(2, 1, 0)
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -118,11 +122,16 @@ def _layer_norm(rules: list[Rule], flax: tuple[str, ...], target: str, torch: st
     rules.append(Rule(flax + ("bias",), target, f"{torch}.bias", IDENTITY))
 
 
-def ecg_rules(depth: int, selector: str) -> list[Rule]:
+def ecg_rules(depth: int, selector: str, stem: str = "linear") -> list[Rule]:
     """Rules for params['ecg'] -> ECGTower state dict."""
     rules: list[Rule] = []
     e = ("ecg",)
-    _layer_norm(rules, e + ("patch_norm",), ECG, "patch_norm")
+    if stem == "linear":
+        _layer_norm(rules, e + ("patch_norm",), ECG, "patch_norm")
+    else:
+        for i in range(len(tm.CONV_STEM)):
+            rules.append(Rule(e + (f"stem_convs_{i}", "kernel"), ECG, f"stem.{i}.weight", CONV1D))
+            rules.append(Rule(e + (f"stem_convs_{i}", "bias"), ECG, f"stem.{i}.bias", IDENTITY))
     _dense(rules, e + ("patch_embed",), ECG, "patch_embed")
     for name in ("lead_embed", "time_embed") + (("cls",) if selector == "cls" else ()):
         rules.append(Rule(e + (name,), ECG, name, IDENTITY))
@@ -180,6 +189,7 @@ def ecg_tower_kwargs(model_config: ml_collections.ConfigDict) -> dict[str, Any]:
         "embed_dim": int(model_config.embed_dim),
         "selector": str(model_config.selector.kind),
         "selector_hidden": int(model_config.selector.hidden),
+        "stem": str(model_config.ecg.get("stem", "linear")),
     }
 
 
@@ -212,7 +222,8 @@ def model_rules(config: ml_collections.ConfigDict) -> list[Rule]:
     m = config.model
     bert_config = scar.bert_config_for(m.txt.checkpoint)
     depth = common.decode_variant(m.ecg.variant).depth
-    return ecg_rules(depth, m.selector.kind) + text_rules(bert_config, m.txt.pooling, m.loss)
+    stem = m.ecg.get("stem", "linear")
+    return ecg_rules(depth, m.selector.kind, stem) + text_rules(bert_config, m.txt.pooling, m.loss)
 
 
 def torch_shapes(config: ml_collections.ConfigDict) -> dict[str, dict[str, tuple[int, ...]]]:

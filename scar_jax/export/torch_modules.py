@@ -27,6 +27,10 @@ LEAD_NAMES = ("I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5
 SELECTOR_KINDS = ("adaptive", "mean", "cls")
 POOLINGS = ("cls", "pooler", "mean")
 LAYER_NORM_EPS = 1e-6  # flax.linen.LayerNorm's default epsilon
+# The conv stem (mirrors scar_jax.models.ecg_encoder; a test checks they agree).
+STEMS = ("linear", "conv")
+CONV_STEM = ((16, 7), (32, 5))  # (channels, kernel), stride 2, no padding
+STEM_WAVE_SCALE, STEM_LEVEL_SCALE, STEM_SPREAD_SCALE = 4.0, 4.0, 10.0
 NEG_INF = -1e30  # selector softmax fill for invisible tokens (as scar_jax.models.common)
 LOGIT_SCALE_MAX = 100.0  # the learned logit scale is capped at this (as scar_jax.losses)
 ECG_CONFIG = "ecg_tower.json"
@@ -150,16 +154,27 @@ class ECGTower(nn.Module):
         embed_dim: int = 256,
         selector: str = "adaptive",
         selector_hidden: int = 128,
+        stem: str = "linear",
     ):
         super().__init__()
         if selector not in SELECTOR_KINDS:
             raise ValueError(f"selector={selector!r}; expected one of {SELECTOR_KINDS}.")
+        if stem not in STEMS:
+            raise ValueError(f"stem={stem!r}; expected one of {STEMS}.")
         self.patch_size = patch_size
         self.num_leads = num_leads
         self.max_segments = max_segments
         self.selector = selector
-        self.patch_norm = nn.LayerNorm(patch_size, eps=LAYER_NORM_EPS)
-        self.patch_embed = nn.Linear(patch_size, width)
+        self.stem_kind = stem
+        if stem == "linear":
+            self.patch_norm = nn.LayerNorm(patch_size, eps=LAYER_NORM_EPS)
+            self.patch_embed = nn.Linear(patch_size, width)
+        else:
+            channels = [1] + [ch for ch, _ in CONV_STEM]
+            self.stem = nn.ModuleList(
+                nn.Conv1d(channels[i], ch, k, stride=2) for i, (ch, k) in enumerate(CONV_STEM)
+            )
+            self.patch_embed = nn.Linear(2 * channels[-1] + 2, width)
         self.lead_embed = nn.Parameter(torch.zeros(num_leads, width))
         self.time_embed = nn.Parameter(torch.zeros(max_segments, width))
         if selector == "cls":
@@ -170,6 +185,19 @@ class ECGTower(nn.Module):
             self.selector_fc1 = nn.Linear(width, selector_hidden)
             self.selector_fc2 = nn.Linear(selector_hidden, 1)
         self.head = nn.Linear(width, embed_dim)
+
+    def conv_stem(self, patches: torch.Tensor) -> torch.Tensor:
+        """patches [B, L, S, P] -> conv-stem token features [B, L, S, 2C + 2]."""
+        b, num_leads, s, p = patches.shape
+        level = patches.mean(-1, keepdim=True)
+        spread = patches.std(-1, keepdim=True, unbiased=False)
+        h = ((patches - level) * STEM_WAVE_SCALE).reshape(-1, 1, p)
+        for conv in self.stem:
+            h = F.gelu(conv(h))
+        pooled = torch.cat([h.amax(-1), h.mean(-1)], -1).reshape(b, num_leads, s, -1)
+        return torch.cat(
+            [pooled, (level - 0.5) * STEM_LEVEL_SCALE, spread * STEM_SPREAD_SCALE], -1
+        )
 
     def embed_tokens(self, ecg: torch.Tensor, observed: torch.Tensor) -> torch.Tensor:
         """ecg: [B, T, L], observed: [B, L, S] bool -> token embeddings [B, L*S, D].
@@ -190,7 +218,10 @@ class ECGTower(nn.Module):
                 f"{self.max_segments * self.patch_size} samples."
             )
         patches = torch.where(observed[..., None], patches, torch.zeros_like(patches))
-        x = self.patch_embed(self.patch_norm(patches))
+        if self.stem_kind == "linear":
+            x = self.patch_embed(self.patch_norm(patches))
+        else:
+            x = self.patch_embed(self.conv_stem(patches))
         x = x + self.lead_embed[None, :, None, :] + self.time_embed[None, None, :s, :]
         return x.reshape(b, num_leads * s, -1)
 

@@ -23,6 +23,12 @@ from scar_jax.models import common
 NUM_LEADS = 12
 LEAD_NAMES = ("I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6")
 SELECTOR_KINDS = ("adaptive", "mean", "cls")
+STEMS = ("linear", "conv")
+# The conv stem: (channels, kernel) of its 1-D convolutions, each stride 2, VALID padding.
+CONV_STEM = ((16, 7), (32, 5))
+# Input scales of the conv stem, for records min-max normalised to [0, 1] (typical beat
+# amplitude ~0.25): the patch minus its level x4, the level minus 0.5 x4, the scale x10.
+STEM_WAVE_SCALE, STEM_LEVEL_SCALE, STEM_SPREAD_SCALE = 4.0, 4.0, 10.0
 
 
 def patchify(ecg: jax.Array, patch_size: int) -> jax.Array:
@@ -88,14 +94,31 @@ class ECGEncoder(nn.Module):
     selector_hidden: int = 128
     remat: bool = False
     keep_attention_grad: bool = True
+    stem: str = "linear"
     dtype: Any = jnp.float32
 
     def setup(self):
         if self.selector not in SELECTOR_KINDS:
             raise ValueError(f"selector={self.selector!r}; expected one of {SELECTOR_KINDS}.")
+        if self.stem not in STEMS:
+            raise ValueError(f"stem={self.stem!r}; expected one of {STEMS}.")
         v = common.decode_variant(self.variant)
         init = nn.initializers.normal(0.02)
-        self.patch_norm = nn.LayerNorm()
+        if self.stem == "linear":
+            self.patch_norm = nn.LayerNorm()
+        else:
+            length = self.patch_size
+            for _, kernel in CONV_STEM:
+                length = (length - kernel) // 2 + 1
+            if length < 1:
+                raise ValueError(
+                    f"patch_size={self.patch_size} is too short for the conv stem "
+                    f"{CONV_STEM} (stride 2 each); use a longer patch or stem='linear'."
+                )
+            self.stem_convs = [
+                nn.Conv(ch, (k,), strides=(2,), padding="VALID", dtype=self.dtype)
+                for ch, k in CONV_STEM
+            ]
         self.patch_embed = nn.Dense(v.width, dtype=self.dtype)
         self.lead_embed = self.param("lead_embed", init, (self.num_leads, v.width))
         self.time_embed = self.param("time_embed", init, (self.max_segments, v.width))
@@ -108,6 +131,24 @@ class ECGEncoder(nn.Module):
             self.selector_fc1 = nn.Dense(self.selector_hidden)
             self.selector_fc2 = nn.Dense(1)
         self.head = nn.Dense(self.embed_dim)
+
+    def _conv_stem(self, patches: jax.Array) -> jax.Array:
+        """patches [B, L, S, P] -> per-token features [B, L, S, 2C + 2] of the conv stem.
+
+        Shift-invariant waveform features (max and mean over positions of a small 1-D CNN on
+        the patch minus its level) plus the level and scale a patch LayerNorm would discard
+        (voltage and baseline are diagnostic: low QRS voltage, ST shift).
+        """
+        b, num_leads, s, p = patches.shape
+        level = jnp.mean(patches, -1, keepdims=True)
+        spread = jnp.std(patches, -1, keepdims=True)
+        h = ((patches - level) * STEM_WAVE_SCALE).reshape(-1, p, 1)
+        for conv in self.stem_convs:
+            h = nn.gelu(conv(h), approximate=False)
+        pooled = jnp.concatenate([jnp.max(h, 1), jnp.mean(h, 1)], -1).reshape(b, num_leads, s, -1)
+        return jnp.concatenate(
+            [pooled, (level - 0.5) * STEM_LEVEL_SCALE, spread * STEM_SPREAD_SCALE], -1
+        )
 
     def embed_tokens(self, ecg: jax.Array, observed: jax.Array) -> jax.Array:
         """ecg: [B, T, L], observed: [B, L, S] -> token embeddings [B, L*S, D] (not keep-scaled).
@@ -127,7 +168,10 @@ class ECGEncoder(nn.Module):
                 f"{self.max_segments}; raise model.ecg.max_segments."
             )
         patches = jnp.where(observed[..., None], patches, 0.0)
-        x = self.patch_embed(self.patch_norm(patches))
+        if self.stem == "linear":
+            x = self.patch_embed(self.patch_norm(patches))
+        else:
+            x = self.patch_embed(self._conv_stem(patches))
         x = x + self.lead_embed[None, :, None, :] + self.time_embed[None, None, :s, :]
         return x.reshape(b, num_leads * s, -1)
 

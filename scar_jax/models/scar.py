@@ -295,6 +295,7 @@ def build_model(config: ml_collections.ConfigDict) -> Model:
         selector_hidden=config.selector.hidden,
         remat=e.remat,
         keep_attention_grad=e.get("keep_attention_grad", True),
+        stem=e.get("stem", "linear"),
     )
     txt = TextTower(bert_config, pooling=t.pooling, embed_dim=config.embed_dim)
     masker = masker_lib.Masker(

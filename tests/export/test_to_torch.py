@@ -25,16 +25,18 @@ from tests.export import parity
 
 
 @pytest.mark.parametrize(
-    "arg,pooling,log_scale",
+    "arg,pooling,log_scale,stem",
     [
-        ("variant=tiny/2", "mean", np.log(50.0)),  # adaptive selector
-        ("variant=mu,selector=cls,loss=siglip", "pooler", 5.0),  # exp(5) > 100: the cap acts
-        ("variant=mu,selector=mean", "cls", np.log(50.0)),
+        ("variant=tiny/2", "mean", np.log(50.0), "linear"),  # adaptive selector
+        ("variant=mu,selector=cls,loss=siglip", "pooler", 5.0, "linear"),  # exp(5) > 100: capped
+        ("variant=mu,selector=mean", "cls", np.log(50.0), "linear"),
+        ("variant=mu", "mean", np.log(50.0), "conv"),  # the conv stem (Conv1d, no padding)
     ],
 )
-def test_parity_random_weights(arg, pooling, log_scale, text_source, tmp_path):
+def test_parity_random_weights(arg, pooling, log_scale, stem, text_source, tmp_path):
     config = parity.make_config(arg, str(text_source))
     config.model.txt.pooling = pooling
+    config.model.ecg.stem = stem
     model, variables = parity.init(config, log_scale=log_scale)
     out_dir = tmp_path / "export"
     manifest = to_torch.export(variables, config, out_dir)
@@ -56,6 +58,7 @@ def test_parity_random_weights(arg, pooling, log_scale, text_source, tmp_path):
     assert np.abs(want["z_time"][[0, 2]] - want["z_plain"][[0, 2]]).max() > 1e-3
     assert np.abs(want["z_keep"][3] - want["z_time"][3]).max() > 1e-3
     assert manifest["ecg_tower"]["kwargs"]["selector"] == config.model.selector.kind
+    assert manifest["ecg_tower"]["kwargs"]["stem"] == stem
     assert manifest["text"]["pooling"] == pooling
 
 
@@ -260,6 +263,16 @@ def test_import_rejects_unknown_and_missing_tensors(mu_setup, tmp_path):
         to_torch.torch_to_flax(tensors, rules, shapes, ignore=ignore)
 
 
+def test_conv_stem_constants_agree():
+    # torch_modules depends on torch only, so it repeats the stem's constants.
+    from scar_jax.models import ecg_encoder
+
+    assert tm.CONV_STEM == ecg_encoder.CONV_STEM
+    assert tm.STEMS == ecg_encoder.STEMS
+    assert (tm.STEM_WAVE_SCALE, tm.STEM_LEVEL_SCALE, tm.STEM_SPREAD_SCALE) == (
+        ecg_encoder.STEM_WAVE_SCALE, ecg_encoder.STEM_LEVEL_SCALE, ecg_encoder.STEM_SPREAD_SCALE)
+
+
 def test_transforms_invert_exactly():
     rng = np.random.default_rng(0)
     for transform, shape, torch_shape in [
@@ -267,6 +280,7 @@ def test_transforms_invert_exactly():
         (to_torch.DENSE, (32, 2, 16), (32, 32)),
         (to_torch.ATTN_OUT, (2, 16, 24), (24, 32)),
         (to_torch.FLATTEN, (2, 16), (32,)),
+        (to_torch.CONV1D, (7, 1, 16), (16, 1, 7)),
         (to_torch.IDENTITY, (), ()),
     ]:
         x = rng.normal(size=shape).astype(np.float32)

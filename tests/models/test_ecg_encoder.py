@@ -197,3 +197,77 @@ def test_keep_gradient_is_the_soft_removal_derivative(params, selector):
     g_off = jax.grad(objective(off))(keep)
     np.testing.assert_allclose(g_on, g_ref, atol=1e-6)
     assert np.abs(np.asarray(g_on - g_off)).max() > 1e-3  # the attention/pooling path matters
+
+
+# ----------------------------------------------------------------------------- conv stem.
+
+
+@pytest.fixture(scope="module")
+def conv_params():
+    return _model(stem="conv").init(jax.random.key(1), _ecg(0), jnp.ones((3, L, S)))
+
+
+def _np_conv1d_valid(x, kernel, bias, stride):
+    """x [n, P, Cin], Flax kernel [k, Cin, Cout] -> [n, P_out, Cout] (loops, float64)."""
+    k = kernel.shape[0]
+    n_out = (x.shape[1] - k) // stride + 1
+    out = np.zeros((x.shape[0], n_out, kernel.shape[2]))
+    for j in range(n_out):
+        window = x[:, j * stride : j * stride + k, :]  # [n, k, Cin]
+        out[:, j] = np.einsum("nkc,kco->no", window, kernel) + bias
+    return out
+
+
+def test_conv_stem_matches_numpy(conv_params):
+    from scipy.special import erf
+
+    p = jax.tree.map(np.asarray, conv_params["params"])
+    patches = np.asarray(_ecg(7)).reshape(3, S, P, L).transpose(0, 3, 1, 2).astype(np.float64)
+    got = _model(stem="conv").apply(conv_params, jnp.asarray(patches, jnp.float32),
+                                    method=lambda m, x: m._conv_stem(x))
+    level = patches.mean(-1, keepdims=True)
+    h = ((patches - level) * E.STEM_WAVE_SCALE).reshape(-1, P, 1)
+    for i in range(len(E.CONV_STEM)):
+        h = _np_conv1d_valid(h, p[f"stem_convs_{i}"]["kernel"], p[f"stem_convs_{i}"]["bias"], 2)
+        h = 0.5 * h * (1 + erf(h / np.sqrt(2)))  # exact GELU
+    want = np.concatenate(
+        [
+            np.concatenate([h.max(1), h.mean(1)], -1).reshape(3, L, S, -1),
+            (level - 0.5) * E.STEM_LEVEL_SCALE,
+            patches.std(-1, keepdims=True) * E.STEM_SPREAD_SCALE,
+        ],
+        -1,
+    )
+    assert got.shape == (3, L, S, 2 * E.CONV_STEM[-1][0] + 2)
+    np.testing.assert_allclose(np.asarray(got), want, atol=2e-5, rtol=1e-4)
+
+
+def test_conv_stem_keeps_the_voltage_a_patch_layernorm_discards(params, conv_params):
+    # Low QRS voltage and ST shifts are amplitude and level: the linear stem's per-patch
+    # LayerNorm maps a*x + c to (almost) the same token; the conv stem does not.
+    ecg = _ecg(8)
+    keep = jnp.ones((3, L, S))
+    scaled = 0.3 * ecg + 0.2
+    embed = lambda m, v, x: m.apply(v, x, keep > 0, method=lambda mod, e, o: mod.embed_tokens(e, o))
+    lin = [np.asarray(embed(_model(), params["adaptive"], x)) for x in (ecg, scaled)]
+    conv = [np.asarray(embed(_model(stem="conv"), conv_params, x)) for x in (ecg, scaled)]
+    assert np.abs(lin[0] - lin[1]).max() < 1e-3
+    assert np.abs(conv[0] - conv[1]).max() > 1e-1
+
+
+def test_conv_stem_removed_tokens_do_not_leak(conv_params):
+    keep = jnp.asarray(np.random.default_rng(9).random((3, L, S)) > 0.4, jnp.float32)
+    ecg = np.asarray(_ecg(10)).copy()
+    z = _model(stem="conv").apply(conv_params, jnp.asarray(ecg), keep)[0]
+    removed = np.repeat(~np.asarray(keep, bool)[..., None], P, -1).transpose(0, 2, 3, 1)
+    ecg[removed.reshape(3, T, L)] = np.nan
+    z2 = _model(stem="conv").apply(conv_params, jnp.asarray(ecg), keep)[0]
+    np.testing.assert_array_equal(np.asarray(z), np.asarray(z2))
+
+
+def test_stem_errors_are_clear():
+    with pytest.raises(ValueError, match="stem"):
+        _model(stem="resnet").init(jax.random.key(0), _ecg(0), jnp.ones((3, L, S)))
+    short = E.ECGEncoder(variant="mu", patch_size=5, max_segments=32, embed_dim=8, stem="conv")
+    with pytest.raises(ValueError, match="too short for the conv stem"):
+        short.init(jax.random.key(0), jnp.zeros((1, 160, L)), jnp.ones((1, L, 32)))
