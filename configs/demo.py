@@ -41,6 +41,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config = scar.get_config(",".join(["variant=mu", "text=minilm"] + scar_items))
     config.arg = dict(config.arg, **demo.to_dict())
     config.seed = demo.seed
+    # A 1 s patch holds a beat at any phase: the linear stem (Dense(LayerNorm(patch))) learns
+    # little morphology in 300 steps (supervised probe on its features 0.85 macro AUROC, 0.78
+    # with the primary leads removed, vs 1.0 / 0.96 for hand-made beat features); the conv
+    # stem reaches 0.93 / 0.87 and val loss 2.32 vs 2.84. runlocal (CI) uses it too.
+    config.model.ecg.stem = "conv"
     if runlocal:  # configs/scar.py's runlocal already shrank it to the tiny corpus
         config.total_steps = 6
         return config
