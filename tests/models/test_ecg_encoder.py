@@ -36,6 +36,11 @@ def params():
     }
 
 
+@pytest.fixture(scope="module")
+def conv_params():
+    return _model(stem="conv").init(jax.random.key(1), _ecg(0), jnp.ones((3, L, S)))
+
+
 def test_patchify_layout_matches_numpy():
     ecg = np.random.default_rng(0).normal(size=(2, T, L)).astype(np.float32)
     patches = np.asarray(E.patchify(jnp.asarray(ecg), P))
@@ -55,9 +60,12 @@ def test_token_observed_from_leads_and_time():
     assert obs[0, :6, [0, 2, 3]].all()
 
 
-@pytest.mark.parametrize("selector", E.SELECTOR_KINDS)
-def test_removed_tokens_do_not_leak(params, selector):
-    model = _model(selector)
+@pytest.mark.parametrize(
+    "selector,stem", [(sel, "linear") for sel in E.SELECTOR_KINDS] + [("adaptive", "conv")]
+)
+def test_removed_tokens_do_not_leak(params, conv_params, selector, stem):
+    model = _model(selector, stem=stem)
+    variables = params[selector] if stem == "linear" else conv_params
     rng = np.random.default_rng(1)
     keep = jnp.asarray(rng.random((3, L, S)) > 0.4, jnp.float32)
     ecg = _ecg(2)
@@ -67,9 +75,9 @@ def test_removed_tokens_do_not_leak(params, selector):
     noisy[removed] = rng.normal(size=removed.sum()) * 100
     nan = np.asarray(ecg).copy()
     nan[removed] = np.nan
-    z, aux = model.apply(params[selector], ecg, keep)
+    z, aux = model.apply(variables, ecg, keep)
     for other in (noisy, nan):
-        z2, aux2 = model.apply(params[selector], jnp.asarray(other), keep)
+        z2, aux2 = model.apply(variables, jnp.asarray(other), keep)
         np.testing.assert_array_equal(np.asarray(z), np.asarray(z2))
         vis = np.asarray(aux["visible"])
         np.testing.assert_array_equal(
@@ -202,11 +210,6 @@ def test_keep_gradient_is_the_soft_removal_derivative(params, selector):
 # ----------------------------------------------------------------------------- conv stem.
 
 
-@pytest.fixture(scope="module")
-def conv_params():
-    return _model(stem="conv").init(jax.random.key(1), _ecg(0), jnp.ones((3, L, S)))
-
-
 def _np_conv1d_valid(x, kernel, bias, stride):
     """x [n, P, Cin], Flax kernel [k, Cin, Cout] -> [n, P_out, Cout] (loops, float64)."""
     k = kernel.shape[0]
@@ -253,16 +256,6 @@ def test_conv_stem_keeps_the_voltage_a_patch_layernorm_discards(params, conv_par
     conv = [np.asarray(embed(_model(stem="conv"), conv_params, x)) for x in (ecg, scaled)]
     assert np.abs(lin[0] - lin[1]).max() < 1e-3
     assert np.abs(conv[0] - conv[1]).max() > 1e-1
-
-
-def test_conv_stem_removed_tokens_do_not_leak(conv_params):
-    keep = jnp.asarray(np.random.default_rng(9).random((3, L, S)) > 0.4, jnp.float32)
-    ecg = np.asarray(_ecg(10)).copy()
-    z = _model(stem="conv").apply(conv_params, jnp.asarray(ecg), keep)[0]
-    removed = np.repeat(~np.asarray(keep, bool)[..., None], P, -1).transpose(0, 2, 3, 1)
-    ecg[removed.reshape(3, T, L)] = np.nan
-    z2 = _model(stem="conv").apply(conv_params, jnp.asarray(ecg), keep)[0]
-    np.testing.assert_array_equal(np.asarray(z), np.asarray(z2))
 
 
 def test_stem_errors_are_clear():
