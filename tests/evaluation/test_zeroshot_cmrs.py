@@ -61,6 +61,25 @@ def test_bootstrap_is_seeded_and_interval_contains_the_estimate():
     assert vals[0] == pytest.approx(want)
 
 
+def test_bootstrap_weighted_mann_whitney_equals_auroc_on_each_materialised_resample():
+    # ties (rounded scores), duplicates (resampling) and a rare class that some resamples
+    # lose entirely (its AUROC is then NaN and left out of that resample's mean)
+    rng = np.random.default_rng(3)
+    labels = rng.random((120, 5)) > 0.5
+    labels[:, 4] = False
+    labels[[5, 77], 4] = True
+    scores = np.round(rng.normal(size=(120, 5)) + labels, 1)
+    idx = zeroshot.bootstrap_indices(120, 60, seed=2)
+    got = zeroshot.bootstrap_macro_auroc(labels, scores, idx)
+    lost = 0
+    for r in range(len(idx)):
+        per = [roc_auc_score(labels[idx[r], c], scores[idx[r], c]) for c in range(5)
+               if 0 < labels[idx[r], c].sum() < len(idx[r])]
+        lost += len(per) < 5
+        assert got[r] == pytest.approx(np.mean(per), abs=1e-12)
+    assert lost > 0  # the NaN path was exercised
+
+
 def test_prompt_ids_for_random_text_are_distinct_and_reproducible():
     a = zeroshot.tokenize_prompts("random-tiny", ["ECG shows x", "ECG shows y"], 16)
     b = zeroshot.tokenize_prompts("random-tiny", ["ECG shows x", "ECG shows y"], 16)
