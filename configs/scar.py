@@ -190,6 +190,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     ev.val_split = "validation"  # linear-probe model selection split
     ev.batch_size = 32  # examples per batch; every condition of a batch runs stacked
     ev.chunk = 1  # conditions per encoder call, folded into its batch (CPU: 1 is fastest)
+    ev.grid_buckets = 4  # encode only kept tokens, padded to one of this many lengths (0 = off)
     ev.max_examples = 0  # score only the first N examples of the split (0 = all)
     ev.seed = 0  # random masks, bootstrap resamples, probe label subsets
     ev.lead_drop = (3, 6, 9)  # random lead drop: leads removed

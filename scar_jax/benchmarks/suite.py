@@ -328,10 +328,11 @@ def row_grid(sizes: Sizes, step: ts.JaxStep) -> list[dict[str, Any]]:
     observed = np.ones((b, 12, s), bool)
     keeps = miss.stack_keeps([miss.condition_keep(c, observed, np.arange(b), cfg.seed)
                               for c in static])
-    emb = miss.GridEmbedder(step.model, {"params": step.state.params}, chunk=cfg.chunk)
+    emb = miss.GridEmbedder(step.model, {"params": step.state.params}, chunk=cfg.chunk,
+                            buckets=cfg.grid_buckets)
     res = eval_run.grid_cost(emb, ecg, observed, keeps, max(2, sizes.reps))
     setting = (f"{step.config.model.ecg.variant}, B={b}, {12 * s} tokens, {len(static)} "
-               "model-independent conditions, chunk " + str(cfg.chunk))
+               f"model-independent conditions, chunk {cfg.chunk}, {cfg.grid_buckets} length buckets")
     return [entry(4, "evaluation grid / (conditions x clean pass)", setting, res["ratio"], "x",
                   "<= 1.3x", res["ratio"] <= 1.3, **res)]
 

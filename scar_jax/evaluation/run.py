@@ -157,7 +157,8 @@ def evaluate(
     regions = {"primary": data.class_primary, "secondary": data.class_secondary}
     bs = int(cfg.batch_size)
 
-    embedders = {m.name: miss.GridEmbedder(m.model, m.variables, cfg.chunk) for m in models}
+    embedders = {m.name: miss.GridEmbedder(m.model, m.variables, cfg.chunk,
+                                             cfg.grid_buckets) for m in models}
     z_cls = {
         m.name: zeroshot.prompt_embeddings(
             m.model, m.variables, zeroshot.tokenize_prompts(m.text_checkpoint, data.prompts,
@@ -166,7 +167,8 @@ def evaluate(
     }
     ref_emb = ref_zcls = None
     if reference is not None:
-        ref_emb = miss.GridEmbedder(reference.model, reference.variables, cfg.chunk)
+        ref_emb = miss.GridEmbedder(reference.model, reference.variables, cfg.chunk,
+                                     cfg.grid_buckets)
         ref_zcls = zeroshot.prompt_embeddings(
             reference.model, reference.variables,
             zeroshot.tokenize_prompts(reference.text_checkpoint, data.prompts, reference.max_len),
@@ -429,14 +431,14 @@ def grid_cost(emb: miss.GridEmbedder, ecg: np.ndarray, observed: np.ndarray,
     c = int(keeps.shape[0])
     ratio = min(t_grid) / (c * min(t_clean))
     tok = emb.tokens(ecg, observed)
-    kj = jnp.asarray(keeps, jnp.float32)
+    kj = np.asarray(keeps, np.float32)
     pad = (-c) % emb.chunk  # whole chunks only (the compiled shape); padding counts as work
-    kj = jnp.concatenate([kj] + [kj[:1]] * pad) if pad else kj
+    kj = np.concatenate([kj] + [kj[:1]] * pad) if pad else kj
     paired = []
     for i in range(0, kj.shape[0], emb.chunk):
         part = kj[i : i + emb.chunk]
         tc = miss.timed(clean)[1]
-        tg = miss.timed(lambda: emb._grid(emb.variables, tok, part))[1]  # noqa: B023
+        tg = miss.timed(lambda: emb.grid_chunk(tok, part))[1]  # noqa: B023
         paired.append(tg / (emb.chunk * tc))
     logging.info("grid cost: %d conditions in %.3fs vs %.3fs per clean pass -> %.2fx", c,
                  min(t_grid), min(t_clean), ratio)
@@ -615,11 +617,14 @@ def load_split(
     max_examples: int = 0,
     text_checkpoint: str | None = None,
     label_set: str | None = None,
+    evidence: bool = True,
 ) -> EvalData:
     """A built dataset's split through the eval pipeline (no shuffle, no augmentation).
 
     label_set: PTB-XL's superdiagnostic | subdiagnostic | form | rhythm (the builder's
-    `labels_<set>` features); default the dataset's own `labels`.
+    `labels_<set>` features); default the dataset's own `labels`. evidence: also read the
+    evidence regions where the corpus has them (the oracle and targeting need them; the
+    linear probe's splits do not).
     """
     from scar_jax.data import labels as labels_lib
     from scar_jax.data import pipeline
@@ -666,20 +671,18 @@ def load_split(
         sample_rate=float(inp.sample_rate),
         bin_seconds=float(meta.get("evidence_bin_s", 0.1)),
     )
-    if "evidence_primary" in info.features:
-        idx = arrays["index"]
-        data.evidence_primary = np.stack([np.asarray(source[int(i)]["evidence_primary"])
-                                          for i in idx]).astype(bool)
-        data.evidence_secondary = np.stack([np.asarray(source[int(i)]["evidence_secondary"])
-                                            for i in idx]).astype(bool)
+    if evidence and "evidence_primary" in info.features:
+        keys = ["evidence_primary", "evidence_secondary"] + [
+            k for k in ("evidence_time_primary", "evidence_time_secondary") if k in info.features]
+        records = [source[int(i)] for i in arrays["index"]]  # each record decoded once
+        ev = {k: np.stack([np.asarray(r[k]) for r in records]).astype(bool) for k in keys}
+        data.evidence_primary, data.evidence_secondary = ev["evidence_primary"], ev[
+            "evidence_secondary"]
         nbins = data.evidence_primary.shape[1]
         for region in ("primary", "secondary"):
-            key = f"evidence_time_{region}"
-            bins = None
-            if key in info.features:
-                bins = np.stack([np.asarray(source[int(i)][key]) for i in idx]).astype(bool)
             setattr(data, f"class_{region}", oracle_regions(
-                meta, classes, region, data.labels, bins, nbins, int(config.eval.seed)))
+                meta, classes, region, data.labels, ev.get(f"evidence_time_{region}"), nbins,
+                int(config.eval.seed)))
     if text_checkpoint is not None:
         texts = [r.decode() if isinstance(r, bytes) else str(r) for r in arrays["report"]]
         data.report_tokens = zeroshot.tokenize_prompts(
@@ -724,7 +727,8 @@ def run_eval(
                       max_examples=int(ev.max_examples), text_checkpoint=text_ckpt)
     probe_data = None
     if ev.probe:
-        probe_data = tuple(load_split(config, dataset, s, data_dir=data_dir, label_set=label_set)
+        probe_data = tuple(load_split(config, dataset, s, data_dir=data_dir, label_set=label_set,
+                                      evidence=False)
                            for s in (ev.train_split, ev.val_split))
     results, plots = evaluate(models, data, ev, reference=ref, probe_data=probe_data)
     name = dataset + (f"/{label_set}" if label_set else "")

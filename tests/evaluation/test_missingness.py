@@ -165,11 +165,13 @@ def _embed_ecg(model):
     return lambda v, e, lo, k: jf(v, jnp.asarray(e), jnp.asarray(lo), jnp.asarray(k, jnp.float32))
 
 
-def test_grid_equals_one_by_one_and_compiles_once(mu_model):
+@pytest.mark.parametrize("buckets", [0, 4])
+def test_grid_equals_one_by_one_and_compiles_once_per_length(mu_model, buckets):
     model, variables, ecg, lead_obs, obs = mu_model
-    emb = miss.GridEmbedder(model, variables, chunk=4)
+    emb = miss.GridEmbedder(model, variables, chunk=4, buckets=buckets)
     conds = [miss.clean(), miss.lead_drop(3), miss.subset("II+V1"), miss.temporal(0.5),
-             miss.joint(6, 0.25), miss.random_units("token", 0.3)]
+             miss.joint(6, 0.25), miss.random_units("token", 0.3), miss.subset("I"),
+             miss.lead_drop(9)]
     keeps = miss.stack_keeps([miss.condition_keep(c, obs, np.arange(8), 0) for c in conds])
     tok = emb.tokens(ecg, obs)
     z, pooled = emb.embed(tok, keeps)
@@ -179,10 +181,33 @@ def test_grid_equals_one_by_one_and_compiles_once(mu_model):
         want, want_pooled = one(variables, ecg, lead_obs, keeps[i])
         np.testing.assert_allclose(z[i], np.asarray(want), atol=2e-5)
         np.testing.assert_allclose(pooled[i], np.asarray(want_pooled), atol=2e-5)
-    # more conditions, other data, one condition: still the single compiled function
+    n = keeps[0, 0].size
+    # chunks [clean..temporal] need all tokens; [joint, random, I, lead_drop 9] keep at most
+    # 70 % of them: with 4 buckets that chunk runs on the gathered tokens (3 of 4 lengths)
+    lengths = [emb.num_kept(keeps[i : i + 4]) for i in (0, 4)]
+    assert lengths == ([None, None] if not buckets else [None, 3 * -(-n // 4)])
+    # more conditions, other data, one condition: no new compilation for a seen length
+    traces = emb.traces
+    assert traces == len(set(lengths))
     emb.embed(emb.tokens(ecg[::-1].copy(), obs[::-1].copy()), np.concatenate([keeps, keeps]))
     emb.embed(tok, keeps[:1])
-    assert emb.traces == 1
+    assert emb.traces == traces
+
+
+def test_grid_length_buckets():
+    emb = miss.GridEmbedder(None, None, chunk=1, buckets=4)  # num_kept needs no model
+    keeps = np.zeros((1, 2, 12, 10), bool)  # 120 tokens: lengths 30, 60, 90, all
+    assert emb.num_kept(keeps) == 30  # nothing kept: the shortest length
+    keeps[0, 0, :3] = True  # 30 kept
+    assert emb.num_kept(keeps) == 30
+    keeps[0, 1, :3] = True
+    keeps[0, 1, 5, 0] = True  # the other example: 31 kept -> the batch needs 60
+    assert emb.num_kept(keeps) == 60
+    keeps[0, 1, :10] = True  # 100 kept: more than the longest bucket -> no gathering
+    assert emb.num_kept(keeps) is None
+    assert miss.GridEmbedder(None, None, buckets=0).num_kept(keeps[:, :, :1]) is None
+    with pytest.raises(ValueError, match="buckets=-1"):
+        miss.GridEmbedder(None, None, buckets=-1)
 
 
 def test_occlusion_importance_is_the_margin_drop(mu_model):
