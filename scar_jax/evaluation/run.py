@@ -166,7 +166,12 @@ def evaluate(
         for m in models
     }
     ref_emb = ref_zcls = None
-    if reference is not None:
+    # a reference that is one of the models (run_eval's default: the first checkpoint) is
+    # embedded and ranked once: its transfer masks are its white-box masks
+    ref_model = next((m.name for m in models if m is reference), None)
+    if ref_model is not None:
+        ref_emb, ref_zcls = embedders[ref_model], z_cls[ref_model]
+    elif reference is not None:
         ref_emb = miss.GridEmbedder(reference.model, reference.variables, cfg.chunk,
                                      cfg.grid_buckets)
         ref_zcls = zeroshot.prompt_embeddings(
@@ -204,10 +209,15 @@ def evaluate(
                                         data.bin_seconds), bs)
             class_primary = _class_region_batch(regions["primary"], data, patch, s, sl, bs)
         t0 = time.perf_counter()
+        toks, imps = {}, {}  # the reference's, when it is one of the models, are reused
         if ref_emb is not None:
             ref_tok = ref_emb.tokens(ecg, observed)
+            if ref_model is not None:
+                toks[ref_model] = ref_tok
             for unit in unit_names:
                 imp = ref_emb.importance(ref_tok, observed, unit, ref_zcls, labels)
+                if ref_model is not None:
+                    imps[ref_model, unit] = imp
                 for c in conds:
                     if c.family == "adversarial" and c.mode == "transfer" and c.unit == unit:
                         keeps[c.name] = np.asarray(miss.topk_units_keep(
@@ -226,12 +236,14 @@ def evaluate(
         for m in models:
             emb = embedders[m.name]
             t0 = time.perf_counter()
-            tok = emb.tokens(ecg, observed)
+            tok = toks[m.name] if m.name in toks else emb.tokens(ecg, observed)
             mk = dict(keeps)
             for unit in unit_names:
                 if not any(c.mode == "whitebox" and c.unit == unit for c in conds):
                     continue
-                imp = emb.importance(tok, observed, unit, z_cls[m.name], labels)
+                imp = imps.get((m.name, unit))
+                if imp is None:
+                    imp = emb.importance(tok, observed, unit, z_cls[m.name], labels)
                 for c in conds:
                     if c.family == "adversarial" and c.mode == "whitebox" and c.unit == unit:
                         mk[c.name] = np.asarray(miss.topk_units_keep(
