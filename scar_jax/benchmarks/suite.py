@@ -332,7 +332,8 @@ def row_grid(sizes: Sizes, step: ts.JaxStep) -> list[dict[str, Any]]:
                             buckets=cfg.grid_buckets)
     res = eval_run.grid_cost(emb, ecg, observed, keeps, max(2, sizes.reps))
     setting = (f"{step.config.model.ecg.variant}, B={b}, {12 * s} tokens, {len(static)} "
-               f"model-independent conditions, chunk {cfg.chunk}, {cfg.grid_buckets} length buckets")
+               f"model-independent conditions, chunk {cfg.chunk}, "
+               f"{cfg.grid_buckets} length buckets")
     return [entry(4, "evaluation grid / (conditions x clean pass)", setting, res["ratio"], "x",
                   "<= 1.3x", res["ratio"] <= 1.3, **res)]
 

@@ -686,8 +686,9 @@ def load_split(
     if evidence and "evidence_primary" in info.features:
         keys = ["evidence_primary", "evidence_secondary"] + [
             k for k in ("evidence_time_primary", "evidence_time_secondary") if k in info.features]
-        records = [source[int(i)] for i in arrays["index"]]  # each record decoded once
-        ev = {k: np.stack([np.asarray(r[k]) for r in records]).astype(bool) for k in keys}
+        rows = [[np.asarray(r[k]) for k in keys]  # each record decoded once, only these kept
+                for r in (source[int(i)] for i in arrays["index"])]
+        ev = {k: np.stack([row[j] for row in rows]).astype(bool) for j, k in enumerate(keys)}
         data.evidence_primary, data.evidence_secondary = ev["evidence_primary"], ev[
             "evidence_secondary"]
         nbins = data.evidence_primary.shape[1]

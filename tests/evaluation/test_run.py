@@ -174,6 +174,13 @@ def test_run_eval_on_the_built_synthetic_corpus_writes_the_report(mu, tmp_path):
     md = (out / "results.md").read_text()
     assert "| oracle/primary |" in md and "CMRS" in md and "Linear probe" in md
     assert "Targeting by class" in md and "| masker_mode/rho0.2 |" in md
+    # the evidence regions are read from the records (decoded once each) only when asked for
+    with_ev = run.load_split(cfg, "synthetic_ecg/tiny", "test")
+    assert with_ev.evidence_primary.shape[0] == 8 and with_ev.class_primary is not None
+    assert with_ev.evidence_primary.any() and with_ev.evidence_secondary.any()
+    plain = run.load_split(cfg, "synthetic_ecg/tiny", "test", evidence=False)
+    assert plain.evidence_primary is None and plain.class_primary is None
+    np.testing.assert_array_equal(plain.ecg, with_ev.ecg)
 
 
 def test_class_targeting_counts_each_positive_against_its_own_class_region():
