@@ -686,11 +686,14 @@ def load_split(
     if evidence and "evidence_primary" in info.features:
         keys = ["evidence_primary", "evidence_secondary"] + [
             k for k in ("evidence_time_primary", "evidence_time_secondary") if k in info.features]
-        rows = [[np.asarray(r[k]) for k in keys]  # each record decoded once, only these kept
-                for r in (source[int(i)] for i in arrays["index"])]
-        ev = {k: np.stack([row[j] for row in rows]).astype(bool) for j, k in enumerate(keys)}
-        data.evidence_primary, data.evidence_secondary = ev["evidence_primary"], ev[
-            "evidence_secondary"]
+        cols = {k: [] for k in keys}
+        for i in arrays["index"]:
+            record = source[int(i)]  # decoded once; only the evidence arrays are kept
+            for k in keys:
+                cols[k].append(np.asarray(record[k]))
+        ev = {k: np.stack(v).astype(bool) for k, v in cols.items()}
+        data.evidence_primary = ev["evidence_primary"]
+        data.evidence_secondary = ev["evidence_secondary"]
         nbins = data.evidence_primary.shape[1]
         for region in ("primary", "secondary"):
             setattr(data, f"class_{region}", oracle_regions(
