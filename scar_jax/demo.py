@@ -7,7 +7,8 @@ Stages (each logged with its elapsed time; a rerun on the same workdir reuses th
 corpus and resumes or skips finished trainings):
   1. build `config.input.dataset` into WORKDIR/data;
   2. train every method of configs/demo.py (SCAR, MERL-style, random masks) per seed into
-     WORKDIR/runs/<method>/seed<k>;
+     WORKDIR/runs/<method>/seed<k>, `workers` runs at once in their own processes
+     (--demo_workers, default 2; identical results, less waiting on 2 cores);
   3. evaluate all of them on the same masks of the test split into WORKDIR/report
      (seed <k> of every method side by side; results.md, results.json, PNGs);
   4. with several seeds, WORKDIR/report/seeds.md: mean and spread over seeds.
@@ -15,7 +16,10 @@ corpus and resumes or skips finished trainings):
 
 from __future__ import annotations
 
+from concurrent import futures
 import json
+import logging as std_logging
+import multiprocessing
 import os
 import pathlib
 import time
@@ -80,8 +84,13 @@ def run_demo(
     methods: Sequence[str] | None = None,
     arg: str = "",
     get_config: Callable[[str], ml_collections.ConfigDict] | None = None,
+    workers: int = 2,
 ) -> dict[str, Any]:
-    """The whole demo in `workdir`; returns {seed: eval results}. See the module docstring."""
+    """The whole demo in `workdir`; returns {seed: eval results}. See the module docstring.
+
+    workers: training runs at once, each in its own process (1: one after another in this
+    process). Each run is deterministic, so this changes the time, not the results.
+    """
     from configs import demo as demo_config
     from scar_jax import train
     from scar_jax.data import build
@@ -96,7 +105,7 @@ def run_demo(
     base = method_config(get_config, methods[0], seeds[0], arg)
     stages = _Stages(
         ["build " + base.input.dataset]
-        + [f"train {m} seed {s}" for s in seeds for m in methods]
+        + ["train"]
         + [f"evaluate seed {s}" for s in seeds]
     )
 
@@ -104,25 +113,28 @@ def run_demo(
     build.build_dataset(base.input.dataset, data_dir=data_dir)
     stages.end()
 
-    runs: dict[int, dict[str, str]] = {}
+    jobs = []
     for seed in seeds:
         for method in methods:
-            stages.begin(f"train {method} seed {seed}")
             config = method_config(get_config, method, seed, arg)
             config.input.data_dir = data_dir
             config.train.text_cache_dir = str(work / "text_cache")  # reports embedded once
             run_dir = work / "runs" / method / f"seed{seed}"
-            result = train.train(config, str(run_dir))
-            logging.info(
-                "[demo] %s seed %d: step %d, train loss %.4f, val loss %s",
-                method,
-                seed,
-                result.step,
-                float(result.train_metrics.get("train/loss/total", float("nan"))),
-                result.val_metrics.get("val/loss"),
+            jobs.append((f"{method} seed {seed}", config, str(run_dir)))
+    workers = max(1, min(int(workers), len(jobs)))
+    stages.begin(
+        f"train {len(jobs)} runs"
+        + (f" in {workers} worker processes" if workers > 1 else "")
+        + ": " + ", ".join(name for name, _, _ in jobs)
+    )
+    train_runs(jobs, workers)
+    runs: dict[int, dict[str, str]] = {}
+    for seed in seeds:
+        for method in methods:
+            runs.setdefault(seed, {})[method] = str(
+                work / "runs" / method / f"seed{seed}" / train.CHECKPOINT_DIR
             )
-            runs.setdefault(seed, {})[method] = str(run_dir / train.CHECKPOINT_DIR)
-            stages.end()
+    stages.end()
 
     results = {}
     for seed in seeds:
@@ -140,6 +152,84 @@ def run_demo(
         work / "report",
     )
     return results
+
+
+class _Tag(std_logging.Filter):
+    """Prefixes every log record with the run it comes from (parallel runs share stderr)."""
+
+    def __init__(self, tag: str):
+        super().__init__()
+        self.tag = tag
+
+    def filter(self, record: std_logging.LogRecord) -> bool:
+        record.msg = f"[{self.tag}] {record.msg}"
+        return True
+
+
+def _train_in_worker(tag: str, config: ml_collections.ConfigDict, run_dir: str, verbosity: int):
+    """One training run in a spawned worker process; returns its summary (not its state)."""
+    from absl import flags
+
+    from scar_jax import train
+
+    if not flags.FLAGS.is_parsed():
+        flags.FLAGS.mark_as_parsed()
+    logging.use_absl_handler()
+    logging.set_verbosity(verbosity)
+    logging.get_absl_handler().addFilter(_Tag(tag))
+    return _summary(train.train(config, run_dir))
+
+
+def _summary(result: Any) -> dict[str, Any]:
+    """What the demo logs of a finished training run."""
+    return {
+        "step": int(result.step),
+        "train_loss": float(result.train_metrics.get("train/loss/total", float("nan"))),
+        "val_loss": result.val_metrics.get("val/loss"),
+    }
+
+
+def train_runs(jobs: Sequence[tuple[str, ml_collections.ConfigDict, str]], workers: int) -> None:
+    """Train every (name, config, run_dir) job: `workers` at once in spawned processes (one
+    JAX runtime each; on 2 CPU cores two runs keep both cores busy through compiles, Python
+    and single-threaded ops), or one after another in this process when workers is 1.
+    Finished runs are skipped and interrupted ones resume (train.train). A failed run stops
+    the demo with its name; the runs already finished keep their checkpoints."""
+    from scar_jax import train
+
+    t0 = time.perf_counter()
+
+    def done(name: str, summary: dict[str, Any], k: int) -> None:
+        logging.info(
+            "[demo] %s: step %d, train loss %.4f, val loss %s  (%d/%d runs, %.1f min)",
+            name, summary["step"], summary["train_loss"], summary["val_loss"], k, len(jobs),
+            (time.perf_counter() - t0) / 60,
+        )
+
+    if workers <= 1:
+        for k, (name, config, run_dir) in enumerate(jobs, 1):
+            logging.info("[demo] training %s", name)
+            done(name, _summary(train.train(config, run_dir)), k)
+        return
+    ctx = multiprocessing.get_context("spawn")  # a fresh interpreter: no forked JAX state
+    with futures.ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+        pending = {
+            pool.submit(_train_in_worker, name, config, run_dir, logging.get_verbosity()): name
+            for name, config, run_dir in jobs
+        }
+        for k, fut in enumerate(futures.as_completed(pending), 1):
+            name = pending[fut]
+            try:
+                summary = fut.result()
+            except Exception as e:
+                for other in pending:
+                    other.cancel()
+                raise RuntimeError(
+                    f"demo: training {name} failed in its worker process ({type(e).__name__}: "
+                    f"{e}); rerun the demo on the same workdir to resume, or pass "
+                    "--demo_workers=1 to train in this process."
+                ) from e
+            done(name, summary, k)
 
 
 def _headline(results: dict[str, Any]) -> dict[str, dict[str, float]]:

@@ -7,6 +7,7 @@ Commands:
            and random-mask training (configs/demo.py), evaluate the missingness grid and
            write WORKDIR/report: --workdir=DIR [--demo_seeds=0,1,2] [--demo_arg=runlocal]
            [--demo_methods=scar --demo_arg=supervision=false: one ablation run]
+           [--demo_workers=2: training runs at once, each in its own process]
            [--update_readme: put the report's tables into README.md].
   smoke    the full SCAR model from --config on a batch of generated synthetic records:
            one forward pass, the fused objective and its gradient; prints every view's
@@ -100,6 +101,13 @@ _DEMO_METHODS = flags.DEFINE_list(
 )
 _DEMO_ARG = flags.DEFINE_string(
     "demo_arg", "", "demo: extra configs/demo.py arg keys, e.g. runlocal or unit=lead."
+)
+_DEMO_WORKERS = flags.DEFINE_integer(
+    "demo_workers",
+    2,
+    "demo: training runs at once, each in its own process (1: one after another in this "
+    "process); the results do not depend on it.",
+    lower_bound=1,
 )
 _UPDATE_README = flags.DEFINE_bool(
     "update_readme", False, "demo: replace README.md's generated results block with the report."
@@ -265,7 +273,9 @@ def main(argv):
             methods = demo.check_methods(_DEMO_METHODS.value)
         except ValueError as e:
             raise app.UsageError(f"--demo_methods: {e}") from None
-        demo.run_demo(workdir, seeds=seeds, methods=methods, arg=_DEMO_ARG.value)
+        demo.run_demo(
+            workdir, seeds=seeds, methods=methods, arg=_DEMO_ARG.value, workers=_DEMO_WORKERS.value
+        )
         report = os.path.join(workdir, "report", "results.md" if len(seeds) == 1 else "seeds.md")
         print(f"Demo report: {report}")
         if _UPDATE_README.value:

@@ -17,7 +17,9 @@ shard of the data; only process 0 writes metrics.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
 import hashlib
 import os
 import time
@@ -99,6 +101,29 @@ def initialize_distributed(
 # --- text ------------------------------------------------------------------------------------
 
 
+@contextlib.contextmanager
+def exclusive_lock(path: str, what: str):
+    """Hold an exclusive advisory lock (fcntl.flock on `path`) for the block, so that
+    concurrent runs on one machine do `what` once; logs when it has to wait. Where the
+    filesystem has no such locks the block runs unlocked (logged)."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    with open(path, "a") as f:
+        try:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                logging.info("waiting for another run to finish %s (lock %s)", what, path)
+                fcntl.flock(f, fcntl.LOCK_EX)
+        except OSError as e:
+            logging.warning("no file lock on %s (%s): %s unlocked", path, e, what)
+            yield
+            return
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 def _report_features(
     model: scar.Model, params: Any, config: ml_collections.ConfigDict, split: str, text_fn, mesh
 ) -> np.ndarray:
@@ -107,7 +132,8 @@ def _report_features(
     Each distinct report is embedded once. With config.train.text_cache_dir set and a text
     tower loaded from a checkpoint (not the random one), the features are also kept on disk
     under a hash of (checkpoint, pooling, max_len, reports), so runs that share a corpus and
-    a text tower (the demo's three methods, a sweep) embed the reports once.
+    a text tower (the demo's three methods, a sweep) embed the reports once; single-process
+    runs started together take a file lock, so one embeds while the others wait and read.
     """
     source, _ = pipeline.load_source(
         config.input.dataset, split, config.input.data_dir or None
@@ -115,33 +141,44 @@ def _report_features(
     texts = pipeline.report_texts(source)
     unique, inverse = np.unique(np.asarray(texts, dtype=object).astype(str), return_inverse=True)
     txt = config.model.txt
-    path = None
-    if config.train.text_cache_dir and txt.checkpoint != scar.RANDOM_TEXT:
-        key = hashlib.sha256(
-            "\n".join([str(txt.checkpoint), txt.pooling, str(txt.max_len), *unique]).encode()
-        ).hexdigest()[:24]
-        path = os.path.join(config.train.text_cache_dir, f"report_features_{key}.npy")
+    if not config.train.text_cache_dir or txt.checkpoint == scar.RANDOM_TEXT:
+        return _embed_reports(model, params, config, split, text_fn, mesh, unique)[inverse]
+    key = hashlib.sha256(
+        "\n".join([str(txt.checkpoint), txt.pooling, str(txt.max_len), *unique]).encode()
+    ).hexdigest()[:24]
+    path = os.path.join(config.train.text_cache_dir, f"report_features_{key}.npy")
+    # Several JAX processes embed together (a sharded computation): none may wait on another.
+    lock = (
+        exclusive_lock(path + ".lock", f"the report features of {split}")
+        if jax.process_count() == 1
+        else contextlib.nullcontext()
+    )
+    with lock:
         if os.path.exists(path):
-            feats = np.load(path)
             logging.info("report features of %s from the cache %s", split, path)
-            return feats[inverse]
+            return np.load(path)[inverse]
+        feats = _embed_reports(model, params, config, split, text_fn, mesh, unique)
+        if jax.process_index() == 0:
+            os.makedirs(config.train.text_cache_dir, exist_ok=True)
+            tmp = f"{path}.{os.getpid()}.tmp.npy"
+            np.save(tmp, feats)
+            os.replace(tmp, path)  # atomic: a concurrent reader sees all of it or nothing
+    return feats[inverse]
+
+
+def _embed_reports(model, params, config, split, text_fn, mesh, unique) -> np.ndarray:
+    """Pooled frozen-text features [U, H] of the distinct reports `unique` (logged)."""
     t0 = time.perf_counter()
     feats = update_lib.compute_report_features(
         model, params, text_fn(list(unique)), batch_size=max(config.batch_size, 8), mesh=mesh
     )
     logging.info(
-        "cached %d report features of %s (%d distinct, %.1fs)",
-        len(texts),
-        split,
+        "embedded %d distinct reports of %s with the frozen text tower (%.1fs)",
         len(unique),
+        split,
         time.perf_counter() - t0,
     )
-    if path is not None and jax.process_index() == 0:
-        os.makedirs(config.train.text_cache_dir, exist_ok=True)
-        tmp = f"{path}.{os.getpid()}.tmp.npy"
-        np.save(tmp, np.asarray(feats))
-        os.replace(tmp, path)  # atomic: a concurrent reader sees all of it or nothing
-    return np.asarray(feats)[inverse]
+    return np.asarray(feats)
 
 
 # --- validation ------------------------------------------------------------------------------

@@ -447,9 +447,19 @@ def make_dataset(
     return ds
 
 
-def report_texts(source: Sequence[Mapping[str, Any]]) -> list[str]:
-    """All reports of a source, in index order (for the report-feature cache)."""
-    return [_text(source[i]["report"]) for i in range(len(source))]
+def report_texts(source: Sequence[Mapping[str, Any]], chunk: int = 1024) -> list[str]:
+    """All reports of a source, in index order (for the report-feature cache).
+
+    Read as the training batches are (`_SourceReader`: raw records parsed field by field when
+    that agrees with tfds), in chunks of `chunk` records.
+    """
+    reader = _SourceReader(source)
+    n = len(source)
+    return [
+        _text(ex["report"])
+        for start in range(0, n, chunk)
+        for ex in reader.read(list(range(start, min(n, start + chunk))))
+    ]
 
 
 def global_batch(
