@@ -17,11 +17,13 @@ corpus and resumes or skips finished trainings):
 from __future__ import annotations
 
 from concurrent import futures
+import ctypes
 import json
 import logging as std_logging
 import multiprocessing
 import os
 import pathlib
+import signal
 import time
 from typing import Any, Callable, Sequence
 
@@ -35,23 +37,19 @@ RESULTS_END = "<!-- demo-results:end -->"
 
 
 class _Stages:
-    """Progress over the demo's stages: name, elapsed, and an ETA from the stages done."""
+    """Progress over the demo's stages: number, name and elapsed time (each training run and
+    the evaluation log their own progress with an ETA)."""
 
     def __init__(self, names: Sequence[str]):
         self.names, self.done, self.start = list(names), 0, time.perf_counter()
 
     def begin(self, name: str) -> None:
-        elapsed = time.perf_counter() - self.start
-        eta = ""
-        if self.done:
-            eta = f", about {elapsed / self.done * (len(self.names) - self.done) / 60:.1f} min left"
         logging.info(
-            "[demo %d/%d] %s  (%.1f min elapsed%s)",
+            "[demo %d/%d] %s  (%.1f min elapsed)",
             self.done + 1,
             len(self.names),
             name,
-            elapsed / 60,
-            eta,
+            (time.perf_counter() - self.start) / 60,
         )
 
     def end(self) -> None:
@@ -166,12 +164,26 @@ class _Tag(std_logging.Filter):
         return True
 
 
-def _train_in_worker(tag: str, config: ml_collections.ConfigDict, run_dir: str, verbosity: int):
+def _exit_with_parent(parent_pid: int) -> None:
+    """Linux: this worker gets SIGTERM when the demo process dies, so no training is left
+    running orphaned (train's preemption guard then saves a checkpoint and stops)."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1: PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: the worker finishes its run on its own
+        return
+    if os.getppid() != parent_pid:  # the demo died before prctl took effect
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _train_in_worker(
+    tag: str, config: ml_collections.ConfigDict, run_dir: str, verbosity: int, parent_pid: int
+) -> dict[str, Any]:
     """One training run in a spawned worker process; returns its summary (not its state)."""
     from absl import flags
 
     from scar_jax import train
 
+    _exit_with_parent(parent_pid)
     if not flags.FLAGS.is_parsed():
         flags.FLAGS.mark_as_parsed()
     logging.use_absl_handler()
@@ -214,7 +226,9 @@ def train_runs(jobs: Sequence[tuple[str, ml_collections.ConfigDict, str]], worke
     ctx = multiprocessing.get_context("spawn")  # a fresh interpreter: no forked JAX state
     with futures.ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
         pending = {
-            pool.submit(_train_in_worker, name, config, run_dir, logging.get_verbosity()): name
+            pool.submit(
+                _train_in_worker, name, config, run_dir, logging.get_verbosity(), os.getpid()
+            ): name
             for name, config, run_dir in jobs
         }
         for k, fut in enumerate(futures.as_completed(pending), 1):

@@ -147,23 +147,35 @@ def _report_features(
         "\n".join([str(txt.checkpoint), txt.pooling, str(txt.max_len), *unique]).encode()
     ).hexdigest()[:24]
     path = os.path.join(config.train.text_cache_dir, f"report_features_{key}.npy")
-    # Several JAX processes embed together (a sharded computation): none may wait on another.
+
+    def embed() -> np.ndarray:
+        return _embed_reports(model, params, config, split, text_fn, mesh, unique)
+
+    return cached_array(path, f"the report features of {split}", embed)[inverse]
+
+
+def cached_array(path: str, what: str, compute: Callable[[], np.ndarray]) -> np.ndarray:
+    """The array kept in the .npy file `path`: read when it is there, else `compute()`d and
+    written atomically (by process 0). In a single-process run the check and the compute
+    hold a file lock (`exclusive_lock`), so runs started together compute it once while
+    the others wait and read it; several JAX processes compute together (a sharded
+    computation), so there none may wait on another and no lock is taken."""
     lock = (
-        exclusive_lock(path + ".lock", f"the report features of {split}")
+        exclusive_lock(path + ".lock", f"computing {what}")
         if jax.process_count() == 1
         else contextlib.nullcontext()
     )
     with lock:
         if os.path.exists(path):
-            logging.info("report features of %s from the cache %s", split, path)
-            return np.load(path)[inverse]
-        feats = _embed_reports(model, params, config, split, text_fn, mesh, unique)
+            logging.info("%s from the cache %s", what, path)
+            return np.load(path)
+        value = np.asarray(compute())
         if jax.process_index() == 0:
-            os.makedirs(config.train.text_cache_dir, exist_ok=True)
+            os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
             tmp = f"{path}.{os.getpid()}.tmp.npy"
-            np.save(tmp, feats)
-            os.replace(tmp, path)  # atomic: a concurrent reader sees all of it or nothing
-    return feats[inverse]
+            np.save(tmp, value)
+            os.replace(tmp, path)  # atomic: a reader without the lock sees all of it or nothing
+    return value
 
 
 def _embed_reports(model, params, config, split, text_fn, mesh, unique) -> np.ndarray:

@@ -5,8 +5,11 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import signal
 import subprocess
 import sys
+import textwrap
+import time
 
 import numpy as np
 import pytest
@@ -57,6 +60,25 @@ def test_demo_trains_every_method_and_writes_the_report(demo_run):
     assert set(saved["synthetic_ecg/tiny"]["models"]) == set(demo_config.METHODS)
 
 
+@pytest.mark.slow
+def test_a_run_trained_in_a_worker_process_equals_one_trained_in_this_process(demo_run, tmp_path):
+    """The demo trains in spawned worker processes (default workers=2); the same config
+    trained here, one run after another, logs the same losses and gradients to the bit."""
+    work, _ = demo_run
+    config = demo.method_config(_tiny_config, "merl", 0, "")
+    config.input.data_dir = str(work / "data")
+    config.train.text_cache_dir = str(work / "text_cache")
+    demo.train_runs([("merl seed 0", config, str(tmp_path / "merl"))], workers=1)
+
+    def logged(run_dir: pathlib.Path) -> list[dict]:  # every logged scalar but throughput
+        rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+        return [{k: v for k, v in r.items() if not k.endswith("_per_s")} for r in rows]
+
+    here, worker = logged(tmp_path / "merl"), logged(work / "runs" / "merl" / "seed0")
+    assert here and any("train/loss/total" in r for r in here)
+    assert here == worker
+
+
 def _cli(*args: str) -> subprocess.CompletedProcess:
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", JAX_PLATFORMS="cpu")
     env.pop("XLA_FLAGS", None)
@@ -89,6 +111,56 @@ def test_predict_cli_on_the_pydicom_ecg_and_a_corrupt_file(demo_run, tmp_path):
                 f"--input={bad}", "--dataset=synthetic_ecg")
     assert fail.returncode != 0
     assert "corrupt.dcm" in fail.stderr and "DICOM" in fail.stderr
+
+
+def test_a_worker_exits_when_the_demo_process_dies(tmp_path):
+    """A training worker must not outlive a killed demo (kill -9: no chance to clean up)."""
+    script = tmp_path / "parent.py"
+    script.write_text(textwrap.dedent("""
+        import multiprocessing, os, sys, time
+        from scar_jax import demo
+
+        def worker(parent, path):
+            demo._exit_with_parent(parent)
+            tmp = path + ".tmp"
+            open(tmp, "w").write(str(os.getpid()))
+            os.replace(tmp, path)
+            time.sleep(120)
+
+        if __name__ == "__main__":
+            ctx = multiprocessing.get_context("spawn")
+            ctx.Process(target=worker, args=(os.getpid(), sys.argv[1])).start()
+            time.sleep(120)
+    """))
+    pid_file = tmp_path / "worker.pid"
+    parent = subprocess.Popen([sys.executable, str(script), str(pid_file)], cwd=ROOT,
+                              env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    try:
+        deadline = time.time() + 120
+        while not pid_file.exists() and time.time() < deadline and parent.poll() is None:
+            time.sleep(0.2)
+        assert pid_file.exists(), "the worker did not start"
+        worker = int(pid_file.read_text())
+        assert _alive(worker)
+        parent.send_signal(signal.SIGKILL)
+        parent.wait(10)
+        deadline = time.time() + 20
+        while _alive(worker) and time.time() < deadline:
+            time.sleep(0.2)
+        assert not _alive(worker), "the worker outlived the demo process"
+    finally:
+        parent.kill()
+        if pid_file.exists() and _alive(int(pid_file.read_text())):
+            os.kill(int(pid_file.read_text()), signal.SIGKILL)
+
+
+def _alive(pid: int) -> bool:
+    """The process exists and is not a zombie."""
+    try:
+        state = pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state not in ("Z", "X")
 
 
 def test_seed_summary_mean_and_std(tmp_path):

@@ -381,3 +381,38 @@ def test_aot_topology_needs_libtpu_or_gives_its_devices():
             aot.topology_devices("v5e:2x2")
     else:
         assert len(aot.topology_devices("v5e:2x2")) == 4
+
+
+def test_cached_array_is_computed_once_by_concurrent_callers(tmp_path):
+    """The second caller arrives while the first computes: it waits on the file lock and reads
+    the first one's array (without the lock it would find no file and compute again)."""
+    import threading
+
+    path = str(tmp_path / "cache" / "features.npy")
+    want = np.arange(6.0).reshape(2, 3)
+    calls, computing = [], threading.Event()
+
+    def compute():
+        calls.append(threading.get_ident())
+        computing.set()
+        time.sleep(0.5)
+        return want
+
+    out = {}
+
+    def caller(k):
+        out[k] = train.cached_array(path, "test features", compute)
+
+    first = threading.Thread(target=caller, args=(0,))
+    first.start()
+    assert computing.wait(10)
+    second = threading.Thread(target=caller, args=(1,))
+    second.start()
+    first.join(10)
+    second.join(10)
+    assert len(calls) == 1
+    np.testing.assert_array_equal(out[0], want)
+    np.testing.assert_array_equal(out[1], want)
+    assert sorted(os.listdir(tmp_path / "cache")) == ["features.npy", "features.npy.lock"]
+    np.testing.assert_array_equal(train.cached_array(path, "test features", compute), want)
+    assert len(calls) == 1  # a later caller reads the file too

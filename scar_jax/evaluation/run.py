@@ -26,6 +26,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
+from scar_jax import metrics as metrics_lib
 from scar_jax.evaluation import cmrs as cmrs_lib
 from scar_jax.evaluation import linear_probe
 from scar_jax.evaluation import missingness as miss
@@ -193,6 +194,9 @@ def evaluate(
     n_trace = int(cfg.trace_examples)
     timing = {"rank_s": 0.0, "grid_s": 0.0, "conditions": 0}
     unit_names = sorted({c.unit for c in conds if c.family == "adversarial"})
+    num_batches = math.ceil(n / bs)
+    progress = metrics_lib.Throughput(num_batches)
+    progress.mark(0, 0)
 
     for start in range(0, n, bs):
         sl = slice(start, min(start + bs, n))
@@ -303,6 +307,12 @@ def evaluate(
                     if name in mk and (name.startswith("adversarial") or name == "clean"):
                         key = name if "transfer" in name or name == "clean" else f"{m.name}:{name}"
                         traces["keeps"][key] = mk[name][:n_trace]
+        progress.mark(start // bs + 1, sl.stop)
+        logging.info(
+            "evaluation grid (%d models x %d conditions): batch %s",
+            len(models), len(conds), metrics_lib.progress_line(
+                start // bs + 1, num_batches, {}, progress, keys=()).removeprefix("step "),
+        )
         if start == 0 and n_trace:
             traces["examples"] = ecg[: min(n_trace, b)]
             traces["observed"] = observed[: min(n_trace, b)]
