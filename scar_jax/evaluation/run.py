@@ -313,6 +313,9 @@ def evaluate(
             len(models), len(conds), metrics_lib.progress_line(
                 start // bs + 1, num_batches, {}, progress, keys=()).removeprefix("step "),
         )
+        if start == 0:  # the first batch compiled: the ETA comes from the batches after it
+            progress.reset()
+            progress.mark(1, sl.stop)
         if start == 0 and n_trace:
             traces["examples"] = ecg[: min(n_trace, b)]
             traces["observed"] = observed[: min(n_trace, b)]
