@@ -8,7 +8,7 @@ corpus and resumes or skips finished trainings):
   1. build `config.input.dataset` into WORKDIR/data;
   2. train every method of configs/demo.py (SCAR, MERL-style, random masks) per seed into
      WORKDIR/runs/<method>/seed<k>, `workers` runs at once in their own processes
-     (--demo_workers, default 2; identical results, less waiting on 2 cores);
+     (--demo_workers, default 3; identical results, less waiting on 2 cores);
   3. evaluate all of them on the same masks of the test split into WORKDIR/report
      (seed <k> of every method side by side; results.md, results.json, PNGs);
   4. with several seeds, WORKDIR/report/seeds.md: mean and spread over seeds.
@@ -82,7 +82,7 @@ def run_demo(
     methods: Sequence[str] | None = None,
     arg: str = "",
     get_config: Callable[[str], ml_collections.ConfigDict] | None = None,
-    workers: int = 2,
+    workers: int = 3,
 ) -> dict[str, Any]:
     """The whole demo in `workdir`; returns {seed: eval results}. See the module docstring.
 
@@ -203,8 +203,9 @@ def _summary(result: Any) -> dict[str, Any]:
 
 def train_runs(jobs: Sequence[tuple[str, ml_collections.ConfigDict, str]], workers: int) -> None:
     """Train every (name, config, run_dir) job: `workers` at once in spawned processes (one
-    JAX runtime each; on 2 CPU cores two runs keep both cores busy through compiles, Python
-    and single-threaded ops), or one after another in this process when workers is 1.
+    JAX runtime each; one run alone keeps 2 CPU cores ~80 % busy, as compiles, Python and
+    single-threaded ops leave one idle), or one after another in this process when workers
+    is 1.
     Finished runs are skipped and interrupted ones resume (train.train). A failed run stops
     the demo with its name; the runs already finished keep their checkpoints."""
     from scar_jax import train

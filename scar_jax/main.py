@@ -7,7 +7,7 @@ Commands:
            and random-mask training (configs/demo.py), evaluate the missingness grid and
            write WORKDIR/report: --workdir=DIR [--demo_seeds=0,1,2] [--demo_arg=runlocal]
            [--demo_methods=scar --demo_arg=supervision=false: one ablation run]
-           [--demo_workers=2: training runs at once, each in its own process]
+           [--demo_workers=3: training runs at once, each in its own process]
            [--update_readme: put the report's tables into README.md].
   smoke    the full SCAR model from --config on a batch of generated synthetic records:
            one forward pass, the fused objective and its gradient; prints every view's
@@ -104,7 +104,7 @@ _DEMO_ARG = flags.DEFINE_string(
 )
 _DEMO_WORKERS = flags.DEFINE_integer(
     "demo_workers",
-    2,
+    3,
     "demo: training runs at once, each in its own process (1: one after another in this "
     "process); the results do not depend on it.",
     lower_bound=1,

@@ -62,7 +62,7 @@ def test_demo_trains_every_method_and_writes_the_report(demo_run):
 
 @pytest.mark.slow
 def test_a_run_trained_in_a_worker_process_equals_one_trained_in_this_process(demo_run, tmp_path):
-    """The demo trains in spawned worker processes (default workers=2); the same config
+    """The demo trains in spawned worker processes (default workers=3); the same config
     trained here, one run after another, logs the same losses and gradients to the bit."""
     work, _ = demo_run
     config = demo.method_config(_tiny_config, "merl", 0, "")
