@@ -112,6 +112,7 @@ def run_demo(
     stages.end()
 
     jobs = []
+    runs: dict[int, dict[str, str]] = {}
     for seed in seeds:
         for method in methods:
             config = method_config(get_config, method, seed, arg)
@@ -119,6 +120,7 @@ def run_demo(
             config.train.text_cache_dir = str(work / "text_cache")  # reports embedded once
             run_dir = work / "runs" / method / f"seed{seed}"
             jobs.append((f"{method} seed {seed}", config, str(run_dir)))
+            runs.setdefault(seed, {})[method] = str(run_dir / train.CHECKPOINT_DIR)
     workers = max(1, min(int(workers), len(jobs)))
     stages.begin(
         f"train {len(jobs)} runs"
@@ -126,12 +128,6 @@ def run_demo(
         + ": " + ", ".join(name for name, _, _ in jobs)
     )
     train_runs(jobs, workers)
-    runs: dict[int, dict[str, str]] = {}
-    for seed in seeds:
-        for method in methods:
-            runs.setdefault(seed, {})[method] = str(
-                work / "runs" / method / f"seed{seed}" / train.CHECKPOINT_DIR
-            )
     stages.end()
 
     results = {}
@@ -179,13 +175,11 @@ def _train_in_worker(
     tag: str, config: ml_collections.ConfigDict, run_dir: str, verbosity: int, parent_pid: int
 ) -> dict[str, Any]:
     """One training run in a spawned worker process; returns its summary (not its state)."""
-    from absl import flags
-
     from scar_jax import train
+    from scar_jax.data import pipeline
 
     _exit_with_parent(parent_pid)
-    if not flags.FLAGS.is_parsed():
-        flags.FLAGS.mark_as_parsed()
+    pipeline.mark_flags_parsed()
     logging.use_absl_handler()
     logging.set_verbosity(verbosity)
     logging.get_absl_handler().addFilter(_Tag(tag))

@@ -141,16 +141,16 @@ def _report_features(
     texts = pipeline.report_texts(source)
     unique, inverse = np.unique(np.asarray(texts, dtype=object).astype(str), return_inverse=True)
     txt = config.model.txt
-    if not config.train.text_cache_dir or txt.checkpoint == scar.RANDOM_TEXT:
-        return _embed_reports(model, params, config, split, text_fn, mesh, unique)[inverse]
-    key = hashlib.sha256(
-        "\n".join([str(txt.checkpoint), txt.pooling, str(txt.max_len), *unique]).encode()
-    ).hexdigest()[:24]
-    path = os.path.join(config.train.text_cache_dir, f"report_features_{key}.npy")
 
     def embed() -> np.ndarray:
         return _embed_reports(model, params, config, split, text_fn, mesh, unique)
 
+    if not config.train.text_cache_dir or txt.checkpoint == scar.RANDOM_TEXT:
+        return embed()[inverse]
+    key = hashlib.sha256(
+        "\n".join([str(txt.checkpoint), txt.pooling, str(txt.max_len), *unique]).encode()
+    ).hexdigest()[:24]
+    path = os.path.join(config.train.text_cache_dir, f"report_features_{key}.npy")
     return cached_array(path, f"the report features of {split}", embed)[inverse]
 
 

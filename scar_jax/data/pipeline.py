@@ -372,8 +372,9 @@ def _process_indices(
     return np.concatenate([own, np.full(padded - own.size, -1, np.int64)])
 
 
-def _mark_flags_parsed() -> None:
-    """grain's worker processes read absl flags; outside absl.app they must count as parsed."""
+def mark_flags_parsed() -> None:
+    """Worker processes (grain's, the demo's training workers) read absl flags; outside
+    absl.app they must count as parsed."""
     if not flags.FLAGS.is_parsed():
         flags.FLAGS.mark_as_parsed()
 
@@ -437,7 +438,7 @@ def make_dataset(
     ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=threads, prefetch_buffer_size=threads))
     workers = int(input_config.worker_count)
     if workers > 0:
-        _mark_flags_parsed()
+        mark_flags_parsed()
         ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers))
     logging.info(
         "pipeline %s %s: %d records, process %d/%d reads %d, local batch %d, %s",

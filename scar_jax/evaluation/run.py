@@ -307,11 +307,12 @@ def evaluate(
                     if name in mk and (name.startswith("adversarial") or name == "clean"):
                         key = name if "transfer" in name or name == "clean" else f"{m.name}:{name}"
                         traces["keeps"][key] = mk[name][:n_trace]
-        progress.mark(start // bs + 1, sl.stop)
+        batch_no = start // bs + 1
+        progress.mark(batch_no, sl.stop)
         logging.info(
             "evaluation grid (%d models x %d conditions): batch %s",
             len(models), len(conds), metrics_lib.progress_line(
-                start // bs + 1, num_batches, {}, progress, keys=()).removeprefix("step "),
+                batch_no, num_batches, {}, progress, keys=()).removeprefix("step "),
         )
         if start == 0:  # the first batch compiled: the ETA comes from the batches after it
             progress.reset()
