@@ -1,6 +1,10 @@
-"""Test setup: 8 simulated CPU devices and no network, set before jax is imported."""
+"""Test setup: 8 simulated CPU devices, no network and a compilation cache for this test
+session, set before jax is imported."""
 
+import atexit
 import os
+import shutil
+import tempfile
 
 os.environ["XLA_FLAGS"] = (
     os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
@@ -9,6 +13,13 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Many tests (and the processes they start) compile the same programs; JAX's persistent
+# cache compiles each once per session. The first process (pytest, or xdist's controller)
+# makes a fresh directory and removes it at exit; workers and subprocesses inherit it.
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    _cache = tempfile.mkdtemp(prefix="scar_jax_test_jit_cache_")
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = _cache
+    atexit.register(shutil.rmtree, _cache, ignore_errors=True)
 
 import jax  # noqa: E402
 
