@@ -190,9 +190,19 @@ def _summary(result: Any) -> dict[str, Any]:
     """What the demo logs of a finished training run."""
     return {
         "step": int(result.step),
-        "train_loss": float(result.train_metrics.get("train/loss/total", float("nan"))),
+        "resumed_from": result.resumed_from,
+        "train_loss": result.train_metrics.get("train/loss/total"),
         "val_loss": result.val_metrics.get("val/loss"),
     }
+
+
+def _describe(summary: dict[str, Any]) -> str:
+    """'step 300, train loss 2.7084, val loss 2.5159', or that the run was trained before."""
+    if summary["resumed_from"] == summary["step"]:
+        return f"already trained to step {summary['step']} (its checkpoint is reused)"
+    loss = lambda v: "–" if v is None else f"{float(v):.4f}"
+    return (f"step {summary['step']}, train loss {loss(summary['train_loss'])}, "
+            f"val loss {loss(summary['val_loss'])}")
 
 
 def train_runs(jobs: Sequence[tuple[str, ml_collections.ConfigDict, str]], workers: int) -> None:
@@ -208,9 +218,8 @@ def train_runs(jobs: Sequence[tuple[str, ml_collections.ConfigDict, str]], worke
 
     def done(name: str, summary: dict[str, Any], k: int) -> None:
         logging.info(
-            "[demo] %s: step %d, train loss %.4f, val loss %s  (%d/%d runs, %.1f min)",
-            name, summary["step"], summary["train_loss"], summary["val_loss"], k, len(jobs),
-            (time.perf_counter() - t0) / 60,
+            "[demo] %s: %s  (%d/%d runs, %.1f min)",
+            name, _describe(summary), k, len(jobs), (time.perf_counter() - t0) / 60,
         )
 
     if workers <= 1:

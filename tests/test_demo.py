@@ -163,6 +163,17 @@ def _alive(pid: int) -> bool:
     return state not in ("Z", "X")
 
 
+def test_run_summary_line_says_when_a_run_was_trained_before():
+    """A rerun on a finished workdir resumes at the last step and trains nothing: its line
+    says so instead of 'train loss nan, val loss None'."""
+    fresh = {"step": 300, "resumed_from": None, "train_loss": 2.70842, "val_loss": None}
+    assert demo._describe(fresh) == "step 300, train loss 2.7084, val loss –"
+    resumed = dict(fresh, resumed_from=200, val_loss=np.float32(2.51594))
+    assert demo._describe(resumed) == "step 300, train loss 2.7084, val loss 2.5159"
+    done = {"step": 300, "resumed_from": 300, "train_loss": None, "val_loss": None}
+    assert demo._describe(done) == "already trained to step 300 (its checkpoint is reused)"
+
+
 def test_seed_summary_mean_and_std(tmp_path):
     results = {
         s: {"models": {"scar": {"zeroshot": {"clean": {"auroc": a}}, "cmrs_headline": c}}}
