@@ -24,3 +24,22 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
 import jax  # noqa: E402
 
 jax.config.update("jax_default_matmul_precision", "highest")
+
+
+# The longest test files (minutes each, measured under `bash .ci/run`), run first: pytest-xdist
+# hands whole files to its two workers in collection order, so long files collected last
+# (test_train.py, test_update.py) would otherwise leave one worker idle at the end.
+LONGEST_FIRST = (
+    "test_update.py",
+    "test_demo.py",
+    "test_train.py",
+    "test_scar.py",
+    "test_run.py",
+    "test_multiprocess_update.py",
+    "test_checkpoint_export.py",
+)
+
+
+def pytest_collection_modifyitems(items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: file order kept
