@@ -4,7 +4,7 @@
       [--update_readme]
 
 Stages (each logged with its elapsed time; a rerun on the same workdir reuses the built
-corpus and resumes or skips finished trainings):
+corpus, skips finished trainings and resumes interrupted ones):
   1. build `config.input.dataset` into WORKDIR/data;
   2. train every method of configs/demo.py (SCAR, MERL-style, random masks) per seed into
      WORKDIR/runs/<method>/seed<k>, `workers` runs at once in their own processes
@@ -205,27 +205,52 @@ def _describe(summary: dict[str, Any]) -> str:
             f"val loss {loss(summary['val_loss'])}")
 
 
+def _trained_step(run_dir: str) -> int | None:
+    """The newest finalised checkpoint step of a run directory, or None (no checkpoints)."""
+    from scar_jax import checkpointing, train
+
+    ckpt_dir = os.path.join(run_dir, train.CHECKPOINT_DIR)
+    if not os.path.isdir(ckpt_dir):
+        return None
+    ckpt = checkpointing.Checkpointer(ckpt_dir)
+    try:
+        return ckpt.latest_step()
+    finally:
+        ckpt.close()
+
+
 def train_runs(jobs: Sequence[tuple[str, ml_collections.ConfigDict, str]], workers: int) -> None:
     """Train every (name, config, run_dir) job: `workers` at once in spawned processes (one
     JAX runtime each; one run alone keeps 2 CPU cores ~80 % busy, as compiles, Python and
     single-threaded ops leave one idle), or one after another in this process when workers
     is 1.
-    Finished runs are skipped and interrupted ones resume (train.train). A failed run stops
-    the demo with its name; the runs already finished keep their checkpoints."""
+    Runs already trained to config.total_steps are skipped here (no worker started),
+    interrupted ones resume (train.train). A failed run stops the demo with its name; the
+    runs already finished keep their checkpoints."""
     from scar_jax import train
 
     t0 = time.perf_counter()
+    n_jobs, finished = len(jobs), 0
 
-    def done(name: str, summary: dict[str, Any], k: int) -> None:
+    def done(name: str, summary: dict[str, Any]) -> None:
+        nonlocal finished
+        finished += 1
         logging.info(
             "[demo] %s: %s  (%d/%d runs, %.1f min)",
-            name, _describe(summary), k, len(jobs), (time.perf_counter() - t0) / 60,
+            name, _describe(summary), finished, n_jobs, (time.perf_counter() - t0) / 60,
         )
 
-    if workers <= 1:
-        for k, (name, config, run_dir) in enumerate(jobs, 1):
+    todo = []
+    for name, config, run_dir in jobs:
+        step = _trained_step(run_dir)
+        if step is not None and step >= config.total_steps:
+            done(name, {"step": step, "resumed_from": step})
+        else:
+            todo.append((name, config, run_dir))
+    if workers <= 1 or not todo:
+        for name, config, run_dir in todo:
             logging.info("[demo] training %s", name)
-            done(name, _summary(train.train(config, run_dir)), k)
+            done(name, _summary(train.train(config, run_dir)))
         return
     ctx = multiprocessing.get_context("spawn")  # a fresh interpreter: no forked JAX state
     with futures.ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
@@ -233,9 +258,9 @@ def train_runs(jobs: Sequence[tuple[str, ml_collections.ConfigDict, str]], worke
             pool.submit(
                 _train_in_worker, name, config, run_dir, logging.get_verbosity(), os.getpid()
             ): name
-            for name, config, run_dir in jobs
+            for name, config, run_dir in todo
         }
-        for k, fut in enumerate(futures.as_completed(pending), 1):
+        for fut in futures.as_completed(pending):
             name = pending[fut]
             try:
                 summary = fut.result()
@@ -247,7 +272,7 @@ def train_runs(jobs: Sequence[tuple[str, ml_collections.ConfigDict, str]], worke
                     f"{e}); rerun the demo on the same workdir to resume, or pass "
                     "--demo_workers=1 to train in this process."
                 ) from e
-            done(name, summary, k)
+            done(name, summary)
 
 
 def _headline(results: dict[str, Any]) -> dict[str, dict[str, float]]:

@@ -163,6 +163,30 @@ def _alive(pid: int) -> bool:
     return state not in ("Z", "X")
 
 
+@pytest.mark.slow
+def test_a_rerun_skips_finished_runs_without_starting_workers(demo_run, monkeypatch, caplog):
+    """train_runs on runs already trained to total_steps starts no worker pool and trains
+    nothing; each is logged as reused. A run short of total_steps is still trained."""
+    work, _ = demo_run
+    jobs = []
+    for method in demo_config.METHODS:
+        config = demo.method_config(_tiny_config, method, 0, "")
+        jobs.append((f"{method} seed 0", config, str(work / "runs" / method / "seed0")))
+
+    def no_pool(*args, **kwargs):
+        raise AssertionError("a worker pool was started for finished runs")
+
+    monkeypatch.setattr(demo.futures, "ProcessPoolExecutor", no_pool)
+    with caplog.at_level("INFO"):
+        demo.train_runs(jobs, workers=3)
+    lines = [r.getMessage() for r in caplog.records]
+    assert len([m for m in lines if "already trained to step 3" in m]) == 3, lines
+    longer = jobs[0][1].copy_and_resolve_references()
+    longer.total_steps = 4
+    with pytest.raises(AssertionError, match="worker pool was started"):
+        demo.train_runs([(jobs[0][0], longer, jobs[0][2])], workers=3)
+
+
 def test_run_summary_line_says_when_a_run_was_trained_before():
     """A rerun on a finished workdir resumes at the last step and trains nothing: its line
     says so instead of 'train loss nan, val loss None'."""
