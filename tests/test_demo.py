@@ -166,7 +166,7 @@ def _alive(pid: int) -> bool:
 @pytest.mark.slow
 def test_a_rerun_skips_finished_runs_without_starting_workers(demo_run, monkeypatch, caplog):
     """train_runs on runs already trained to total_steps starts no worker pool and trains
-    nothing; each is logged as reused. A run short of total_steps is still trained."""
+    nothing; each is logged as reused. A run short of total_steps still goes to the pool."""
     work, _ = demo_run
     jobs = []
     for method in demo_config.METHODS:
