@@ -363,6 +363,18 @@ def checkpoint_folder(path: str | os.PathLike) -> str:
     return path
 
 
+def latest_step(path: str | os.PathLike) -> int | None:
+    """The newest complete checkpoint step under `path` (a training workdir or its
+    checkpoints folder), read without saving anything; None when there is none."""
+    if not os.path.isdir(path):
+        return None
+    ckpt = Checkpointer(checkpoint_folder(path), async_save=False, keep_best=0)
+    try:
+        return ckpt.latest_step()
+    finally:
+        ckpt.close()
+
+
 def restore_params(path: str | os.PathLike, step: int | None = None) -> tuple[Any, dict | None]:
     """(params, saved config dict or None) of a checkpoint, on this process's first device.
 

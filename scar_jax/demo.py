@@ -205,20 +205,6 @@ def _describe(summary: dict[str, Any]) -> str:
             f"val loss {loss(summary['val_loss'])}")
 
 
-def _trained_step(run_dir: str) -> int | None:
-    """The newest finalised checkpoint step of a run directory, or None (no checkpoints)."""
-    from scar_jax import checkpointing, train
-
-    ckpt_dir = os.path.join(run_dir, train.CHECKPOINT_DIR)
-    if not os.path.isdir(ckpt_dir):
-        return None
-    ckpt = checkpointing.Checkpointer(ckpt_dir)
-    try:
-        return ckpt.latest_step()
-    finally:
-        ckpt.close()
-
-
 def train_runs(jobs: Sequence[tuple[str, ml_collections.ConfigDict, str]], workers: int) -> None:
     """Train every (name, config, run_dir) job: `workers` at once in spawned processes (one
     JAX runtime each; one run alone keeps 2 CPU cores ~80 % busy, as compiles, Python and
@@ -227,7 +213,7 @@ def train_runs(jobs: Sequence[tuple[str, ml_collections.ConfigDict, str]], worke
     Runs already trained to config.total_steps are skipped here (no worker started),
     interrupted ones resume (train.train). A failed run stops the demo with its name; the
     runs already finished keep their checkpoints."""
-    from scar_jax import train
+    from scar_jax import checkpointing, train
 
     t0 = time.perf_counter()
     n_jobs, finished = len(jobs), 0
@@ -242,7 +228,7 @@ def train_runs(jobs: Sequence[tuple[str, ml_collections.ConfigDict, str]], worke
 
     todo = []
     for name, config, run_dir in jobs:
-        step = _trained_step(run_dir)
+        step = checkpointing.latest_step(os.path.join(run_dir, train.CHECKPOINT_DIR))
         if step is not None and step >= config.total_steps:
             done(name, {"step": step, "resumed_from": step})
         else:

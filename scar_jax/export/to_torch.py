@@ -639,9 +639,7 @@ def export_checkpoint(
 
     folder = pathlib.Path(checkpointing.checkpoint_folder(checkpoint_dir))
     if step is None:
-        ckpt = checkpointing.Checkpointer(folder, async_save=False, keep_best=0)
-        step = ckpt.latest_step()
-        ckpt.close()
+        step = checkpointing.latest_step(folder)
         if step is None:
             raise FileNotFoundError(f"No complete checkpoint in {folder}; nothing to export.")
     variables, saved_config = eval_run.load_checkpoint(folder, step)
