@@ -267,8 +267,10 @@ def evidence_to_tokens(
     overlap = np.zeros((nbins, num_segments), bool)  # [bin, segment]
     for s in range(num_segments):
         overlap[max(lo[s], 0) : min(hi[s], nbins), s] = True
-    tok = np.einsum("...bl,bs->...ls", evidence.astype(np.int32), overlap.astype(np.int32)) > 0
-    return tok
+    # [S, b] @ [..., b, 12] as a float32 matmul (BLAS; the counts stay exact): an integer
+    # einsum runs without BLAS, 9x slower on the demo's test-split regions [12, 1000, 100, 12]
+    counts = np.matmul(overlap.T.astype(np.float32), evidence.astype(np.float32))
+    return np.swapaxes(counts, -1, -2) > 0
 
 
 def region_keep(observed: np.ndarray, region: np.ndarray) -> np.ndarray:

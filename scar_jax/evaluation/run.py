@@ -104,8 +104,10 @@ def _region_tokens(region: np.ndarray | None, data: EvalData, patch: int, s: int
     """Class regions [K, nbins, 12] or [K, N, nbins, 12] -> token grid [K, 1|b, 12, S] or None."""
     if region is None:
         return None
+    if region.ndim == 4:  # per example: only this batch's rows are converted
+        region = region[:, sl]
     tok = miss.evidence_to_tokens(region, patch, data.sample_rate, s, data.bin_seconds)
-    return tok[:, None] if tok.ndim == 3 else tok[:, sl]
+    return tok[:, None] if tok.ndim == 3 else tok
 
 
 def _masker_removals(module, ecg, lead_observed, text, rho, tau, noise_scale):

@@ -96,10 +96,12 @@ def bootstrap_macro_auroc(
     Averaged over `classes` (bool [K]; default the classes valid on the full set) that
     still have both labels in the resample. Each resample is its multiplicities
     w [R, N] (how often each example was drawn), and its AUROC the weighted Mann-Whitney
-    statistic over the examples sorted once per class: sum over tie groups of
-    w_pos(g) * (w_neg(below g) + w_neg(g) / 2), over w_pos * w_neg. That equals `auroc`
-    on the materialised resample (ties, duplicates included) at a fraction of the cost
-    of ranking every resample.
+    statistic: with the negatives sorted by score once per class and C their cumulative
+    weights, a positive of score s beats the negatives below s (C at searchsorted left)
+    and ties half of those equal to s, so U = sum over positives of
+    w_pos * (C[left] + C[right]) / 2, over w_pos * w_neg. That equals `auroc` on the
+    materialised resample (ties, duplicates included) at a fraction of the cost of
+    ranking every resample.
     """
     labels = np.asarray(labels, bool)
     if classes is None:
@@ -113,16 +115,17 @@ def bootstrap_macro_auroc(
     w = np.bincount(rows * n + indices.ravel(), minlength=r * n).reshape(r, n).astype(np.float64)
     per = np.full((r, labels.shape[1]), np.nan)
     for k in range(labels.shape[1]):
-        order = np.argsort(scores_[:, k], kind="stable")
-        s_sorted = scores_[order, k]
-        starts = np.flatnonzero(np.r_[True, s_sorted[1:] != s_sorted[:-1]])  # tie groups
-        pos = labels[order, k]
-        wk = w[:, order]
-        w_pos = np.add.reduceat(wk * pos, starts, axis=1)  # [R, G]
-        w_neg = np.add.reduceat(wk * ~pos, starts, axis=1)
-        below = np.cumsum(w_neg, axis=1) - w_neg
-        u = np.sum(w_pos * (below + 0.5 * w_neg), axis=1)
-        n_pos, n_neg = w_pos.sum(1), w_neg.sum(1)
+        pos = np.flatnonzero(labels[:, k])
+        neg = np.flatnonzero(~labels[:, k])
+        neg = neg[np.argsort(scores_[neg, k], kind="stable")]
+        s_neg = scores_[neg, k]
+        c_neg = np.zeros((r, neg.size + 1))
+        np.cumsum(w[:, neg], axis=1, out=c_neg[:, 1:])  # weight of the i lowest negatives
+        left = np.searchsorted(s_neg, scores_[pos, k], side="left")  # negatives below
+        right = np.searchsorted(s_neg, scores_[pos, k], side="right")  # ... or tied
+        w_pos = w[:, pos]
+        u = 0.5 * np.sum(w_pos * (c_neg[:, left] + c_neg[:, right]), axis=1)
+        n_pos, n_neg = w_pos.sum(1), c_neg[:, -1]
         with np.errstate(invalid="ignore", divide="ignore"):
             per[:, k] = np.where((n_pos > 0) & (n_neg > 0), u / (n_pos * n_neg), np.nan)
     with warnings.catch_warnings():
