@@ -164,7 +164,7 @@ class Checkpointer:
             raise ValueError(f"best_mode={best_mode!r}; use 'min' or 'max'.")
         if keep < 1:
             raise ValueError(f"keep={keep}: keep at least the latest checkpoint (keep >= 1).")
-        self.directory = os.fspath(directory)
+        self.directory = absolute(directory)
         self.save_every = save_every
         self.best_metric = best_metric
         policies = [ocp.checkpoint_managers.LatestN(n=keep)]
@@ -349,9 +349,16 @@ class PreemptionGuard:
 WORKDIR_SUBDIR = "checkpoints"  # where a training workdir keeps its orbax checkpoints
 
 
-def checkpoint_folder(path: str | os.PathLike) -> str:
-    """The orbax checkpoint folder of `path`: a training workdir or that folder itself."""
+def absolute(path: str | os.PathLike) -> str:
+    """`path` made absolute (orbax refuses relative paths: a relative --workdir failed at the
+    first save); URLs such as gs://bucket/run are returned unchanged."""
     path = os.fspath(path)
+    return path if "://" in path else os.path.abspath(path)
+
+
+def checkpoint_folder(path: str | os.PathLike) -> str:
+    """The orbax checkpoint folder of `path` (absolute): a training workdir or that folder."""
+    path = absolute(path)
     sub = os.path.join(path, WORKDIR_SUBDIR)
     if os.path.isdir(sub):
         return sub

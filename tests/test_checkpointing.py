@@ -105,6 +105,22 @@ def test_iterator_resumes_at_the_saved_position(tmp_path):
     ck.close()
 
 
+def test_relative_directory_saves_restores_and_is_found(tmp_path, monkeypatch):
+    # the README's demo command passes --workdir=demo_run: orbax refuses relative paths
+    # ("Checkpoint path should be absolute") at the first save unless they are made absolute
+    monkeypatch.chdir(tmp_path)
+    ck = checkpointing.Checkpointer(os.path.join("run", "checkpoints"), keep_best=0)
+    assert ck.directory == str(tmp_path / "run" / "checkpoints")
+    state = {"params": {"w": jnp.arange(6.0).reshape(2, 3)}, "step": jnp.asarray(3)}
+    assert ck.save(3, state, config={"seed": 1})
+    ck.close()
+    assert checkpointing.latest_step("run") == 3
+    params, config = checkpointing.restore_params("run")
+    np.testing.assert_array_equal(params["w"], np.arange(6.0).reshape(2, 3))
+    assert config == {"seed": 1}
+    assert checkpointing.absolute("gs://bucket/run") == "gs://bucket/run"
+
+
 def test_keep_last_k_and_best(tmp_path):
     ck = checkpointing.Checkpointer(tmp_path, keep=2, keep_best=1, best_metric="val/loss")
     state = {"x": jnp.zeros(2)}

@@ -36,7 +36,14 @@ def _tiny_config(arg: str):
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory):
     work = tmp_path_factory.mktemp("demo")
-    results = demo.run_demo(str(work), get_config=_tiny_config)
+    # a relative workdir, as in the README's command (orbax needs absolute paths: a relative
+    # one failed at the first checkpoint save, in the worker processes)
+    cwd = os.getcwd()
+    os.chdir(work.parent)
+    try:
+        results = demo.run_demo(work.name, get_config=_tiny_config)
+    finally:
+        os.chdir(cwd)
     return work, results
 
 

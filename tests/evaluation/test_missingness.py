@@ -132,6 +132,21 @@ def test_evidence_bins_to_token_grid():
     np.testing.assert_array_equal(keep, obs & ~want[None])
 
 
+def test_evidence_to_tokens_batched_equals_the_overlap_definition():
+    # any leading axes ([K, N, bins, 12], as the evaluation's class regions): token (l, s)
+    # is marked iff some marked bin of lead l overlaps segment s, checked bin by bin
+    rng = np.random.default_rng(0)
+    ev = rng.random((3, 5, 20, 12)) < 0.05
+    tok = miss.evidence_to_tokens(ev, patch_size=125, sample_rate=500, num_segments=8)
+    want = np.zeros((3, 5, 12, 8), bool)
+    for b in range(20):  # bin [0.1 b, 0.1 (b + 1)) s vs segment [0.25 s, 0.25 (s + 1)) s
+        for seg in range(8):
+            if 0.1 * b < 0.25 * (seg + 1) - 1e-9 and 0.1 * (b + 1) > 0.25 * seg + 1e-9:
+                want[..., seg] |= ev[..., b, :]
+    assert tok.shape == want.shape and want.any()
+    np.testing.assert_array_equal(tok, want)
+
+
 def test_targeting_share_and_chance_by_hand():
     obs = np.ones((2, 12, 10), bool)
     primary = np.zeros_like(obs)

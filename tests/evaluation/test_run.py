@@ -3,6 +3,7 @@ on a trained model, checkpoints, and run_eval on the built synthetic corpus with
 
 import dataclasses
 import json
+import types
 
 import jax
 import jax.numpy as jnp
@@ -238,6 +239,21 @@ def test_oracle_regions_follow_the_class_metadata_for_positives_and_negatives():
     removed = np.flatnonzero(~keep[0].all(0))
     np.testing.assert_array_equal(removed, [2, 3])
     assert run.oracle_regions({}, ["A"], "primary", labels[:, :1], None, 20) is None
+
+
+def test_region_tokens_of_a_batch_are_that_batchs_rows():
+    # per-example class regions [K, N, bins, 12] -> the batch's rows only; class-level
+    # regions [K, bins, 12] -> one row per class, broadcast over the batch
+    rng = np.random.default_rng(1)
+    region = rng.random((3, 10, 20, 12)) < 0.1
+    data = types.SimpleNamespace(sample_rate=500, bin_seconds=0.1)
+    whole = miss.evidence_to_tokens(region, patch_size=100, sample_rate=500, num_segments=10)
+    got = run._region_tokens(region, data, 100, 10, slice(4, 8))
+    assert got.shape == (3, 4, 12, 10)
+    np.testing.assert_array_equal(got, whole[:, 4:8])
+    got = run._region_tokens(region[:, 0], data, 100, 10, slice(4, 8))
+    np.testing.assert_array_equal(got, whole[:, :1])
+    assert run._region_tokens(None, data, 100, 10, slice(4, 8)) is None
 
 
 def test_every_class_of_the_benchmark_label_sets_has_a_prompt():
