@@ -5,7 +5,7 @@ r"""The demo: SCAR and its two baselines pretrained on the built-in synthetic co
 builds `synthetic_ecg/100hz` (10 s at 100 Hz, 8000/1000/1000 records), pretrains SCAR,
 the MERL-style baseline and random-mask training with the frozen all-MiniLM-L6-v2 text
 tower (report embeddings cached), evaluates the missingness grid on the test split and
-writes `report/` (results.md, results.json, PNGs). About 14 minutes on 2 CPU cores.
+writes `report/` (results.md, results.json, PNGs). About 13.5 minutes on 2 CPU cores.
 
 `arg` takes the keys of configs/scar.py (method=scar|merl|random, ...) plus:
 

@@ -317,7 +317,13 @@ def main(argv):
         )
         print(f"Wrote {_OUT.value}/results.json, results.md and plots ({len(results)} entries).")
     elif command == "export":
-        from scar_jax.export import to_torch
+        try:
+            from scar_jax.export import to_torch
+        except ImportError as e:
+            if e.name != "torch":
+                raise
+            sys.exit("export: needs PyTorch, which the base install leaves out; install the "
+                     "torch extra: .venv/bin/pip install -e '.[torch]'")
 
         to_torch.run(
             _require(_CHECKPOINT, command), _require(_OUT, command), overwrite=_OVERWRITE.value

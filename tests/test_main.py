@@ -1,4 +1,8 @@
-"""The CLI's smoke command: the full model's forward, objective and gradient on a generated batch."""
+"""The CLI: smoke (the full model's forward, objective and gradient on a generated batch);
+export without PyTorch."""
+
+import subprocess
+import sys
 
 import numpy as np
 
@@ -28,3 +32,15 @@ def test_smoke_runs_every_method(capsys):
         assert ("grad_norm/masker" in metrics) == (method == "scar")
         out = capsys.readouterr().out
         assert "ECG embedding     (8, 32)" in out and "loss/total" in out
+
+
+def test_export_without_torch_says_how_to_install_it(tmp_path):
+    """The README's install leaves PyTorch out: export names the extra instead of a traceback."""
+    code = ("import sys; sys.modules['torch'] = None; from absl import app; "
+            "from scar_jax import main; app.run(main.main, flags_parser=main.parse_flags)")
+    proc = subprocess.run(
+        [sys.executable, "-c", code, "export", f"--checkpoint={tmp_path}", f"--out={tmp_path}/x"],
+        capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    assert "needs PyTorch" in proc.stderr and "'.[torch]'" in proc.stderr, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
