@@ -22,6 +22,7 @@ import threading
 from typing import Any, Mapping
 
 from absl import logging
+from etils import epath
 import grain
 import grain.checkpoint as grain_checkpoint
 import jax
@@ -357,12 +358,15 @@ def absolute(path: str | os.PathLike) -> str:
 
 
 def checkpoint_folder(path: str | os.PathLike) -> str:
-    """The orbax checkpoint folder of `path` (absolute): a training workdir or that folder."""
+    """The orbax checkpoint folder of `path` (absolute): a training workdir or that folder.
+
+    Checked through etils.epath, as orbax reads it, so a pod run's gs://bucket/run workdir
+    is found as well as a local folder."""
     path = absolute(path)
-    sub = os.path.join(path, WORKDIR_SUBDIR)
-    if os.path.isdir(sub):
-        return sub
-    if not os.path.isdir(path):
+    sub = epath.Path(path) / WORKDIR_SUBDIR
+    if sub.is_dir():
+        return os.fspath(sub)
+    if not epath.Path(path).is_dir():
         raise FileNotFoundError(
             f"Checkpoint folder {path} does not exist; pass a training workdir or its "
             f"'{WORKDIR_SUBDIR}' folder."
@@ -372,8 +376,9 @@ def checkpoint_folder(path: str | os.PathLike) -> str:
 
 def latest_step(path: str | os.PathLike) -> int | None:
     """The newest complete checkpoint step under `path` (a training workdir or its
-    checkpoints folder), read without saving anything; None when there is none."""
-    if not os.path.isdir(path):
+    checkpoints folder, local or gs://), read without saving anything; None when there
+    is none."""
+    if not epath.Path(absolute(path)).is_dir():
         return None
     ckpt = Checkpointer(checkpoint_folder(path), async_save=False, keep_best=0)
     try:

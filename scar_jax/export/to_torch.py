@@ -637,7 +637,7 @@ def export_checkpoint(
     from scar_jax import checkpointing
     from scar_jax.evaluation import run as eval_run  # the one checkpoint -> params reader
 
-    folder = pathlib.Path(checkpointing.checkpoint_folder(checkpoint_dir))
+    folder = checkpointing.checkpoint_folder(checkpoint_dir)  # absolute; a gs:// URL kept as is
     if step is None:
         step = checkpointing.latest_step(folder)
         if step is None:
@@ -651,7 +651,7 @@ def export_checkpoint(
         )
     config = ml_collections.ConfigDict(saved_config)
     params = jax.tree.map(np.asarray, variables["params"])
-    source = {"checkpoint": str(folder.resolve()), "step": int(step)}
+    source = {"checkpoint": folder, "step": int(step)}
     return export(params, config, out_dir, source=source, overwrite=overwrite)
 
 
