@@ -101,8 +101,9 @@ def load_source(
     if not builder.is_prepared():
         raise FileNotFoundError(
             f"Dataset {dataset!r} is not built in {builder.data_dir}; build it first "
-            f"(scar_jax.data.build.build_dataset({dataset!r}, data_dir=...)) or point "
-            "--config.input.data_dir / TFDS_DATA_DIR at the folder that holds it."
+            f"(python -m scar_jax.main build --dataset={dataset} "
+            f"--data_dir={builder.data_dir_root}, adding --manual_dir=... for a real corpus) "
+            "or point --config.input.data_dir / TFDS_DATA_DIR at the folder that holds it."
         )
     splits = list(builder.info.splits.keys())
     if split not in splits:

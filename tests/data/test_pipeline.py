@@ -1,5 +1,7 @@
 """The grain pipeline: determinism, resume, process sharding, augmentation, global batches."""
 
+import re
+
 import jax
 import ml_collections
 import numpy as np
@@ -233,7 +235,11 @@ def test_config_disagreeing_with_the_dataset_fails_naming_both(data_dir, info):
         pipeline.make_dataset(cfg, "train", global_batch_size=BATCH, seed=0, train=True)
     with pytest.raises(ValueError, match="no split 'nope'"):
         pipeline.load_source(DATASET, "nope", data_dir)
-    with pytest.raises(FileNotFoundError, match="not built"):
+    # the error says which command builds it, there (the README's train command fails so
+    # on a fresh machine)
+    with pytest.raises(FileNotFoundError, match=re.escape(
+            f"not built in {data_dir}/empty/{DATASET}/1.0.0; build it first (python -m "
+            f"scar_jax.main build --dataset={DATASET} --data_dir={data_dir}/empty,")):
         pipeline.load_source(DATASET, "train", data_dir + "/empty")
     with pytest.raises(ValueError, match="Unknown dataset 'no_such_ecg/x'"):
         pipeline.load_source("no_such_ecg/x", "train", data_dir)
