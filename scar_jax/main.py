@@ -78,14 +78,16 @@ _MERGE_SHARDS = flags.DEFINE_bool(
 _CHECKPOINT = flags.DEFINE_string(
     "checkpoint",
     None,
-    "eval/export/predict: a training workdir or its checkpoints folder; eval takes several "
-    "as name=path,name=path.",
+    "eval/export/predict: a training workdir (local or gs://) or its checkpoints folder; eval "
+    "takes several as name=path,name=path.",
 )
 _LABEL_SET = flags.DEFINE_string(
     "label_set", None, "eval: PTB-XL label set (superdiagnostic|subdiagnostic|form|rhythm)."
 )
 _SPLIT = flags.DEFINE_string("split", None, "eval: split (default config.eval.split).")
-_OUT = flags.DEFINE_string("out", None, "eval/export: output folder; plot: PNG file.")
+_OUT = flags.DEFINE_string(
+    "out", None, "eval: output folder (local or gs://); export: local folder; plot: PNG file."
+)
 _INPUT = flags.DEFINE_string("input", None, "predict: a WFDB record (.hea) or a DICOM (.dcm).")
 _COORDINATOR = flags.DEFINE_string(
     "coordinator_address",

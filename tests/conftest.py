@@ -22,6 +22,7 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
     atexit.register(shutil.rmtree, _cache, ignore_errors=True)
 
 import jax  # noqa: E402
+import pytest  # noqa: E402
 
 jax.config.update("jax_default_matmul_precision", "highest")
 
@@ -43,3 +44,28 @@ LONGEST_FIRST = (
 def pytest_collection_modifyitems(items):
     rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: file order kept
+
+
+@pytest.fixture
+def gcs(tmp_path, monkeypatch):
+    """gs://bucket/... served from the returned folder (<tmp>/gcs/bucket/...) through
+    etils.epath's own test backend (no GCS or network here): code that reaches files through
+    epath sees the bucket; code that puts the URL through os or pathlib does not, and what it
+    writes lands in the (empty) working directory <tmp>/cwd as a relative 'gs:/...' path.
+    Orbax's restore reads GCS through google-cloud-storage, which this does not cover."""
+    from etils.epath import testing as epath_testing
+
+    root, cwd = tmp_path / "gcs", tmp_path / "cwd"
+    root.mkdir()
+    cwd.mkdir()
+
+    def mapped(original, path, *args, **kwargs):
+        path = os.fspath(path)
+        assert path.startswith("gs://"), path  # the URL reaches the backend unmangled
+        return original(os.path.join(root, path[len("gs://"):]), *args, **kwargs)
+
+    names = ("exists", "isdir", "listdir", "glob", "makedirs", "mkdir", "open", "remove",
+             "rmtree", "stat")
+    monkeypatch.chdir(cwd)
+    with epath_testing.mock_epath(**{n: mapped for n in names}):
+        yield root

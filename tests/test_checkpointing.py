@@ -121,31 +121,22 @@ def test_relative_directory_saves_restores_and_is_found(tmp_path, monkeypatch):
     assert checkpointing.absolute("gs://bucket/run") == "gs://bucket/run"
 
 
-def test_checkpoint_folder_of_a_gs_workdir_is_checked_through_epath(tmp_path):
+def test_checkpoint_folder_of_a_gs_workdir_is_checked_through_epath(gcs):
     # A pod run trains into gs://bucket/run (launch/tpu_pod.sh); eval/export/predict then
     # take that URL. It used to be checked with os.path.isdir, which never sees GCS, so
-    # they stopped with "does not exist". No GCS here: etils' own test backend serves the
-    # gs:// paths from tmp_path (orbax's restore itself needs google-cloud-storage, so only
-    # the folder resolution is checked).
-    from etils.epath import testing as epath_testing
-
-    def isdir(_original, path):
-        path = os.fspath(path)
-        assert path.startswith("gs://"), path  # the URL reaches the backend unmangled
-        return os.path.isdir(tmp_path / path[len("gs://"):])
-
-    (tmp_path / "bucket" / "run" / "checkpoints").mkdir(parents=True)
-    (tmp_path / "bucket" / "bare").mkdir()
-    with epath_testing.mock_epath(isdir=isdir):
-        assert checkpointing.checkpoint_folder("gs://bucket/run") == "gs://bucket/run/checkpoints"
-        assert (
-            checkpointing.checkpoint_folder("gs://bucket/run/checkpoints")
-            == "gs://bucket/run/checkpoints"
-        )
-        assert checkpointing.checkpoint_folder("gs://bucket/bare") == "gs://bucket/bare"
-        with pytest.raises(FileNotFoundError, match="gs://bucket/missing does not exist"):
-            checkpointing.checkpoint_folder("gs://bucket/missing")
-        assert checkpointing.latest_step("gs://bucket/missing") is None
+    # they stopped with "does not exist". (Only the folder resolution: orbax's restore
+    # itself needs google-cloud-storage.)
+    (gcs / "bucket" / "run" / "checkpoints").mkdir(parents=True)
+    (gcs / "bucket" / "bare").mkdir()
+    assert checkpointing.checkpoint_folder("gs://bucket/run") == "gs://bucket/run/checkpoints"
+    assert (
+        checkpointing.checkpoint_folder("gs://bucket/run/checkpoints")
+        == "gs://bucket/run/checkpoints"
+    )
+    assert checkpointing.checkpoint_folder("gs://bucket/bare") == "gs://bucket/bare"
+    with pytest.raises(FileNotFoundError, match="gs://bucket/missing does not exist"):
+        checkpointing.checkpoint_folder("gs://bucket/missing")
+    assert checkpointing.latest_step("gs://bucket/missing") is None
 
 
 def test_keep_last_k_and_best(tmp_path):

@@ -14,11 +14,11 @@ from __future__ import annotations
 import json
 import math
 import os
-import pathlib
 from typing import Any, Mapping
 
 import numpy as np
 from absl import logging
+from etils import epath
 
 from scar_jax.models import ecg_encoder
 
@@ -145,6 +145,13 @@ def _plt():
     return plt
 
 
+def _save(fig, path: str | os.PathLike, dpi: int) -> None:
+    """Write `fig` as PNG to `path` (local or gs://, through etils.epath) and close it."""
+    with epath.Path(path).open("wb") as f:
+        fig.savefig(f, format="png", dpi=dpi)
+    _plt().close(fig)
+
+
 def plot_auroc_vs_missing(results: Mapping[str, Any], path: str | os.PathLike) -> None:
     """AUROC vs share removed: panels random missingness | evidence removal; a color per model."""
     plt = _plt()
@@ -187,8 +194,7 @@ def plot_auroc_vs_missing(results: Mapping[str, Any], path: str | os.PathLike) -
             ax.text(0.5, 0.5, "no conditions of this kind", ha="center", transform=ax.transAxes)
     axes[0].set_ylabel("zero-shot macro AUROC")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path, dpi=110)
 
 
 def plot_cmrs_vs_rho(results: Mapping[str, Any], path: str | os.PathLike) -> None:
@@ -210,8 +216,7 @@ def plot_cmrs_vs_rho(results: Mapping[str, Any], path: str | os.PathLike) -> Non
     ax.legend(fontsize=7)
     ax.set_title("Margin kept under primary-evidence removal")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path, dpi=110)
 
 
 def plot_traces(traces: Mapping[str, Any], path: str | os.PathLike, key: str | None = None,
@@ -261,8 +266,7 @@ def plot_traces(traces: Mapping[str, Any], path: str | os.PathLike, key: str | N
                                                      else ""), fontsize=9)
     fig.suptitle(key, fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    _save(fig, path, dpi=100)
     return key
 
 
@@ -275,11 +279,10 @@ def write(
     sample_rate: float = 500.0,
 ) -> dict[str, str]:
     """Write results.json, results.md and the PNGs into out_dir -> {what: path}."""
-    out = pathlib.Path(out_dir)
+    out = epath.Path(out_dir)  # a local folder or gs://bucket/... (pathlib mangles URLs)
     out.mkdir(parents=True, exist_ok=True)
     files = {"json": str(out / "results.json"), "markdown": str(out / "results.md")}
-    with open(files["json"], "w") as f:
-        json.dump(_jsonable(results_by_dataset), f, indent=1)
+    (out / "results.json").write_text(json.dumps(_jsonable(results_by_dataset), indent=1))
     clean = json.loads(json.dumps(_jsonable(results_by_dataset)))  # NaN -> None, tuples -> lists
     (out / "results.md").write_text(markdown(clean))
     for d, res in clean.items():
@@ -304,9 +307,8 @@ def merge(result_files: list[str | os.PathLike], out_dir: str | os.PathLike) -> 
     """Combine several results.json (e.g. one per dataset) into one report in out_dir."""
     merged: dict[str, Any] = {}
     for f in result_files:
-        with open(f) as fh:
-            for name, res in json.load(fh).items():
-                if name in merged:
-                    raise ValueError(f"Dataset {name!r} appears in more than one of {result_files}.")
-                merged[name] = res
+        for name, res in json.loads(epath.Path(f).read_text()).items():
+            if name in merged:
+                raise ValueError(f"Dataset {name!r} appears in more than one of {result_files}.")
+            merged[name] = res
     return write(out_dir, merged)

@@ -24,6 +24,7 @@ import hashlib
 import importlib.metadata
 import json
 import math
+import os
 import pathlib
 import shutil
 from typing import Any, Callable, Mapping, Sequence
@@ -496,6 +497,11 @@ def export(
     `source` (e.g. {'checkpoint': path, 'step': n}) is recorded in the manifest. out_dir must
     be empty or absent, or a previous export when `overwrite` (its files are replaced).
     """
+    if "://" in os.fspath(out_dir):  # pathlib would turn gs://b/x into a local gs:/b/x
+        raise ValueError(
+            f"export writes a local folder, not {os.fspath(out_dir)}; export to a local path "
+            "and copy it (e.g. gcloud storage cp -r)."
+        )
     out_dir = pathlib.Path(out_dir)
     _prepare_out_dir(out_dir, overwrite)
     m = config.model

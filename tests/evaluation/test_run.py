@@ -3,6 +3,7 @@ on a trained model, checkpoints, and run_eval on the built synthetic corpus with
 
 import dataclasses
 import json
+import os
 import types
 
 import jax
@@ -269,17 +270,19 @@ def test_every_class_of_the_benchmark_label_sets_has_a_prompt():
         run.class_prompts("cpsc2018", ["NOT_A_CLASS"])
 
 
+def _fake_results(auroc):
+    cond = dataclasses.asdict(miss.lead_drop(3))
+    z = {"auroc": auroc, "ci": [auroc - 0.1, auroc + 0.1], "per_class": {}, "skipped": []}
+    return {"n": 4, "classes": ["a"], "skipped_classes": [], "conditions": [
+        dataclasses.asdict(miss.clean()), cond],
+        "models": {"scar": {"zeroshot": {"clean": z, cond["name"]: z}, "cmrs": {},
+                            "targeting": {}}}}
+
+
 def test_report_merges_datasets_side_by_side(tmp_path):
     from scar_jax.evaluation import report
 
-    def fake(auroc):
-        cond = dataclasses.asdict(miss.lead_drop(3))
-        z = {"auroc": auroc, "ci": [auroc - 0.1, auroc + 0.1], "per_class": {}, "skipped": []}
-        return {"n": 4, "classes": ["a"], "skipped_classes": [], "conditions": [
-            dataclasses.asdict(miss.clean()), cond],
-            "models": {"scar": {"zeroshot": {"clean": z, cond["name"]: z}, "cmrs": {},
-                                "targeting": {}}}}
-
+    fake = _fake_results
     for ds, a in (("d1", 0.8), ("d2", 0.7)):
         report.write(tmp_path / ds, {ds: fake(a)})
     files = report.merge([tmp_path / "d1" / "results.json", tmp_path / "d2" / "results.json"],
@@ -289,3 +292,19 @@ def test_report_merges_datasets_side_by_side(tmp_path):
     assert "| lead_drop/k3 | 0.800 [0.700, 0.900] | 0.700 [0.600, 0.800] |" in md
     assert set(json.loads((tmp_path / "all" / "results.json").read_text())) == {"d1", "d2"}
     assert (tmp_path / "all" / "auroc_vs_missing_d1.png").exists() and "json" in files
+
+
+def test_report_is_written_to_and_merged_from_a_gs_folder(gcs):
+    # `eval --out=gs://bucket/...` on a pod: pathlib collapsed the URL to a local 'gs:/...'
+    # folder; the report now goes through etils.epath (GCS served from a folder, see conftest)
+    from scar_jax.evaluation import report
+
+    files = report.write("gs://bucket/eval/d1", {"d1": _fake_results(0.8)})
+    assert files["json"] == "gs://bucket/eval/d1/results.json"
+    out = gcs / "bucket" / "eval" / "d1"
+    assert json.loads((out / "results.json").read_text())["d1"]["n"] == 4
+    assert "| lead_drop/k3 | 0.800 [0.700, 0.900] |" in (out / "results.md").read_text()
+    assert (out / "auroc_vs_missing.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    report.merge(["gs://bucket/eval/d1/results.json"], "gs://bucket/eval/all")
+    assert (gcs / "bucket" / "eval" / "all" / "results.md").exists()
+    assert not os.path.exists("gs:")  # nothing written beside the working directory

@@ -163,7 +163,7 @@ def test_minilm_text_tower_equals_original(tmp_path):
     assert float(np.abs(z_torch - z_jax).max()) <= parity.TOL
 
 
-def test_out_dir_must_be_empty_or_a_previous_export(text_source, tmp_path):
+def test_out_dir_must_be_empty_or_a_previous_export(text_source, tmp_path, monkeypatch):
     config = parity.make_config("variant=mu", str(text_source))
     _, variables = parity.init(config)
     (tmp_path / "other").mkdir()
@@ -181,6 +181,11 @@ def test_out_dir_must_be_empty_or_a_previous_export(text_source, tmp_path):
     assert second["sha256"]["text_head.safetensors"] != first["sha256"]["text_head.safetensors"]
     assert second["sha256"]["ecg_tower.safetensors"] == first["sha256"]["ecg_tower.safetensors"]
     to_torch.read_manifest(tmp_path / "exp")  # hashes match the rewritten files
+    # a URL is refused by name, not turned into a local 'gs:/...' folder by pathlib
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError, match="export writes a local folder, not gs://b/exp"):
+        to_torch.export(variables, config, "gs://b/exp")
+    assert not (tmp_path / "gs:").exists()
 
 
 # ----------------------------------------------------------------------------- Strictness.
