@@ -426,8 +426,24 @@ class GridEmbedder:
     def embed(
         self, tokens: jax.Array, keeps: np.ndarray | jax.Array
     ) -> tuple[np.ndarray, np.ndarray]:
-        """tokens [B, N, D], keeps [C, B, 12, S] -> (z [C, B, E], pooled [C, B, D]) as numpy."""
+        """tokens [B, N, D], keeps [C, B, 12, S] -> (z [C, B, E], pooled [C, B, D]) as numpy.
+
+        Identical keep masks are encoded once (an embedding depends on its mask only): a
+        reference model's transfer masks are its white-box masks, and classes can share an
+        evidence region (the demo's oracle rows: SBRAD and STACH, NORM and LBBB, ...).
+        """
         keeps = np.asarray(keeps, np.float32)
+        position: dict[bytes, int] = {}  # a mask's bytes -> its place among the distinct ones
+        distinct, inverse = [], np.empty(len(keeps), int)
+        for i, k in enumerate(keeps):
+            key = k.tobytes()
+            if key not in position:
+                position[key] = len(distinct)
+                distinct.append(i)
+            inverse[i] = position[key]
+        if len(distinct) < len(keeps):
+            z, p = self.embed(tokens, keeps[distinct])
+            return z[inverse], p[inverse]
         c = keeps.shape[0]
         pad = (-c) % self.chunk
         if pad:

@@ -209,6 +209,27 @@ def test_grid_equals_one_by_one_and_compiles_once_per_length(mu_model, buckets):
     assert emb.traces == traces
 
 
+
+def test_identical_masks_are_encoded_once_with_the_same_result(mu_model):
+    # a reference model's transfer masks are its white-box masks; classes share regions
+    model, variables, ecg, lead_obs, obs = mu_model
+    emb = miss.GridEmbedder(model, variables, chunk=1, buckets=4)
+    a, b, c = (miss.condition_keep(x, obs, np.arange(8), 0)
+               for x in (miss.lead_drop(3), miss.subset("I"), miss.temporal(0.5)))
+    stacked = miss.stack_keeps([a, b, a, c, b, a])
+    encoded = []
+    grid_chunk = emb.grid_chunk
+    emb.grid_chunk = lambda t, k: encoded.append(np.asarray(k)) or grid_chunk(t, k)
+    tok = emb.tokens(ecg, obs)
+    z, pooled = emb.embed(tok, stacked)
+    assert len(encoded) == 3  # a, b, c, in their first order
+    for got, want in zip(encoded, (a, b, c)):
+        np.testing.assert_array_equal(got[0], want)
+    z3, pooled3 = emb.embed(tok, miss.stack_keeps([a, b, c]))
+    for i, j in enumerate([0, 1, 0, 2, 1, 0]):
+        np.testing.assert_array_equal(z[i], z3[j])
+        np.testing.assert_array_equal(pooled[i], pooled3[j])
+
 def test_grid_length_buckets():
     emb = miss.GridEmbedder(None, None, chunk=1, buckets=4)  # num_kept needs no model
     keeps = np.zeros((1, 2, 12, 10), bool)  # 120 tokens: lengths 30, 60, 90, all
