@@ -96,6 +96,11 @@ def run_demo(
 
     get_config = get_config or demo_config.get_config
     methods = check_methods(methods)
+    if "://" in os.fspath(workdir):  # pathlib would make gs://b/x a local folder gs:/b/x
+        raise ValueError(
+            f"The demo runs in a local folder, not {workdir}: it builds the corpus and "
+            "trains on this machine."
+        )
     if not seeds:
         raise ValueError("demo needs at least one seed.")
     work = pathlib.Path(workdir)

@@ -244,7 +244,11 @@ def test_update_readme_replaces_only_the_generated_block(tmp_path):
         demo.update_readme(tmp_path / "plain.md", report)
 
 
-def test_run_demo_rejects_an_unknown_method_before_any_work(tmp_path):
+def test_run_demo_rejects_an_unknown_method_or_a_url_before_any_work(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match=r"demo methods \['mrel'\] unknown"):
         demo.run_demo(str(tmp_path / "w"), methods=["scar", "mrel"])
     assert not (tmp_path / "w").exists()
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError, match="The demo runs in a local folder, not gs://b/w"):
+        demo.run_demo("gs://b/w")
+    assert not (tmp_path / "gs:").exists()
