@@ -273,6 +273,7 @@ class Checkpointer:
                 f"No complete checkpoint in {self.directory}; start a fresh run instead."
             )
         abstract = jax.tree.map(_abstract, state_template)
+        self._check_param_shapes(step, abstract)
         items = {STATE: ocp.args.StandardRestore(abstract)}
         if data_iterator is not None:
             items[DATA] = grain_checkpoint.CheckpointRestore(_IteratorSnapshot())
@@ -282,6 +283,30 @@ class Checkpointer:
             set_iterator_state(data_iterator, restored[DATA].state)
         logging.info("Restored checkpoint of step %d from %s.", step, self.directory)
         return state, step
+
+    def _check_param_shapes(self, step: int, abstract: Any) -> None:
+        """Stop with the differing parameters when the checkpoint's model is not the
+        template's (a resume after a change of model config: orbax's own error comes after
+        a long traceback and names one array)."""
+        want = _params(abstract)
+        if want is None:
+            return
+        saved = _state_metadata(os.path.join(self.directory, str(step), STATE))
+        saved = _params(getattr(saved, "tree", saved))  # orbax's TreeMetadata -> its dict
+        if saved is None:
+            return
+        saved, want = _leaf_shapes(saved), _leaf_shapes(want)
+        diff = [f"{k}: saved {saved[k]} vs {want[k]} now" for k in sorted(saved.keys() & want.keys())
+                if saved[k] != want[k]]
+        diff += [f"{k}: only in the checkpoint" for k in sorted(saved.keys() - want.keys())]
+        diff += [f"{k}: only in this model" for k in sorted(want.keys() - saved.keys())]
+        if diff:
+            more = f" (and {len(diff) - 8} more)" if len(diff) > 8 else ""
+            raise ValueError(
+                f"Checkpoint {step} in {self.directory} holds a model of another shape than "
+                f"this config's: {'; '.join(diff[:8])}{more}. Resume with the model config it "
+                "was trained with, or train into a new workdir."
+            )
 
     def restore_config(self, step: int | None = None) -> dict[str, Any]:
         """The config dict saved with checkpoint `step` (default: latest)."""
@@ -347,6 +372,29 @@ class PreemptionGuard:
         return self._flag.is_set()
 
 
+def _state_metadata(item: str) -> Any:
+    """The saved state's tree of array metadata (shape, dtype) at the step's `item` folder."""
+    reader = ocp.StandardCheckpointer()
+    try:
+        return reader.metadata(item).item_metadata
+    finally:
+        reader.close()
+
+
+def _params(tree: Any) -> Any:
+    """The 'params' subtree of a train state (a dict or a dataclass), or None."""
+    return tree.get("params") if isinstance(tree, Mapping) else getattr(tree, "params", None)
+
+
+def _leaf_shapes(tree: Any) -> dict[str, tuple[int, ...]]:
+    """{'ecg/encoder/.../kernel': shape} of a tree of arrays or array metadata."""
+    def name(k):
+        return str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k))))
+
+    flat = jax.tree_util.tree_flatten_with_path(tree)[0]
+    return {"/".join(map(name, path)): tuple(x.shape) for path, x in flat if hasattr(x, "shape")}
+
+
 WORKDIR_SUBDIR = "checkpoints"  # where a training workdir keeps its orbax checkpoints
 
 
@@ -409,8 +457,8 @@ def restore_params(path: str | os.PathLike, step: int | None = None) -> tuple[An
     finally:
         ckpt.close()
     item = os.path.join(folder, str(step), STATE)
+    tree = _state_metadata(item)
     reader = ocp.StandardCheckpointer()
-    tree = reader.metadata(item).item_metadata
     device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
     abstract = jax.tree.map(
         lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), tree

@@ -121,6 +121,26 @@ def test_relative_directory_saves_restores_and_is_found(tmp_path, monkeypatch):
     assert checkpointing.absolute("gs://bucket/run") == "gs://bucket/run"
 
 
+def test_restoring_into_a_model_of_another_shape_names_the_parameters(tmp_path):
+    # `train` on a workdir after a change of model config (embed_dim, a selector kind):
+    # orbax's own error came after a long traceback and named one array by shape only
+    state = {"params": {"head": {"kernel": jnp.ones((4, 8)), "bias": jnp.ones(8)},
+                        "enc": {"w": jnp.ones(3)}}, "step": jnp.asarray(2)}
+    ck = checkpointing.Checkpointer(tmp_path, keep_best=0, async_save=False)
+    assert ck.save(2, state)
+    other = {"params": {"head": {"kernel": jnp.ones((4, 6)), "bias": jnp.ones(6)},
+                        "sel": {"w": jnp.ones(3)}}, "step": jnp.asarray(0)}
+    with pytest.raises(ValueError) as err:
+        ck.restore(other)
+    assert str(err.value) == (
+        f"Checkpoint 2 in {tmp_path} holds a model of another shape than this config's: "
+        "head/bias: saved (8,) vs (6,) now; head/kernel: saved (4, 8) vs (4, 6) now; "
+        "enc/w: only in the checkpoint; sel/w: only in this model. Resume with the model "
+        "config it was trained with, or train into a new workdir.")
+    restored, step = ck.restore(jax.tree.map(jnp.zeros_like, state))  # the same model: fine
+    assert step == 2 and float(restored["params"]["enc"]["w"][0]) == 1.0
+    ck.close()
+
 def test_checkpoint_folder_of_a_gs_workdir_is_checked_through_epath(gcs):
     # A pod run trains into gs://bucket/run (launch/tpu_pod.sh); eval/export/predict then
     # take that URL. It used to be checked with os.path.isdir, which never sees GCS, so
