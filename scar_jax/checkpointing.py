@@ -373,12 +373,15 @@ class PreemptionGuard:
 
 
 def _state_metadata(item: str) -> Any:
-    """The saved state's tree of array metadata (shape, dtype) at the step's `item` folder."""
-    reader = ocp.StandardCheckpointer()
+    """The saved state's tree of array metadata (shape, dtype) at the step's `item` folder.
+
+    Read by the item's handler: StandardCheckpointer.metadata also looks for a step-level
+    metadata file inside the item and warns 'Metadata file does not exist' on every read."""
+    handler = ocp.StandardCheckpointHandler()
     try:
-        return reader.metadata(item).item_metadata
+        return handler.metadata(epath.Path(item))
     finally:
-        reader.close()
+        handler.close()
 
 
 def _params(tree: Any) -> Any:
