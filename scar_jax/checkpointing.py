@@ -296,8 +296,8 @@ class Checkpointer:
         if saved is None:
             return
         saved, want = _leaf_shapes(saved), _leaf_shapes(want)
-        diff = [f"{k}: saved {saved[k]} vs {want[k]} now" for k in sorted(saved.keys() & want.keys())
-                if saved[k] != want[k]]
+        both = sorted(saved.keys() & want.keys())
+        diff = [f"{k}: saved {saved[k]} vs {want[k]} now" for k in both if saved[k] != want[k]]
         diff += [f"{k}: only in the checkpoint" for k in sorted(saved.keys() - want.keys())]
         diff += [f"{k}: only in this model" for k in sorted(want.keys() - saved.keys())]
         if diff:

@@ -141,6 +141,7 @@ def test_restoring_into_a_model_of_another_shape_names_the_parameters(tmp_path):
     assert step == 2 and float(restored["params"]["enc"]["w"][0]) == 1.0
     ck.close()
 
+
 def test_checkpoint_folder_of_a_gs_workdir_is_checked_through_epath(gcs):
     # A pod run trains into gs://bucket/run (launch/tpu_pod.sh); eval/export/predict then
     # take that URL. It used to be checked with os.path.isdir, which never sees GCS, so

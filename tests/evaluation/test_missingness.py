@@ -209,7 +209,6 @@ def test_grid_equals_one_by_one_and_compiles_once_per_length(mu_model, buckets):
     assert emb.traces == traces
 
 
-
 def test_identical_masks_are_encoded_once_with_the_same_result(mu_model):
     # a reference model's transfer masks are its white-box masks; classes share regions
     model, variables, ecg, lead_obs, obs = mu_model
@@ -229,6 +228,7 @@ def test_identical_masks_are_encoded_once_with_the_same_result(mu_model):
     for i, j in enumerate([0, 1, 0, 2, 1, 0]):
         np.testing.assert_array_equal(z[i], z3[j])
         np.testing.assert_array_equal(pooled[i], pooled3[j])
+
 
 def test_grid_length_buckets():
     emb = miss.GridEmbedder(None, None, chunk=1, buckets=4)  # num_kept needs no model
