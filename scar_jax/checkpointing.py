@@ -401,11 +401,16 @@ def _leaf_shapes(tree: Any) -> dict[str, tuple[int, ...]]:
 WORKDIR_SUBDIR = "checkpoints"  # where a training workdir keeps its orbax checkpoints
 
 
+def is_url(path: str | os.PathLike) -> bool:
+    """True for a URL such as gs://bucket/run (pathlib would collapse it to gs:/bucket/run)."""
+    return "://" in os.fspath(path)
+
+
 def absolute(path: str | os.PathLike) -> str:
     """`path` made absolute (orbax refuses relative paths: a relative --workdir failed at the
     first save); URLs such as gs://bucket/run are returned unchanged."""
     path = os.fspath(path)
-    return path if "://" in path else os.path.abspath(path)
+    return path if is_url(path) else os.path.abspath(path)
 
 
 def checkpoint_folder(path: str | os.PathLike) -> str:
@@ -429,9 +434,11 @@ def latest_step(path: str | os.PathLike) -> int | None:
     """The newest complete checkpoint step under `path` (a training workdir or its
     checkpoints folder, local or gs://), read without saving anything; None when there
     is none."""
-    if not epath.Path(absolute(path)).is_dir():
+    try:
+        folder = checkpoint_folder(path)
+    except FileNotFoundError:
         return None
-    ckpt = Checkpointer(checkpoint_folder(path), async_save=False, keep_best=0)
+    ckpt = Checkpointer(folder, async_save=False, keep_best=0)
     try:
         return ckpt.latest_step()
     finally:

@@ -90,13 +90,13 @@ def run_demo(
     process). Each run is deterministic, so this changes the time, not the results.
     """
     from configs import demo as demo_config
-    from scar_jax import train
+    from scar_jax import checkpointing, train
     from scar_jax.data import build
     from scar_jax.evaluation import run as eval_run
 
     get_config = get_config or demo_config.get_config
     methods = check_methods(methods)
-    if "://" in os.fspath(workdir):  # pathlib would make gs://b/x a local folder gs:/b/x
+    if checkpointing.is_url(workdir):
         raise ValueError(
             f"The demo runs in a local folder, not {workdir}: it builds the corpus and "
             "trains on this machine."

@@ -497,7 +497,9 @@ def export(
     `source` (e.g. {'checkpoint': path, 'step': n}) is recorded in the manifest. out_dir must
     be empty or absent, or a previous export when `overwrite` (its files are replaced).
     """
-    if "://" in os.fspath(out_dir):  # pathlib would turn gs://b/x into a local gs:/b/x
+    from scar_jax import checkpointing
+
+    if checkpointing.is_url(out_dir):
         raise ValueError(
             f"export writes a local folder, not {os.fspath(out_dir)}; export to a local path "
             "and copy it (e.g. gcloud storage cp -r)."
