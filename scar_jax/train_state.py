@@ -22,7 +22,8 @@ from jax.sharding import Mesh
 
 from scar_jax import optim
 from scar_jax import sharding as sharding_lib
-from scar_jax.models import ecg_encoder, scar
+from scar_jax.leads import NUM_LEADS
+from scar_jax.models import scar
 
 
 @flax.struct.dataclass
@@ -51,8 +52,8 @@ def init_batch(config: ml_collections.ConfigDict, batch_spec: Mapping[str, Any])
         batch_spec["input_ids"].shape[1] if "input_ids" in batch_spec else config.model.txt.max_len
     )
     return {
-        "ecg": jnp.zeros((1, t, ecg_encoder.NUM_LEADS), jnp.float32),
-        "lead_observed": jnp.ones((1, ecg_encoder.NUM_LEADS), bool),
+        "ecg": jnp.zeros((1, t, NUM_LEADS), jnp.float32),
+        "lead_observed": jnp.ones((1, NUM_LEADS), bool),
         "input_ids": jnp.zeros((1, max_len), jnp.int32),
         "attention_mask": jnp.ones((1, max_len), jnp.int32),
     }

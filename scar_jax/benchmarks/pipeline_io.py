@@ -25,7 +25,7 @@ import numpy as np
 from absl import app, flags, logging
 
 from scar_jax.data import pipeline, preprocessing
-from scar_jax.models.ecg_encoder import LEAD_NAMES
+from scar_jax.leads import LEAD_NAMES
 
 _RECORDS = flags.DEFINE_integer("records", 2000, "Records read by each reader.")
 _DATASET = flags.DEFINE_string("dataset", "synthetic_ecg/500hz", "TFDS dataset/config.")

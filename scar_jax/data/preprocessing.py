@@ -20,9 +20,8 @@ from typing import Mapping, Sequence
 import numpy as np
 import scipy.signal
 
-from scar_jax.models.ecg_encoder import LEAD_NAMES
+from scar_jax.leads import LEAD_NAMES, NUM_LEADS
 
-NUM_LEADS = len(LEAD_NAMES)
 INT16_MAX = np.iinfo(np.int16).max
 INT16_MIN = np.iinfo(np.int16).min
 DEFAULT_ECG_SCALE = 0.001  # mV per int16 count (1 uV): +-32.767 mV range

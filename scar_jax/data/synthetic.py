@@ -23,13 +23,10 @@ from typing import Sequence
 import numpy as np
 from absl import logging
 
-from scar_jax.models.ecg_encoder import LEAD_NAMES
+from scar_jax.leads import LEAD_NAMES, LIMB, NUM_LEADS, PRECORDIAL, lead_indices
 
-NUM_LEADS = len(LEAD_NAMES)
 EVIDENCE_BIN_S = 0.1  # seconds per evidence bin
 SPLITS = ("train", "validation", "test")
-LIMB = ("I", "II", "III", "aVR", "aVL", "aVF")
-PRECORDIAL = ("V1", "V2", "V3", "V4", "V5", "V6")
 PROMPT_PREFIX = "ECG shows "  # the same register as scar_jax.data.real_labels
 
 # Time kinds of an evidence region: which spans of the record hold the evidence.
@@ -144,7 +141,7 @@ def class_lead_masks() -> tuple[np.ndarray, np.ndarray]:
     out = np.zeros((2, len(CLASS_INFO), len(LEAD_NAMES)), bool)
     for c, info in enumerate(CLASS_INFO):
         for k, leads in enumerate((info.primary_leads, info.secondary_leads)):
-            out[k, c, [LEAD_NAMES.index(x) for x in leads]] = True
+            out[k, c, lead_indices(leads)] = True
     return out[0], out[1]
 
 
@@ -905,8 +902,8 @@ def _region_keep(
         else:
             keep[~sec_t] = False
         return keep
-    cols_p = [LEAD_NAMES.index(x) for x in info.primary_leads]
-    cols_s = [LEAD_NAMES.index(x) for x in info.secondary_leads]
+    cols_p = lead_indices(info.primary_leads)
+    cols_s = lead_indices(info.secondary_leads)
     if which == "no_primary":
         keep[:, cols_p] = False
     else:

@@ -35,18 +35,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from scar_jax.models import ecg_encoder
+from scar_jax.leads import LEAD_NAMES, LEAD_SUBSETS, NUM_LEADS
 from scar_jax.models import masker as masker_lib
 
-LEAD_NAMES = ecg_encoder.LEAD_NAMES
-NUM_LEADS = ecg_encoder.NUM_LEADS
-LEAD_SUBSETS = {
-    "I": ("I",),
-    "I+II": ("I", "II"),
-    "limb6": LEAD_NAMES[:6],
-    "precordial6": LEAD_NAMES[6:],
-    "II+V1": ("II", "V1"),
-}
 UNITS = ("lead", "segment", "token")
 MODES = ("whitebox", "transfer")
 FAMILIES = ("clean", "lead_drop", "subset", "temporal", "joint", "random", "adversarial", "oracle")

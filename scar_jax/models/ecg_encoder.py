@@ -18,10 +18,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from scar_jax.leads import LEAD_NAMES, NUM_LEADS  # noqa: F401 (re-exported)
 from scar_jax.models import common
 
-NUM_LEADS = 12
-LEAD_NAMES = ("I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6")
 SELECTOR_KINDS = ("adaptive", "mean", "cls")
 STEMS = ("linear", "conv")
 # The conv stem: (channels, kernel) of its 1-D convolutions, each stride 2, VALID padding.

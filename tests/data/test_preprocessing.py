@@ -4,11 +4,7 @@ import numpy as np
 import pytest
 
 from scar_jax.data import preprocessing as pp
-from scar_jax.models.ecg_encoder import LEAD_NAMES
-
-
-def test_lead_names_are_the_encoders():
-    assert pp.LEAD_NAMES is LEAD_NAMES
+from scar_jax.leads import LEAD_NAMES
 
 
 @pytest.mark.parametrize(
