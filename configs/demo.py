@@ -18,14 +18,12 @@ The demo command builds one config per method with `get_config(f"method={m},..."
 from __future__ import annotations
 
 import pathlib
-import sys
 
 import ml_collections
 
-if __package__ != "configs":  # loaded by path (--config=configs/demo.py): make `configs` importable
-    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
-from configs import common  # noqa: E402
-from configs import scar  # noqa: E402
+from scar_jax import config_files
+
+scar = config_files.load_module(pathlib.Path(__file__).with_name("scar.py"))
 
 METHODS = ("scar", "merl", "random")  # what the demo trains, in this order
 _DEMO_KEYS = {"seed": 0}
@@ -36,7 +34,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     items = [kv for kv in (arg or "").split(",") if kv]
     demo_items = [kv for kv in items if kv.partition("=")[0] in _DEMO_KEYS]
     scar_items = [kv for kv in items if kv.partition("=")[0] not in _DEMO_KEYS]
-    demo = common.parse_arg(",".join(demo_items), **_DEMO_KEYS)
+    demo = config_files.parse_arg(",".join(demo_items), **_DEMO_KEYS)
     runlocal = "runlocal" in scar_items
     config = scar.get_config(",".join(["variant=mu", "text=minilm"] + scar_items))
     config.arg = dict(config.arg, **demo.to_dict())
@@ -49,7 +47,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     if runlocal:  # configs/scar.py's runlocal already shrank it to the tiny corpus
         config.total_steps = 6
         return config
-    common.set_leaves(
+    config_files.set_leaves(
         config,
         {
             "input.dataset": "synthetic_ecg/100hz",

@@ -26,14 +26,9 @@ key fails with an error naming it.
 
 from __future__ import annotations
 
-import pathlib
-import sys
-
 import ml_collections
 
-if __package__ != "configs":  # loaded by path (--config=configs/scar.py): make `configs` importable
-    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
-from configs import common  # noqa: E402
+from scar_jax import config_files
 
 METHODS = ("scar", "merl", "random")
 _METHOD_DEFAULTS = {
@@ -46,7 +41,7 @@ _METHOD_DEFAULTS = {
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     """The SCAR config for `arg` (see the module docstring)."""
-    arg = common.parse_arg(
+    arg = config_files.parse_arg(
         arg,
         method="scar",
         variant="tiny",
@@ -59,12 +54,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         minmax="fused",
         runlocal=False,
     )
-    method = common.choose("method", arg.method, METHODS)
+    method = config_files.choose("method", arg.method, METHODS)
     masker_kind, selector_kind, w_uma = _METHOD_DEFAULTS[method]
-    masker_kind = common.choose(
+    masker_kind = config_files.choose(
         "masker", arg.masker or masker_kind, ("adversarial", "random", "none")
     )
-    selector_kind = common.choose(
+    selector_kind = config_files.choose(
         "selector", arg.selector or selector_kind, ("adaptive", "mean", "cls")
     )
 
@@ -93,7 +88,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
     config.model = ml_collections.ConfigDict()
     config.model.embed_dim = 256  # shared ECG-text space
-    config.model.loss = common.choose("loss", arg.loss, ("clip", "siglip"))
+    config.model.loss = config_files.choose("loss", arg.loss, ("clip", "siglip"))
     config.model.logit_scale_init = 1.0 / 0.07  # capped at 100 in the loss
     config.model.uma_dropout = 0.1 if w_uma else 0.0  # dropout of MERL's two views
 
@@ -123,7 +118,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
     m = config.model.masker = ml_collections.ConfigDict()
     m.kind = masker_kind  # adversarial | random | none
-    m.unit = common.choose("unit", arg.unit, ("token", "lead", "segment", "joint"))
+    m.unit = config_files.choose("unit", arg.unit, ("token", "lead", "segment", "joint"))
     m.rho_min = 0.25  # removal ratio of observed units, drawn per example
     m.rho_max = 0.5
     m.joint_lead_share = 0.5  # joint: share of rho spent on leads (rest on segments)
@@ -155,7 +150,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     o.b2 = 0.98
     o.grad_clip = 1.0
     o.masker_lr = 1e-4
-    o.minmax = common.choose("minmax", arg.minmax, ("fused", "alternating"))
+    o.minmax = config_files.choose("minmax", arg.minmax, ("fused", "alternating"))
     o.masker_steps = 1  # alternating: masker steps per encoder step
     o.schedule = "cosine"  # lr after linear warm-up: cosine | linear | constant
     o.end_lr_factor = 0.0  # final lr = end_lr_factor * peak lr (cosine, linear)
@@ -200,7 +195,20 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     ev.rhos = (0.1, 0.2, 0.3)  # adversarial / random removal budgets (share of observed units)
     ev.adv_units = ("lead", "segment", "token")  # units of the adversarial removal
     ev.adv_modes = ("whitebox", "transfer")  # ranked by the model itself | by the reference
-    ev.reference = ""  # transfer reference checkpoint ('' = the first evaluated checkpoint)
+    # transfer reference checkpoint, outside the comparison (never one of the evaluated
+    # checkpoints; '' = none: the transfer rows are omitted)
+    ev.reference = ""
+    # label-independent removal (scar_jax/evaluation/classwise.py): for class c, the units
+    # that matter most for c, ranked on val_split, removed from every test record
+    ev.class_rhos = (0.25, 0.5)  # budgets (share of the 12 leads / S segments; () = off)
+    ev.class_units = ("lead",)  # lead and/or segment
+    ev.class_rank_examples = 0  # rank (and fit the mask probe) on the first N val records (0 = all)
+    ev.mask_probe = True  # mask-only label probe of every masker (fitted on val_split masks)
+    ev.mask_probe_c = 1.0  # its inverse L2 strength
+    # zero-shot class embeddings: each class's phrasings averaged, then (center) the mean
+    # class embedding subtracted; eval and predict use the same (chosen on validation: see
+    # the zero-shot diagnostics of the report)
+    ev.center_prompts = True
     ev.oracle = True  # class-region oracle removal where the corpus has evidence regions
     ev.cmrs_mode = "whitebox"  # which adversary gives the headline CMRS
     ev.cmrs_unit = "lead"  # and which unit
@@ -215,7 +223,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         ev.batch_size, ev.bootstrap, ev.max_examples = 8, 50, 32
 
     if arg.runlocal:
-        common.set_leaves(
+        config_files.set_leaves(
             config,
             {
                 "model.ecg.variant": "mu",

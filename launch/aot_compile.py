@@ -15,7 +15,6 @@ jax[tpu]: libtpu 0.0.42.* for jax 0.10.2); no TPU has to be attached.
 
 from __future__ import annotations
 
-import sys
 import time
 
 from absl import app
@@ -148,6 +147,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1]))
     define_flags()
     app.run(main)

@@ -13,26 +13,19 @@ A config without `sweep` is an error naming the file.
 from __future__ import annotations
 
 import argparse
-import importlib.util
-import pathlib
 import re
 import shlex
-import sys
 from typing import Any
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
+from scar_jax import config_files
 
 
 def load_config_module(path: str):
     """Import a config file by path (as --config=<path> does)."""
-    file = pathlib.Path(path)
-    if not file.is_file():
-        raise SystemExit(f"No config file {path!r}; pass e.g. configs/scar.py.")
-    sys.path.insert(0, str(REPO))
-    spec = importlib.util.spec_from_file_location(f"_sweep_{file.stem}", file)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    try:
+        return config_files.load_module(path)
+    except FileNotFoundError as e:
+        raise SystemExit(str(e)) from None
 
 
 def _name(arg: str, leaves: dict[str, Any]) -> str:

@@ -56,14 +56,22 @@ class _Stages:
         self.done += 1
 
 
-def check_methods(methods: Sequence[str] | None) -> list[str]:
-    """The demo's methods (default configs/demo.py METHODS); unknown names are a ValueError."""
-    from configs import demo as demo_config
+def demo_config(config_file: str | os.PathLike | None = None) -> Any:
+    """The demo's config file as a module (default: the repository's configs/demo.py)."""
+    from scar_jax import config_files
 
-    methods = list(methods or demo_config.METHODS)
-    unknown = sorted(set(methods) - set(demo_config.METHODS))
+    return config_files.load_module(config_file or config_files.CONFIGS_DIR / "demo.py")
+
+
+def check_methods(
+    methods: Sequence[str] | None, config_file: str | os.PathLike | None = None
+) -> list[str]:
+    """The demo's methods (default: the config file's METHODS); unknown names are a ValueError."""
+    known = demo_config(config_file).METHODS
+    methods = list(methods or known)
+    unknown = sorted(set(methods) - set(known))
     if unknown:
-        raise ValueError(f"demo methods {unknown} unknown (expected some of {demo_config.METHODS})")
+        raise ValueError(f"demo methods {unknown} unknown (expected some of {known})")
     return methods
 
 
@@ -83,19 +91,22 @@ def run_demo(
     arg: str = "",
     get_config: Callable[[str], ml_collections.ConfigDict] | None = None,
     workers: int = 3,
+    config_file: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
     """The whole demo in `workdir`; returns {seed: eval results}. See the module docstring.
+
+    config_file: the demo's config file, loaded by path (default: the repository's
+    configs/demo.py); get_config, if given, replaces its get_config (tests).
 
     workers: training runs at once, each in its own process (1: one after another in this
     process). Each run is deterministic, so this changes the time, not the results.
     """
-    from configs import demo as demo_config
     from scar_jax import checkpointing, train
     from scar_jax.data import build
     from scar_jax.evaluation import run as eval_run
 
-    get_config = get_config or demo_config.get_config
-    methods = check_methods(methods)
+    get_config = get_config or demo_config(config_file).get_config
+    methods = check_methods(methods, config_file)
     if checkpointing.is_url(workdir):
         raise ValueError(
             f"The demo runs in a local folder, not {workdir}: it builds the corpus and "

@@ -6,6 +6,7 @@ Commands:
   demo     the main job: build the synthetic corpus, pretrain SCAR, the MERL-style baseline
            and random-mask training (configs/demo.py), evaluate the missingness grid and
            write WORKDIR/report: --workdir=DIR [--demo_seeds=0,1,2] [--demo_arg=runlocal]
+           [--config=configs/demo.py:ARG: another demo config file; default the repository's]
            [--demo_methods=scar --demo_arg=supervision=false: one ablation run]
            [--demo_workers=3: training runs at once, each in its own process]
            [--update_readme: put the report's tables into README.md].
@@ -271,12 +272,17 @@ def main(argv):
 
         workdir = _require(_WORKDIR, command)
         seeds = [int(s) for s in _DEMO_SEEDS.value]
+        config_file, demo_arg = demo_config_file(config), _DEMO_ARG.value
+        if config_file:  # --config=configs/demo.py:arg: its arg joins --demo_arg
+            config_file, _, file_arg = config_file.partition(":")
+            demo_arg = ",".join(a for a in (file_arg, demo_arg) if a)
         try:
-            methods = demo.check_methods(_DEMO_METHODS.value)
+            methods = demo.check_methods(_DEMO_METHODS.value, config_file)
         except ValueError as e:
             raise app.UsageError(f"--demo_methods: {e}") from None
         demo.run_demo(
-            workdir, seeds=seeds, methods=methods, arg=_DEMO_ARG.value, workers=_DEMO_WORKERS.value
+            workdir, seeds=seeds, methods=methods, arg=demo_arg, workers=_DEMO_WORKERS.value,
+            config_file=config_file,
         )
         report = os.path.join(workdir, "report", "results.md" if len(seeds) == 1 else "seeds.md")
         print(f"Demo report: {report}")
@@ -348,6 +354,22 @@ def main(argv):
         except inference.UnreadableRecordError as e:
             sys.exit(f"predict: {e}")
         print(inference.format_prediction(prediction))
+
+
+def demo_config_file(config) -> str | None:
+    """demo: the --config file and arg ('configs/demo.py:runlocal'), None without --config.
+
+    The demo builds one config per method and seed from the file, so --config.<key>
+    overrides cannot apply; they are refused by name."""
+    if config is None:
+        return None
+    overrides = config_flags.get_override_values(flags.FLAGS["config"])
+    if overrides:
+        raise app.UsageError(
+            f"demo: --config overrides {sorted(overrides)} do not apply (the demo builds one "
+            "config per method from the file); pass structural keys with --demo_arg."
+        )
+    return config_flags.get_config_filename(flags.FLAGS["config"])
 
 
 def _build_mimic_shards(dataset: str, data_dir: str) -> None:

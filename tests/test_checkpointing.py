@@ -204,7 +204,6 @@ def test_nonfinite_state_is_never_saved(tmp_path):
 _KILL_WHILE_SAVING = textwrap.dedent(
     """
     import os, sys, threading, time, signal
-    sys.path.insert(0, {tests!r})
     import jax, jax.numpy as jnp
     from scar_jax import checkpointing
     from test_checkpointing import _state
@@ -234,8 +233,8 @@ _KILL_WHILE_SAVING = textwrap.dedent(
 @pytest.mark.slow
 def test_kill_9_while_saving_leaves_previous_checkpoint(tmp_path):
     directory = str(tmp_path / "ckpt")
-    script = _KILL_WHILE_SAVING.format(tests=str(REPO / "tests"), directory=directory)
-    env = dict(os.environ, PYTHONPATH=str(REPO))
+    script = _KILL_WHILE_SAVING.format(directory=directory)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), str(REPO / "tests")]))
     proc = subprocess.run(
         [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300
     )

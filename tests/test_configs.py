@@ -11,8 +11,8 @@ import pytest
 from absl import flags
 from ml_collections import config_flags
 
-from configs import common
 from configs import scar as scar_config
+from scar_jax import config_files
 from scar_jax.models import scar
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -45,7 +45,7 @@ DOCUMENTED_ARGS = {
 
 
 def test_every_config_file_is_covered():
-    files = {p.stem for p in (ROOT / "configs").glob("*.py")} - {"__init__", "common"}
+    files = {p.stem for p in (ROOT / "configs").glob("*.py")} - {"__init__"}
     assert files == set(DOCUMENTED_ARGS)
 
 
@@ -98,12 +98,46 @@ def test_bad_args_fail_with_the_key_named(arg, message):
 
 
 def test_parse_arg_types():
-    arg = common.parse_arg("n=3,x=0.5,flag,name=abc", n=1, x=1.0, flag=False, name="", other=7)
+    arg = config_files.parse_arg(
+        "n=3,x=0.5,flag,name=abc", n=1, x=1.0, flag=False, name="", other=7
+    )
     assert (arg.n, arg.x, arg.flag, arg.name, arg.other) == (3, 0.5, True, "abc", 7)
     with pytest.raises(ValueError, match="expected int"):
-        common.parse_arg("n=three", n=1)
+        config_files.parse_arg("n=three", n=1)
     with pytest.raises(ValueError, match="shadow"):
-        common.parse_arg("", update=1)
+        config_files.parse_arg("", update=1)
+
+
+def test_config_files_load_by_path_as_the_config_flag_does():
+    by_path = config_files.load(f"{ROOT / 'configs' / 'scar.py'}:method=merl,variant=mu")
+    assert by_path.to_dict() == scar_config.get_config("method=merl,variant=mu").to_dict()
+    assert config_files.load_family("demo", "runlocal").to_dict() == (
+        importlib.import_module("configs.demo").get_config("runlocal").to_dict()
+    )
+    assert config_files.CONFIGS_DIR == ROOT / "configs"
+    with pytest.raises(FileNotFoundError, match=r"No config file 'configs/sacr\.py'"):
+        config_files.load("configs/sacr.py:runlocal")
+
+
+def test_the_package_never_imports_configs_nor_edits_sys_path():
+    offenders = []
+    for folder in ("scar_jax", "configs", "launch"):
+        for path in (ROOT / folder).rglob("*.py"):
+            text = path.read_text()
+            for needle in ("sys.path.insert", "sys.path.append", "from configs ", "import configs"):
+                if needle in text:
+                    offenders.append(f"{path.relative_to(ROOT)}: {needle}")
+    assert offenders == []
+
+
+def test_demo_config_loads_from_any_working_directory(tmp_path):
+    # The package finds the demo's config file by path, not as the module `configs.demo`
+    # (which exists only when the repository root is the working directory).
+    code = "from scar_jax import demo; print(demo.check_methods(None))"
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == "['scar', 'merl', 'random']"
 
 
 def _parse_flags(*overrides):

@@ -35,9 +35,6 @@ def main(argv: list[str]) -> None:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     import dataclasses
 
-    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    if repo not in sys.path:  # `from configs import scar`
-        sys.path.insert(0, repo)
     from scar_jax.benchmarks import suite
 
     sizes = suite.QUICK if _QUICK.value else suite.FULL

@@ -108,14 +108,14 @@ def main(argv: list[str]) -> None:
     """Builds / reads the corpus, writes WFDB copies, times both readers, prints the table."""
     del argv
     warnings.filterwarnings("ignore", module="wfdb")
-    from configs import scar as scar_config
+    from scar_jax import config_files
 
     with tempfile.TemporaryDirectory() as tmp:
         dataset, data_dir = _ensure_built(_DATASET.value, _DATA_DIR.value, _RECORDS.value, tmp)
         source, info = pipeline.load_source(dataset, "train", data_dir)
         rate, length = pipeline.dataset_rate_and_length(info)
         n = min(_RECORDS.value, len(source))
-        cfg = scar_config.get_config().input
+        cfg = config_files.load_family("scar").input
         cfg.dataset, cfg.data_dir, cfg.normalize = dataset, data_dir, _NORMALIZE.value
         cfg.sample_rate, cfg.seconds = rate or 500, length / (rate or 500)
         observed = np.stack([np.asarray(source[i]["lead_observed"], bool) for i in range(n)])

@@ -200,14 +200,13 @@ KNOBS = (
 
 def scar_config(sizes: Sizes, method: str = "scar", leaves: Mapping[str, Any] | None = None):
     """configs/scar.py for `method` at the suite's variant, batch and record length."""
-    from configs import common
-    from configs import scar as scar_cfg
+    from scar_jax import config_files
 
-    config = scar_cfg.get_config(f"method={method},variant={sizes.scar_variant}")
+    config = config_files.load_family("scar", f"method={method},variant={sizes.scar_variant}")
     config.batch_size = sizes.scar_batch
     config.input.seconds = sizes.scar_seconds
     if leaves:
-        common.set_leaves(config, dict(leaves))
+        config_files.set_leaves(config, dict(leaves))
     return config
 
 
@@ -275,7 +274,7 @@ def row_scar_vs_merl(sizes: Sizes) -> tuple[list[dict[str, Any]], dict[str, Any]
 
 def row_pipeline(sizes: Sizes, demand: float, workdir: str) -> list[dict[str, Any]]:
     """Grain pipeline examples/s vs the SCAR step's demand and vs wfdb.rdsamp."""
-    from configs import scar as scar_cfg
+    from scar_jax import config_files
     from scar_jax.benchmarks import pipeline_io
     from scar_jax.data import pipeline
 
@@ -286,7 +285,7 @@ def row_pipeline(sizes: Sizes, demand: float, workdir: str) -> list[dict[str, An
     source, info = pipeline.load_source(dataset, "train", data_dir)
     rate, length = pipeline.dataset_rate_and_length(info)
     n = min(n, len(source))
-    cfg = scar_cfg.get_config().input
+    cfg = config_files.load_family("scar").input
     cfg.dataset, cfg.data_dir = dataset, data_dir
     cfg.sample_rate, cfg.seconds = rate or 500, length / (rate or 500)
     observed = np.stack([np.asarray(source[i]["lead_observed"], bool) for i in range(n)])

@@ -39,9 +39,9 @@ def parity_config(
 ) -> ml_collections.ConfigDict:
     """configs/scar.py method=merl with the uni-modal term off: masker none, mean selector,
     CLIP(clean view) only, frozen text tower (cached features)."""
-    from configs import scar as scar_config
+    from scar_jax import config_files
 
-    config = scar_config.get_config(f"method=merl,variant={variant},text={text}")
+    config = config_files.load_family("scar", f"method=merl,variant={variant},text={text}")
     config.batch_size = batch_size
     config.input.seconds = seconds
     config.input.sample_rate = sample_rate

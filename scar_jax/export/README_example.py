@@ -5,21 +5,27 @@ tests/export/test_to_torch.py::test_readme_example_runs runs this file and check
 against JAX.
 """
 
+import importlib.util
+import json
 import sys
 
 import torch
 import transformers
 
 export_dir = sys.argv[1]  # what `python -m scar_jax.main export --out=...` wrote
-sys.path.insert(0, export_dir)
-import ecg_tower  # noqa: E402  (the exported torch-only source)
+spec = importlib.util.spec_from_file_location("ecg_tower", f"{export_dir}/ecg_tower.py")
+ecg_tower = importlib.util.module_from_spec(spec)  # the exported torch-only source
+spec.loader.exec_module(ecg_tower)
 
 ecg_model = ecg_tower.load_ecg_tower(export_dir)  # strict state-dict load, eval mode
 text_head = ecg_tower.load_text_head(export_dir)
 tokenizer = transformers.AutoTokenizer.from_pretrained(f"{export_dir}/text")
 bert = transformers.AutoModel.from_pretrained(f"{export_dir}/text").eval()
 
-ecg = torch.randn(1, 5000, 12, generator=torch.Generator().manual_seed(0))  # 10 s at 500 Hz, I..V6
+with open(f"{export_dir}/manifest.json") as f:
+    data = json.load(f)["config"]["input"]  # the record the model was trained on
+num_samples = int(data["sample_rate"] * data["seconds"])  # e.g. 10 s at 100 Hz: 1000
+ecg = torch.randn(1, num_samples, 12, generator=torch.Generator().manual_seed(0))  # leads I..V6
 lead_observed = torch.ones(1, 12, dtype=torch.bool)
 lead_observed[0, 6:] = False  # the chest leads are missing: no retraining, no zero-filling
 prompts = tokenizer(["atrial fibrillation", "sinus rhythm"], padding=True, return_tensors="pt")

@@ -307,13 +307,14 @@ def test_readme_example_runs(text_source, tmp_path, monkeypatch):
     model, variables = parity.init(config)
     to_torch.export(variables, config, tmp_path)
     monkeypatch.setattr(sys, "argv", [str(EXAMPLE), str(tmp_path)])
-    monkeypatch.delitem(sys.modules, "ecg_tower", raising=False)
-    monkeypatch.setattr(sys, "path", list(sys.path))
+    path_before = list(sys.path)
     g = runpy.run_path(str(EXAMPLE), run_name="__main__")
-    sys.modules.pop("ecg_tower", None)
+    assert sys.path == path_before  # the example loads ecg_tower.py by path
     logits = g["logits"].numpy()
     ecg, lead_obs = g["ecg"].numpy(), g["lead_observed"].numpy()
     assert logits.shape == (1, 2) and not lead_obs[0, 6:].any()
+    # The record length comes from the export's own config (the model's sample rate x seconds).
+    assert ecg.shape == (1, int(config.input.sample_rate * config.input.seconds), 12)
     text = {k: jnp.asarray(v.numpy(), jnp.int32) for k, v in g["prompts"].items()}
     z_e = jax.jit(lambda *a: model.apply(variables, *a, method=model.embed_ecg)[0])(
         jnp.asarray(ecg), jnp.asarray(lead_obs)

@@ -1,10 +1,61 @@
-"""Helpers shared by every config: typed parsing of the structural `arg`, runlocal shrinking."""
+"""Config files: loaded by path, as `--config=configs/scar.py:arg` does, and their helpers.
+
+The package never imports the top-level `configs/` folder as a module. Commands that need a
+config file without a `--config` flag (the demo, the benchmarks) load it by path with
+`load_module` / `load`; `CONFIGS_DIR` is the repository's `configs/` folder. A config file
+that builds on another one loads it the same way (configs/demo.py loads configs/scar.py).
+The helpers below parse a config's structural `arg` ('variant=mu,runlocal') and set
+dotted leaves; every config file uses them.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import importlib.util
+import os
+import pathlib
+import sys
+import types
 from typing import Any, Mapping
 
 import ml_collections
+
+CONFIGS_DIR = pathlib.Path(__file__).resolve().parents[1] / "configs"
+
+
+def load_module(path: str | os.PathLike) -> types.ModuleType:
+    """The config file at `path` imported as a module (once per file; a missing file is named)."""
+    file = pathlib.Path(path).expanduser().resolve()
+    if not file.is_file():
+        raise FileNotFoundError(
+            f"No config file {os.fspath(path)!r}; pass a config file such as {CONFIGS_DIR}/scar.py."
+        )
+    digest = hashlib.sha1(str(file).encode()).hexdigest()[:8]
+    name = f"_scar_config_{file.stem}_{digest}"
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, file)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses and pickling look modules up by name
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[name]
+        raise
+    return module
+
+
+def load(spec: str) -> ml_collections.ConfigDict:
+    """'path/to/config.py[:arg]' -> the file's get_config(arg), as --config=<spec> gives it."""
+    path, sep, arg = str(spec).partition(":")
+    module = load_module(path)
+    return module.get_config(arg) if sep else module.get_config()
+
+
+def load_family(family: str, arg: str = "") -> ml_collections.ConfigDict:
+    """The repository's configs/<family>.py for `arg` (the benchmarks' configs)."""
+    return load(f"{CONFIGS_DIR / (family + '.py')}:{arg}")
+
 
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off")
