@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from scar_jax.data import real_labels
 from scar_jax.data.builders import wfdb_common
 from scar_jax.data.builders.chapman_shaoxing import chapman_shaoxing_dataset_builder as csn
 from scar_jax.data.builders.chapman_shaoxing import make_dummy_data
@@ -51,5 +52,9 @@ def test_lead_order_and_prompts(built_all):
     ex = {k: v for split in data.values() for k, v in split.items()}
     ref = wfdb_common.synthetic_ecg(10, 500, seed=4)  # JS00005 has a shuffled header
     np.testing.assert_allclose(millivolts(ex["JS00005"]), ref, atol=1.01e-3)
-    assert b.info.metadata["prompts"][3] == "ECG shows atrial flutter"
+    prompts = b.info.metadata["prompts"]
+    assert len(prompts) == len(b.info.metadata["classes"])
+    assert prompts[3][0] == "ECG shows atrial flutter"  # the canonical phrasing comes first
+    assert prompts[3] == list(real_labels.PROMPTS["chapman_shaoxing"]["AF"])
+    assert all(isinstance(p, list) and len(p) >= 3 for p in prompts)
     assert len(make_dummy_data.RECORDS) == sum(len(v) for v in data.values())

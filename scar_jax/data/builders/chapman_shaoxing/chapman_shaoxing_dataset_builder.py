@@ -123,7 +123,8 @@ class Builder(wfdb_common.WfdbBuilder):
         md = self.info.metadata
         md["classes"] = classes
         md["class_codes"] = class_codes
-        md["prompts"] = [real_labels.prompt("chapman_shaoxing", n, n) for n in classes]
+        # Every class's phrasings, canonical first (a class without curated ones: its acronym).
+        md["prompts"] = [list(real_labels.prompts("chapman_shaoxing", n, n)) for n in classes]
         md["codes_not_in_condition_names"] = {c: counts[c] for c in unknown}
         md["exact_vs_substring"] = compare_matching(dx, names)
         assign = wfdb_common.seeded_split(list(dx), FRACTIONS, self.builder_config.seed)
