@@ -60,7 +60,8 @@ _CONFIG = config_flags.DEFINE_config_file(
 _SEED = flags.DEFINE_integer("seed", None, "Overrides config.seed.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "train: run folder (checkpoints, metrics.jsonl).")
 _DATASET = flags.DEFINE_string(
-    "dataset", None, "build/plot/eval/predict: '<builder>/<config>', e.g. synthetic_ecg/250hz."
+    "dataset", None,
+    "build/plot/eval/predict: '<builder>[/<config>][:<version>]', e.g. synthetic_ecg/250hz."
 )
 _DATA_DIR = flags.DEFINE_string(
     "data_dir", None, "Built TFDS datasets (default: config.input.data_dir, TFDS_DATA_DIR)."
@@ -303,9 +304,9 @@ def main(argv):
                 dataset, data_dir=data_dir, manual_dir=_MANUAL_DIR.value, strict=_STRICT.value
             )
     elif command == "plot":
-        from scar_jax.data import synthetic
+        from scar_jax.data import names, synthetic
 
-        name = (_DATASET.value or "synthetic_ecg/500hz").partition("/")[2] or "500hz"
+        name = names.parse(_DATASET.value or "synthetic_ecg/500hz").config or "500hz"
         print(synthetic.plot_examples(_require(_OUT, command), config_name=name))
     elif command == "train":
         from scar_jax import train
@@ -376,7 +377,9 @@ def _build_mimic_shards(dataset: str, data_dir: str) -> None:
     """build --num_shards: MIMIC-IV-ECG's sharded generation (one worker's shards, or the merge)."""
     from scar_jax.data.builders.mimic_iv_ecg import mimic_iv_ecg_dataset_builder as mimic
 
-    if dataset.partition("/")[0] != "mimic_iv_ecg":
+    from scar_jax.data import names
+
+    if names.parse(dataset).builder != "mimic_iv_ecg":
         raise app.UsageError(f"--num_shards is for mimic_iv_ecg only (got --dataset={dataset}).")
     if _MERGE_SHARDS.value:
         mimic.merge_shards(data_dir, _NUM_SHARDS.value)

@@ -4,10 +4,11 @@
     info = build.build_dataset("synthetic_ecg/250hz", data_dir="/data/tfds")
     info = build.build_dataset("ptbxl/500hz", data_dir=..., manual_dir="/data/ptb-xl-1.0.3")
 
-`name` is "<builder>/<config>"; the builder module under scar_jax/data/builders/<builder>/
-is imported so it is registered. `config_kwargs` derive a new builder config from the named
-one (e.g. {"num_train": 500}); it gets its own name (given as config_kwargs["name"] or made
-from the overrides) so it never overwrites the standard config's files.
+`name` is "<builder>/<config>[:version]" (scar_jax.data.names); the builder module under
+scar_jax/data/builders/<builder>/ is imported so it is registered. `config_kwargs` derive a
+new builder config from the named one (e.g. {"num_train": 500}); it gets its own name (given
+as config_kwargs["name"] or made from the overrides) so it never overwrites the standard
+config's files.
 """
 
 from __future__ import annotations
@@ -21,19 +22,16 @@ from typing import Any
 import tensorflow_datasets as tfds
 from absl import logging
 
+from scar_jax.data import names
+
 
 def builder_class(builder_name: str) -> type[tfds.core.DatasetBuilder]:
-    """Import scar_jax.data.builders.<name> and return its registered TFDS builder class."""
+    """Import scar_jax.data.builders.<name> and return its registered TFDS builder class.
+
+    An unknown name is a names.UnknownDatasetError listing the builders that exist."""
+    names.check_builder(builder_name)
     module_name = f"scar_jax.data.builders.{builder_name}.{builder_name}_dataset_builder"
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as e:
-        if e.name is not None and module_name.startswith(e.name):
-            raise ValueError(
-                f"No builder {builder_name!r}: expected a TFDS builder folder "
-                f"scar_jax/data/builders/{builder_name}/ with {builder_name}_dataset_builder.py."
-            ) from e
-        raise
+    module = importlib.import_module(module_name)
     classes = [
         c
         for _, c in inspect.getmembers(module, inspect.isclass)
@@ -81,9 +79,12 @@ def build_dataset(
     strict: builders that accept it stop at the first broken record instead of skipping it.
     Already-built datasets are reused (TFDS's REUSE_DATASET_IF_EXISTS).
     """
-    builder_name, _, config_name = name.partition("/")
+    parsed = names.parse(name)
+    builder_name, config_name = parsed.builder, parsed.config
     cls = builder_class(builder_name)
     kwargs: dict[str, Any] = {"data_dir": data_dir, "file_format": "array_record"}
+    if parsed.version:
+        kwargs["version"] = parsed.version
     if config_kwargs:
         base = config_name or cls.DEFAULT_CONFIG_NAME or (cls.BUILDER_CONFIGS[0].name)
         kwargs["config"] = _derived_config(cls, base, config_kwargs)

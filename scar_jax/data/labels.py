@@ -4,19 +4,27 @@
     labels.prompts("synthetic_ecg/250hz")    # {class: prompt}; the config part is optional
     labels.prompts("ptbxl/superdiagnostic")  # real corpora from scar_jax.data.real_labels
 
-A dataset is looked up by its full name first, then by the part before '/'. The synthetic
-corpus is registered from `scar_jax.data.synthetic.CLASS_INFO`; the real corpora come from
-`scar_jax.data.real_labels` ("<corpus>/<label set>" for PTB-XL, "<corpus>" otherwise).
+A dataset name is parsed by scar_jax.data.names ('builder[/config][:version]') and looked
+up by its full name, then without the version, then by its builder. The synthetic corpus is
+registered from `scar_jax.data.synthetic.CLASS_INFO`; the real corpora come from
+`scar_jax.data.real_labels`. For PTB-XL the part after '/' is a builder config
+('ptbxl/500hz': the built dataset's own `labels`, the superdiagnostic set) or one of its
+label sets ('ptbxl/rhythm').
 Corpora whose classes are only known once built (Chapman-Shaoxing) are registered with
 `register(name, classes, prompts)`, e.g. from `info.metadata["classes"]`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 from typing import Mapping, Sequence
 
+from scar_jax.data import names as names_lib
+
 _REGISTRY: dict[str, tuple[tuple[str, ...], dict[str, str]]] = {}
+# The label set of a real corpus's built `labels` feature (what 'ptbxl/500hz' scores).
+_BUILT_LABEL_SET = {"ptbxl": "superdiagnostic"}
 
 
 def register(
@@ -55,11 +63,14 @@ def _from_real_labels(dataset: str) -> tuple[tuple[str, ...], dict[str, str]] | 
         if e.name == "scar_jax.data.real_labels":
             return None
         raise
-    corpus, _, label_set = dataset.partition("/")
+    parsed = names_lib.parse(dataset)
+    corpus = parsed.builder
+    sets = real.PTBXL_LABEL_SETS if corpus == "ptbxl" else {}
+    label_set = parsed.config if parsed.config in sets else _BUILT_LABEL_SET.get(corpus)
     if corpus not in getattr(real, "PROMPTS", {}):
         return None
     try:
-        names = real.classes(corpus, label_set or None)
+        names = real.classes(corpus, label_set)
     except ValueError:
         return None
     return tuple(names), {c: real.prompt(corpus, c, fallback=c) for c in names}
@@ -68,7 +79,10 @@ def _from_real_labels(dataset: str) -> tuple[tuple[str, ...], dict[str, str]] | 
 def _lookup(dataset: str) -> tuple[tuple[str, ...], dict[str, str]]:
     if "synthetic_ecg" not in _REGISTRY:
         _register_synthetic()
-    for key in (dataset, dataset.partition("/")[0]):
+    if dataset in _REGISTRY:
+        return _REGISTRY[dataset]
+    parsed = names_lib.parse(dataset)
+    for key in (str(dataclasses.replace(parsed, version=None)), parsed.builder):
         if key in _REGISTRY:
             return _REGISTRY[key]
     found = _from_real_labels(dataset)

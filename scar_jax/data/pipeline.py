@@ -54,16 +54,10 @@ import tensorflow_datasets as tfds
 from absl import flags, logging
 from tensorflow_datasets.proto import tf_example_pb2
 
-from scar_jax.data import preprocessing
+from scar_jax.data import names, preprocessing
 
 TextFn = Callable[[list[str]], Mapping[str, np.ndarray]]
 _RATE_IN_NAME = re.compile(r"(\d+)\s*hz", re.IGNORECASE)
-
-
-def _split_name(dataset: str) -> tuple[str, str | None]:
-    """'synthetic_ecg/250hz' -> ('synthetic_ecg', '250hz'); a ':version' suffix is kept."""
-    name, _, config = dataset.partition("/")
-    return name.split(":")[0], (config or None)
 
 
 def _register(name: str) -> None:
@@ -88,8 +82,7 @@ def load_source(
     data_dir None means $TFDS_DATA_DIR or ~/tensorflow_datasets. The dataset must have been
     built (with file_format='array_record'); this never builds or downloads.
     """
-    name, _ = _split_name(dataset)
-    _register(name)
+    _register(names.check_builder(dataset).builder)
     data_dir = data_dir or os.environ.get("TFDS_DATA_DIR") or None
     try:
         builder = tfds.builder(dataset, data_dir=data_dir)

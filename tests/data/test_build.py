@@ -49,7 +49,7 @@ def test_build_derived_config(tmp_path):
 
 
 def test_build_errors_name_the_problem(tmp_path):
-    with pytest.raises(ValueError, match="No builder 'nope'.*scar_jax/data/builders/nope"):
+    with pytest.raises(ValueError, match="no builder 'nope'.*exist: chapman.*data/builders"):
         build.build_dataset("nope/x", data_dir=str(tmp_path))
     with pytest.raises(ValueError, match="not fields of synthetic_ecg/tiny"):
         build.build_dataset("synthetic_ecg/tiny", data_dir=str(tmp_path), config_kwargs={"hz": 1})
