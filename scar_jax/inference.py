@@ -24,7 +24,6 @@ from scar_jax.data import preprocessing
 from scar_jax.data.builders import wfdb_common
 
 WFDB_SUFFIXES = (".hea", ".dat", ".mat")
-MAX_NAN_GAP_SECONDS = 0.1  # NaN runs up to this long are interpolated; longer ones hide the lead
 
 # DICOM channel units -> millivolts.
 _DICOM_UNITS_TO_MV = {"uv": 1e-3, "mv": 1.0, "v": 1e3}
@@ -110,7 +109,7 @@ def prepare_input(
             record.rate,
             target_rate=rate,
             num_samples=num_samples,
-            max_gap_samples=max(1, int(MAX_NAN_GAP_SECONDS * record.rate)),
+            max_gap_samples=preprocessing.nan_gap_samples(record.rate),
         )
     except ValueError as e:
         raise UnreadableRecordError(f"{record.file}: {e}") from None

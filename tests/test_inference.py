@@ -105,3 +105,26 @@ def test_corrupt_files_name_the_file_and_problem(tmp_path):
     assert hea.exists()
     with pytest.raises(inference.UnreadableRecordError, match="trunc.dat.*truncated"):
         inference.read_ecg_file(str(hea))
+
+
+@pytest.mark.parametrize("rate, want", [(100, 10), (250, 25), (257, 26), (360, 36), (500, 50),
+                                        (1000, 100), (4, 1)])
+def test_one_nan_gap_rule(rate, want):
+    """round(0.1 s * rate), at least one sample: builders and inference read the same number."""
+    assert preprocessing.nan_gap_samples(rate) == want
+    with pytest.raises(ValueError, match="rate=0"):
+        preprocessing.nan_gap_samples(0)
+
+
+@pytest.mark.parametrize("gap, kept", [(26, True), (27, False)])
+def test_builders_and_inference_repair_the_same_nan_gaps(setup, gap, kept):
+    """At 257 Hz (INCART) the rule allows 26 samples: both paths repair 26 and drop a lead at 27
+    (before, the builders' round() allowed 26 and inference's int() 25)."""
+    config, _ = setup
+    sig = wfdb_common.synthetic_ecg(4, 257, seed=3)
+    sig[300:300 + gap, 2] = np.nan
+    rec = wfdb_common.Record(sig, list(preprocessing.LEAD_NAMES), 257, [], "f")
+    built = wfdb_common.Hygiene("t").example("r", rec, target_rate=100, num_samples=400)
+    batch = inference.prepare_input(rec, config.input)
+    assert bool(built["lead_observed"][2]) is kept
+    assert bool(batch["lead_observed"][0, 2]) is kept

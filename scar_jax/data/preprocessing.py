@@ -28,6 +28,7 @@ DEFAULT_ECG_SCALE = 0.001  # mV per int16 count (1 uV): +-32.767 mV range
 CROP_POLICIES = ("start", "center", "random")
 NORMALIZE_KINDS = ("minmax", "zscore", "none")
 _CANONICAL = {name.lower(): name for name in LEAD_NAMES}
+MAX_NAN_GAP_SECONDS = 0.1  # NaN runs up to this long are interpolated; longer ones hide the lead
 
 
 def _check_signal(signal: np.ndarray, what: str = "signal") -> np.ndarray:
@@ -259,6 +260,17 @@ def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
     padded = np.concatenate([[False], mask, [False]]).astype(np.int8)
     edges = np.flatnonzero(np.diff(padded))
     return list(zip(edges[::2].tolist(), edges[1::2].tolist()))
+
+
+def nan_gap_samples(rate: float, seconds: float = MAX_NAN_GAP_SECONDS) -> int:
+    """The longest NaN run repair_nan fills at `rate` Hz: round(seconds * rate), at least 1.
+
+    The one NaN-gap rule of the builders and of single-file inference (100 Hz: 10 samples,
+    257 Hz: 26, 500 Hz: 50).
+    """
+    if not rate > 0 or seconds < 0:
+        raise ValueError(f"nan_gap_samples: rate={rate} must be > 0 and seconds={seconds} >= 0.")
+    return max(1, int(round(seconds * rate)))
 
 
 def repair_nan(

@@ -280,7 +280,7 @@ class Hygiene:
         *,
         target_rate: int,
         num_samples: int,
-        max_gap_s: float = 0.1,
+        max_gap_s: float = preprocessing.MAX_NAN_GAP_SECONDS,
         crop_policy: str = "start",
     ) -> dict[str, Any] | None:
         """Record -> the schema's signal fields (ecg int16 [num_samples, 12], ...) or None."""
@@ -291,7 +291,7 @@ class Hygiene:
                 record.rate,
                 target_rate=target_rate,
                 num_samples=num_samples,
-                max_gap_samples=int(round(max_gap_s * record.rate)),
+                max_gap_samples=preprocessing.nan_gap_samples(record.rate, max_gap_s),
                 crop_policy=crop_policy,
             )
         except ValueError as e:  # names were checked by read_record
