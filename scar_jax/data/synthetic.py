@@ -873,73 +873,23 @@ def beat_features(ecg: np.ndarray, keep: np.ndarray, fs: int) -> np.ndarray:
     return np.concatenate([np.array(rhythm)] + per_lead).astype(np.float32)
 
 
-def _region_keep(
-    rec: Record,
-    info: ClassInfo,
-    which: str,
-    rng: np.random.Generator,
-    positives: Sequence[Record],
+def _view_keep(
+    rec: Record, view: str, primary: np.ndarray, secondary: np.ndarray
 ) -> np.ndarray:
-    """[T, 12] bool keep mask for the probe: 'full', 'no_primary' or 'secondary_only' of class."""
+    """[T, 12] bool keep mask of one probe view of a record, from its class's oracle regions.
+
+    primary / secondary: [bins, 12] the class's regions in this record (the evaluation grid's
+    oracle-region rule, scar_jax.evaluation.run.oracle_regions). 'full': the observed leads;
+    'no_primary': without the primary region; 'secondary_only': the secondary region only
+    (less any primary overlap).
+    """
     num_samples = rec.ecg.shape[0]
-    keep = np.ones((num_samples, NUM_LEADS), bool)
-    keep[:, ~rec.lead_observed] = False
-    if which == "full":
+    keep = np.broadcast_to(rec.lead_observed, (num_samples, NUM_LEADS)).copy()
+    if view == "full":
         return keep
-    if info.primary_time in ("pvc",):  # time-localised: the record's own spans, or matched random
-        pos = rec.labels[_CI[info.name]]
-        # negatives get the spans of a random positive record, shifted in time
-        src = rec if pos else positives[int(rng.integers(0, len(positives)))]
-        prim = src.evidence_time_primary[:, _CI[info.name]]
-        sec = src.evidence_time_secondary[:, _CI[info.name]] & ~prim
-        if not pos:
-            shift = int(rng.integers(0, len(prim)))
-            prim, sec = np.roll(prim, shift), np.roll(sec, shift)
-        per = num_samples // len(prim)
-        prim_t, sec_t = np.repeat(prim, per), np.repeat(sec, per)
-        if which == "no_primary":
-            keep[prim_t] = False
-        else:
-            keep[~sec_t] = False
-        return keep
-    cols_p = lead_indices(info.primary_leads)
-    cols_s = lead_indices(info.secondary_leads)
-    if which == "no_primary":
-        keep[:, cols_p] = False
-    else:
-        only = np.zeros(NUM_LEADS, bool)
-        only[cols_s] = True
-        keep[:, ~only] = False
-    return keep
-
-
-def _auroc(score: np.ndarray, y: np.ndarray) -> float:
-    """Mann-Whitney AUROC with tied ranks."""
-    from scipy.stats import rankdata
-
-    r = rankdata(score)
-    n1 = int(y.sum())
-    n0 = len(y) - n1
-    return float((r[y].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
-
-
-def _logreg(x: np.ndarray, y: np.ndarray, l2: float) -> tuple[np.ndarray, float]:
-    """L2 logistic regression by L-BFGS: x [N, F] standardised, y [N] bool -> (w, b)."""
-    from scipy.optimize import minimize
-
-    yy = y.astype(np.float64)
-
-    def f(theta):
-        w, b = theta[:-1], theta[-1]
-        z = x @ w + b
-        p = 1 / (1 + np.exp(-z))
-        loss = np.mean(np.logaddexp(0, z) - yy * z) + 0.5 * l2 * w @ w
-        g = p - yy
-        return loss, np.r_[x.T @ g / len(y) + l2 * w, g.mean()]
-
-    res = minimize(f, np.zeros(x.shape[1] + 1), jac=True, method="L-BFGS-B",
-                   options={"maxiter": 300})  # fmt: skip
-    return res.x[:-1], float(res.x[-1])
+    per = num_samples // primary.shape[0]
+    prim, sec = np.repeat(primary, per, axis=0), np.repeat(secondary, per, axis=0)
+    return keep & ~prim if view == "no_primary" else keep & sec & ~prim
 
 
 def evidence_probe(
@@ -956,27 +906,41 @@ def evidence_probe(
 
     Views: 'full'; 'no_primary' (the class's primary region removed from every record,
     positives and negatives alike; PVC spans for negatives are a random positive's spans,
-    shifted); 'secondary_only' (only the class's secondary region kept).
+    shifted); 'secondary_only' (only the class's secondary region kept). The regions are
+    the evaluation grid's oracle regions, the probe is evaluation's logistic regression
+    (C = 1 / (l2 * num_train): mean log-loss + l2 / 2 * |w|^2) and AUROC.
     Returns {class: {view: test AUROC}}.
     """
+    from scar_jax.evaluation import linear_probe, zeroshot
+    from scar_jax.evaluation.run import oracle_regions
+
     names = list(classes or CLASSES)
     recs = {
         split: [generate_record(seed, split, i, sampling_rate=sampling_rate) for i in range(n)]
         for split, n in (("train", num_train), ("test", num_test))
     }
-    positives = {split: [r for r in rs if r.labels[_CI["PVC"]]] for split, rs in recs.items()}
+    metadata = {"class_info": {c.name: c.as_dict() for c in CLASS_INFO}}
+    regions = {}  # split -> region -> [C, N, bins, 12]
+    for split, rs in recs.items():
+        labels = np.stack([r.labels for r in rs])
+        for region in ("primary", "secondary"):
+            bins = np.stack([getattr(r, f"evidence_time_{region}") for r in rs])
+            regions.setdefault(split, {})[region] = oracle_regions(
+                metadata, CLASSES, region, labels, bins, bins.shape[1],
+                seed=seed * len(SPLITS) + SPLITS.index(split),
+            )
     cache: dict[tuple, np.ndarray] = {}
     out: dict[str, dict[str, float]] = {}
     for name in names:
-        info = CLASS_INFO[_CI[name]]
+        c = _CI[name]
         out[name] = {}
         for view in views:
             feats = {}
             for split, rs in recs.items():
-                rng = np.random.default_rng([seed, _CI[name], SPLITS.index(split)])
                 rows = []
                 for i, r in enumerate(rs):
-                    keep = _region_keep(r, info, view, rng, positives[split])
+                    keep = _view_keep(r, view, regions[split]["primary"][c, i],
+                                      regions[split]["secondary"][c, i])  # fmt: skip
                     key = (split, i, np.packbits(keep.any(0)).tobytes(),
                            np.packbits(keep.any(1)).tobytes())  # fmt: skip
                     if key not in cache:
@@ -984,9 +948,12 @@ def evidence_probe(
                     rows.append(cache[key])
                 feats[split] = np.stack(rows)
             mu, sd = feats["train"].mean(0), feats["train"].std(0) + 1e-6
-            ytr = np.array([r.labels[_CI[name]] for r in recs["train"]])
-            yte = np.array([r.labels[_CI[name]] for r in recs["test"]])
-            w, b = _logreg((feats["train"] - mu) / sd, ytr, l2)
-            out[name][view] = _auroc(((feats["test"] - mu) / sd) @ w + b, yte)
+            ytr = np.array([r.labels[c] for r in recs["train"]])
+            yte = np.array([r.labels[c] for r in recs["test"]])
+            coef, intercept = linear_probe.fit_classes(
+                (feats["train"] - mu) / sd, ytr[:, None], 1.0 / (l2 * len(ytr)), max_iter=300
+            )
+            score = ((feats["test"] - mu) / sd) @ coef.T + intercept
+            out[name][view] = float(zeroshot.auroc(yte[:, None], score)[0])
         logging.info("evidence probe %s: %s", name, out[name])
     return out

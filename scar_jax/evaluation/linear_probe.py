@@ -44,8 +44,11 @@ class Probe:
         return ((x - self.mean) / self.scale) @ self.coef.T + self.intercept
 
 
-def _fit_classes(x: np.ndarray, y: np.ndarray, c: float, max_iter: int):
-    """Standardised features [N, D], labels [N, K] -> (coef [K, D], intercept [K])."""
+def fit_classes(x: np.ndarray, y: np.ndarray, c: float, max_iter: int = 1000):
+    """Standardised features [N, D], labels [N, K] -> (coef [K, D], intercept [K]).
+
+    One L2 logistic regression per class (inverse strength c); the package's only one.
+    """
     from sklearn.linear_model import LogisticRegression
 
     k, d = y.shape[1], x.shape[1]
@@ -82,7 +85,7 @@ def fit(
         )
     best, val_by_c = None, {}
     for c in cs:
-        coef, intercept = _fit_classes(xs, y_train, float(c), max_iter)
+        coef, intercept = fit_classes(xs, y_train, float(c), max_iter)
         probe = Probe(mean, scale, coef, intercept, float(c), float("nan"), val_by_c)
         val = zeroshot.macro_auroc(y_val, probe.decision(np.asarray(x_val, np.float64)))["auroc"]
         val_by_c[float(c)] = val

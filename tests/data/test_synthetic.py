@@ -316,3 +316,51 @@ def test_generate_record_rejects_unknown_labels():
         _rec(0, ["MI"], fs=100)
     with pytest.raises(ValueError, match="at least one"):
         _rec(0, np.zeros(len(synthetic.CLASSES), bool), fs=100)
+
+
+def test_probe_views_are_the_evaluation_oracle_regions():
+    """The probe's views compose the grid's oracle regions (one rule): AMI loses V1-V4 for
+    the whole record, a PVC positive loses its own premature-beat spans on every lead."""
+    from scar_jax.evaluation.run import oracle_regions
+
+    rs = [_rec(i, names, fs=100) for i, names in enumerate([["AMI"], ["PVC"], ["NORM"]])]
+    meta = {"class_info": {c.name: c.as_dict() for c in synthetic.CLASS_INFO}}
+    labels_ = np.stack([r.labels for r in rs])
+    reg = {
+        region: oracle_regions(meta, synthetic.CLASSES, region, labels_,
+                               np.stack([getattr(r, f"evidence_time_{region}") for r in rs]), 100)
+        for region in ("primary", "secondary")
+    }  # fmt: skip
+    ami, pvc = synthetic.CLASSES.index("AMI"), synthetic.CLASSES.index("PVC")
+    keep = synthetic._view_keep(rs[0], "no_primary", reg["primary"][ami, 0],
+                                reg["secondary"][ami, 0])  # fmt: skip
+    removed = [L[x] for x in synthetic.CLASS_INFO[ami].primary_leads]
+    assert not keep[:, removed].any() and keep.sum() == 1000 * (12 - len(removed))
+    keep = synthetic._view_keep(rs[1], "no_primary", reg["primary"][pvc, 1],
+                                reg["secondary"][pvc, 1])  # fmt: skip
+    spans = np.repeat(rs[1].evidence_time_primary[:, pvc], 10)
+    assert spans.any() and np.array_equal(keep, np.repeat(~spans[:, None], 12, 1))
+    only = synthetic._view_keep(rs[1], "secondary_only", reg["primary"][pvc, 1],
+                                reg["secondary"][pvc, 1])  # fmt: skip
+    sec = np.repeat(rs[1].evidence_time_secondary[:, pvc], 10) & ~spans
+    assert np.array_equal(only, np.repeat(sec[:, None], 12, 1))
+    full = synthetic._view_keep(rs[2], "full", reg["primary"][0, 2], reg["secondary"][0, 2])
+    assert full.all()
+
+
+def test_probe_logistic_regression_minimises_the_l2_objective():
+    """evaluation's logistic regression at C = 1 / (l2 N) is the minimiser of
+    mean log-loss + l2 / 2 |w|^2 (the probe's objective): its gradient vanishes there."""
+    from scar_jax.evaluation import linear_probe
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(300, 5))
+    y = (x @ np.array([1.0, -2.0, 0.5, 0.0, 0.0]) + rng.normal(size=300)) > 0
+    l2 = 0.05
+    coef, intercept = linear_probe.fit_classes(x, y[:, None], 1.0 / (l2 * len(y)))
+    w, b = coef[0], intercept[0]
+    p = 1 / (1 + np.exp(-(x @ w + b)))
+    grad_w = x.T @ (p - y) / len(y) + l2 * w
+    grad_b = np.mean(p - y)
+    assert np.abs(grad_w).max() < 1e-3 and abs(grad_b) < 1e-3
+    assert np.abs(w).max() > 0.3  # a real fit, not the zero vector
