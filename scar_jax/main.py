@@ -10,9 +10,9 @@ Commands:
            [--demo_methods=scar --demo_arg=supervision=false: one ablation run]
            [--demo_workers=3: training runs at once, each in its own process]
            [--update_readme: put the report's tables into README.md].
-  smoke    the full SCAR model from --config on a batch of generated synthetic records:
-           one forward pass, the fused objective and its gradient; prints every view's
-           shape, the mask ratio, each loss term and each player's gradient norm.
+  smoke    one training update (the trainer's update_fn, past the masker's warm-up) of the
+           model from --config on generated synthetic records (scar_jax/smoke.py); prints
+           every view's shape, the mask ratio, each loss term and each player's gradient norm.
   build    build a TFDS dataset as ArrayRecord: --dataset=synthetic_ecg/250hz
            --data_dir=DIR [--manual_dir=LOCAL_COPY for the real corpora] [--strict].
   plot     one synthetic record per class with its evidence regions shaded: --out=FILE.png
@@ -33,20 +33,12 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 
 from absl import app
 from absl import flags
 from absl import logging
-import jax
-import jax.numpy as jnp
 import ml_collections
-import numpy as np
 from ml_collections import config_flags
-
-from scar_jax import losses
-from scar_jax.models import masker as masker_lib
-from scar_jax.models import scar
 
 COMMANDS = ("demo", "smoke", "build", "plot", "train", "eval", "export", "predict")
 _NEEDS_CONFIG = ("smoke", "train", "eval", "predict")
@@ -139,112 +131,6 @@ def parse_checkpoints(value: str) -> dict[str, str]:
     return out
 
 
-def generated_batch(config, batch_size: int, seed: int = 0) -> dict[str, np.ndarray]:
-    """Synthetic-corpus records generated in memory at config.input's rate and length.
-
-    ecg float32 [B, T, 12] normalised as config.input.normalize, lead_observed [B, 12]
-    (a quarter of the records miss a few leads), report texts.
-    """
-    from scar_jax.data import preprocessing
-    from scar_jax.data import synthetic
-
-    records = [
-        synthetic.generate_record(
-            seed,
-            "train",
-            i,
-            sampling_rate=int(config.input.sample_rate),
-            duration_s=float(config.input.seconds),
-            missing_lead_fraction=0.25,
-        )
-        for i in range(batch_size)
-    ]
-    ecg = np.stack([r.ecg for r in records])
-    observed = np.stack([r.lead_observed for r in records])
-    rows = np.ones(ecg.shape[:2], bool)
-    ecg = preprocessing.normalize_batch(ecg, observed, rows, config.input.normalize)
-    return {"ecg": ecg, "lead_observed": observed, "report": [r.report for r in records]}
-
-
-def smoke(config) -> dict[str, float]:
-    """One forward + fused objective + gradient of the full model; prints a summary."""
-    model = scar.build_model(config.model)
-    data = generated_batch(config, config.batch_size, config.seed)
-    batch = {
-        "ecg": data["ecg"],
-        "lead_observed": data["lead_observed"],
-        **scar.text_tokenizer(config.model.txt.checkpoint, config.model.txt.max_len)(
-            data["report"]
-        ),
-    }
-    batch = jax.tree.map(jnp.asarray, batch)
-    key = jax.random.key(config.seed)
-    rngs = {
-        "params": key,
-        "masker": jax.random.fold_in(key, 1),
-        "dropout": jax.random.fold_in(key, 2),
-    }
-    t0 = time.perf_counter()
-    params = jax.jit(model.init)(rngs, batch)
-    params = scar.load_text_weights(params, config.model.txt.checkpoint, config.model.txt.pooling)
-    tau = masker_lib.temperature(
-        0,
-        config.total_steps,
-        config.model.masker.tau_start,
-        config.model.masker.tau_end,
-        config.model.masker.tau_schedule,
-    )
-
-    @jax.jit
-    def step(params, batch, rngs):
-        def objective(p):
-            z, out = model.apply(p, batch, tau=tau, train=True, rngs=rngs)
-            total, metrics = losses.scar_objective(z, out, config.loss_weights, config.model.loss)
-            return total, (metrics, z, out)
-
-        (_, (metrics, z, out)), grads = jax.value_and_grad(objective, has_aux=True)(params)
-        norms = {
-            f"grad_norm/{k}": jnp.sqrt(sum(jnp.sum(x**2) for x in jax.tree.leaves(v)))
-            for k, v in grads["params"].items()
-        }
-        return metrics | norms, z, out
-
-    metrics, z, out = jax.block_until_ready(step(params, batch, rngs))
-    t1 = time.perf_counter()
-    metrics, z, out = jax.block_until_ready(step(params, batch, rngs))
-    t2 = time.perf_counter()
-    observed = np.asarray(out["observed"])
-    removed = observed & (np.asarray(out["mask"]) > 0)
-    n_params = {k: sum(x.size for x in jax.tree.leaves(v)) for k, v in params["params"].items()}
-    print(
-        f"SCAR smoke  method={config.arg.method} variant={config.model.ecg.variant} "
-        f"masker={config.model.masker.kind}/{config.model.masker.unit} "
-        f"selector={config.model.selector.kind} text={config.model.txt.checkpoint}"
-    )
-    print(
-        f"  ecg batch         {tuple(batch['ecg'].shape)}  observed leads/record "
-        f"{np.asarray(batch['lead_observed']).sum(1).tolist()}"
-    )
-    print(
-        f"  tokens            {tuple(out['clean']['tokens'].shape)} (lead x segment grid "
-        f"{tuple(observed.shape[1:])})"
-    )
-    print(f"  ECG embedding     {tuple(z.shape)}   text embedding {tuple(out['z_txt'].shape)}")
-    if "z_masked" in out:
-        print(
-            f"  masked embedding  {tuple(out['z_masked'].shape)}   removed "
-            f"{removed.sum() / observed.sum():.1%} of observed tokens"
-        )
-    print("  parameters        " + "  ".join(f"{k}={v:,}" for k, v in n_params.items()))
-    for k, v in sorted(metrics.items()):
-        print(f"  {k:<22}{float(v):.4f}")
-    print(f"  compile+first step {t1 - t0:.1f}s   step {t2 - t1:.2f}s")
-    bad = [k for k, v in metrics.items() if not np.isfinite(float(v))]
-    if bad:
-        raise FloatingPointError(f"Non-finite values in the smoke run: {bad}")
-    return {k: float(v) for k, v in metrics.items()}
-
-
 def main(argv):
     if len(argv) != 2 or argv[1] not in COMMANDS:
         raise app.UsageError(
@@ -290,7 +176,9 @@ def main(argv):
         if _UPDATE_README.value:
             demo.update_readme("README.md", report)
     elif command == "smoke":
-        smoke(config)
+        from scar_jax import smoke
+
+        print(smoke.format_report(smoke.run(config)))
     elif command == "build":
         from scar_jax.data import build
 
