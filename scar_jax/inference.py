@@ -130,13 +130,11 @@ def prepare_input(
 
 
 def zero_shot_scores(
-    model: Any, variables: Any, batch: Mapping[str, np.ndarray], prompt_tokens: Mapping
+    model: Any, variables: Any, batch: Mapping[str, np.ndarray], z_cls: np.ndarray
 ) -> np.ndarray:
-    """Cosine scores [B, K] of the batch's ECG embeddings against K prompt embeddings."""
-    from scar_jax.evaluation import zeroshot
+    """Cosine scores [B, K] of the batch's ECG embeddings against K class embeddings [K, E]."""
     from scar_jax.models import scar as scar_model
 
-    z_cls = zeroshot.prompt_embeddings(model, variables, dict(prompt_tokens))
     z_ecg, _ = model.apply(
         variables,
         jnp.asarray(batch["ecg"]),
@@ -144,7 +142,9 @@ def zero_shot_scores(
         jnp.asarray(batch["time_observed"]),
         method=scar_model.Model.embed_ecg,
     )
-    return zeroshot.scores(np.asarray(jax.device_get(z_ecg)), z_cls)
+    z_ecg = np.asarray(jax.device_get(z_ecg))
+    z_ecg = z_ecg / np.maximum(np.linalg.norm(z_ecg, axis=-1, keepdims=True), 1e-12)
+    return z_ecg @ np.asarray(z_cls).T
 
 
 def predict(
@@ -155,18 +155,19 @@ def predict(
 ) -> Prediction:
     """Zero-shot scores of every class of `dataset` for the ECG file at `path`."""
     from scar_jax.data import labels as labels_lib
-    from scar_jax.evaluation import zeroshot
     from scar_jax.models import scar as scar_model
 
     record = read_ecg_file(path)
     batch = prepare_input(record, config.input)
     classes = labels_lib.classes(dataset)
     table = labels_lib.prompts(dataset)
-    tokens = zeroshot.tokenize_prompts(
-        config.model.txt.checkpoint, [table[c] for c in classes], int(config.model.txt.max_len)
-    )
     model = scar_model.build_model(config.model)
-    scores = zero_shot_scores(model, variables, batch, tokens)[0]
+    # the class embeddings eval scores with: phrasings averaged, centred as config.eval says
+    z_cls = scar_model.class_embeddings(
+        model, variables, [table[c] for c in classes],
+        text_checkpoint=config.model.txt.checkpoint, max_len=int(config.model.txt.max_len),
+        center=bool(config.eval.get("center_prompts", False)))
+    scores = zero_shot_scores(model, variables, batch, z_cls)[0]
     if not np.all(np.isfinite(scores)):
         raise FloatingPointError(f"{path}: non-finite zero-shot scores {scores}.")
     return Prediction(

@@ -128,3 +128,50 @@ def test_builders_and_inference_repair_the_same_nan_gaps(setup, gap, kept):
     batch = inference.prepare_input(rec, config.input)
     assert bool(built["lead_observed"][2]) is kept
     assert bool(batch["lead_observed"][0, 2]) is kept
+
+
+def test_class_embeddings_average_phrasings_then_centre(setup):
+    """A class is the normalised mean of its phrasings' embeddings; centring subtracts the
+    mean class embedding (of the normalised classes) and renormalises."""
+    config, variables = setup
+    model = scar.build_model(config.model)
+    phrasings = [("ECG shows a", "ECG shows b b"), ("ECG shows c",), ("ECG shows d e f",)]
+    one = lambda texts: scar.class_embeddings(  # noqa: E731
+        model, variables, [(t,) for t in texts], text_checkpoint="random-tiny", max_len=16)
+    single = one(["ECG shows a", "ECG shows b b", "ECG shows c", "ECG shows d e f"])
+    np.testing.assert_allclose(np.linalg.norm(single, axis=1), 1.0, rtol=1e-5)
+
+    def unit(x):
+        return x / np.linalg.norm(x, axis=-1, keepdims=True)
+
+    want = unit(np.stack([single[0] + single[1], single[2], single[3]]))
+    kw = dict(text_checkpoint="random-tiny", max_len=16)
+    got = scar.class_embeddings(model, variables, phrasings, **kw)
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    centred = scar.class_embeddings(model, variables, phrasings, center=True, **kw)
+    np.testing.assert_allclose(centred, unit(want - want.mean(0)), atol=1e-5)
+    with pytest.raises(ValueError, match="at least one phrasing"):
+        scar.class_embeddings(model, variables, [("x",), ()], **kw)
+
+
+@pytest.mark.parametrize("center", [False, True])
+def test_predict_scores_with_the_class_embeddings_eval_uses(setup, center):
+    """predict's score of each class == cos(ECG embedding, eval's class embedding)."""
+    from pydicom.data import get_testdata_file
+
+    from scar_jax.evaluation import run
+
+    config, variables = setup
+    config = config.copy_and_resolve_references()
+    config.eval.center_prompts = center
+    path = get_testdata_file("waveform_ecg.dcm")
+    p = inference.predict(config, variables, path, "synthetic_ecg")
+    spec = run.ModelSpec.from_config("m", config, variables)
+    classes = labels.classes("synthetic_ecg")
+    z_cls = run.class_embeddings(spec, [labels.prompts("synthetic_ecg")[c] for c in classes],
+                                 config.eval)
+    batch = inference.prepare_input(inference.read_ecg_file(path), config.input)
+    z, _ = spec.model.apply(variables, batch["ecg"], batch["lead_observed"],
+                            batch["time_observed"], method=scar.Model.embed_ecg)
+    z = np.asarray(z) / np.linalg.norm(np.asarray(z), axis=-1, keepdims=True)
+    np.testing.assert_allclose([p.scores[c] for c in classes], (z @ z_cls.T)[0], atol=1e-5)

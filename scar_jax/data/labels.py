@@ -1,7 +1,7 @@
 """Class names and zero-shot prompts per dataset.
 
     labels.classes("synthetic_ecg")          # ('NORM', 'AMI', ...)
-    labels.prompts("synthetic_ecg/250hz")    # {class: prompt}; the config part is optional
+    labels.prompts("synthetic_ecg/250hz")    # {class: (phrasing, ...)}; the config part is optional
     labels.prompts("ptbxl/superdiagnostic")  # real corpora from scar_jax.data.real_labels
 
 A dataset name is parsed by scar_jax.data.names ('builder[/config][:version]') and looked
@@ -12,6 +12,10 @@ registered from `scar_jax.data.synthetic.CLASS_INFO`; the real corpora come from
 label sets ('ptbxl/rhythm').
 Corpora whose classes are only known once built (Chapman-Shaoxing) are registered with
 `register(name, classes, prompts)`, e.g. from `info.metadata["classes"]`.
+
+Every class has one or more phrasings (a prompt ensemble): zero-shot scores a class by the
+mean of its phrasings' embeddings (scar_jax.models.scar.class_embeddings), in eval and
+predict alike.
 """
 
 from __future__ import annotations
@@ -22,17 +26,28 @@ from typing import Mapping, Sequence
 
 from scar_jax.data import names as names_lib
 
-_REGISTRY: dict[str, tuple[tuple[str, ...], dict[str, str]]] = {}
+Phrasings = tuple[str, ...]
+_REGISTRY: dict[str, tuple[tuple[str, ...], dict[str, Phrasings]]] = {}
 # The label set of a real corpus's built `labels` feature (what 'ptbxl/500hz' scores).
 _BUILT_LABEL_SET = {"ptbxl": "superdiagnostic"}
 
 
+def as_phrasings(prompt: str | Sequence[str]) -> Phrasings:
+    """A prompt (str) or its phrasings (a sequence of str) -> the non-empty phrasings."""
+    items = (prompt,) if isinstance(prompt, str) else tuple(prompt or ())
+    return tuple(str(p) for p in items if str(p).strip())
+
+
 def register(
-    dataset: str, classes: Sequence[str], prompts: Mapping[str, str], *, overwrite: bool = False
+    dataset: str,
+    classes: Sequence[str],
+    prompts: Mapping[str, str | Sequence[str]],
+    *,
+    overwrite: bool = False,
 ) -> None:
-    """Register a dataset's class names (in label order) and a prompt for every class."""
+    """Register a dataset's class names (in label order) and a prompt (or phrasings) per class."""
     classes = tuple(classes)
-    missing = [c for c in classes if not prompts.get(c)]
+    missing = [c for c in classes if not as_phrasings(prompts.get(c))]
     if missing:
         raise ValueError(f"register({dataset!r}): no prompt for classes {missing}.")
     if len(set(classes)) != len(classes):
@@ -42,7 +57,7 @@ def register(
             f"Dataset {dataset!r} is already registered with other classes; pass overwrite=True "
             "to replace it."
         )
-    _REGISTRY[dataset] = (classes, {c: prompts[c] for c in classes})
+    _REGISTRY[dataset] = (classes, {c: as_phrasings(prompts[c]) for c in classes})
 
 
 def _register_synthetic() -> None:
@@ -50,12 +65,12 @@ def _register_synthetic() -> None:
     register(
         "synthetic_ecg",
         synthetic.CLASSES,
-        {c.name: c.prompt for c in synthetic.CLASS_INFO},
+        {c.name: c.prompts for c in synthetic.CLASS_INFO},
         overwrite=True,
     )
 
 
-def _from_real_labels(dataset: str) -> tuple[tuple[str, ...], dict[str, str]] | None:
+def _from_real_labels(dataset: str) -> tuple[tuple[str, ...], dict[str, Phrasings]] | None:
     """Classes and prompts of a real corpus from scar_jax.data.real_labels, if it knows it."""
     try:
         real = importlib.import_module("scar_jax.data.real_labels")
@@ -73,10 +88,10 @@ def _from_real_labels(dataset: str) -> tuple[tuple[str, ...], dict[str, str]] | 
         names = real.classes(corpus, label_set)
     except ValueError:
         return None
-    return tuple(names), {c: real.prompt(corpus, c, fallback=c) for c in names}
+    return tuple(names), {c: as_phrasings(real.prompts(corpus, c, fallback=c)) for c in names}
 
 
-def _lookup(dataset: str) -> tuple[tuple[str, ...], dict[str, str]]:
+def _lookup(dataset: str) -> tuple[tuple[str, ...], dict[str, Phrasings]]:
     if "synthetic_ecg" not in _REGISTRY:
         _register_synthetic()
     if dataset in _REGISTRY:
@@ -100,8 +115,8 @@ def classes(dataset: str) -> tuple[str, ...]:
     return _lookup(dataset)[0]
 
 
-def prompts(dataset: str) -> dict[str, str]:
-    """{class name: zero-shot prompt} of `dataset`, in class order."""
+def prompts(dataset: str) -> dict[str, Phrasings]:
+    """{class name: its zero-shot phrasings} of `dataset`, in class order."""
     return dict(_lookup(dataset)[1])
 
 

@@ -43,20 +43,28 @@ TIME_KINDS = {
 
 @dataclasses.dataclass(frozen=True)
 class ClassInfo:
-    """One diagnostic class: prompt and where its evidence lies."""
+    """One diagnostic class: zero-shot phrasings and where its evidence lies."""
 
     name: str
     description: str
-    prompt: str  # zero-shot prompt, worded unlike every report phrasing
+    # zero-shot phrasings (the class embedding averages them), written from the class's
+    # definition and worded unlike every report phrasing (tested); the first is canonical
+    prompts: tuple[str, ...]
     primary_leads: tuple[str, ...]
     primary_time: str  # a TIME_KINDS key
     secondary_leads: tuple[str, ...]
     secondary_time: str  # a TIME_KINDS key
     note: str = ""
 
+    @property
+    def prompt(self) -> str:
+        """The canonical (first) phrasing."""
+        return self.prompts[0]
+
     def as_dict(self) -> dict:
         """JSON-friendly dict with the time kinds spelled out."""
         d = dataclasses.asdict(self)
+        d["prompts"] = list(self.prompts)
         d["primary_leads"] = list(self.primary_leads)
         d["secondary_leads"] = list(self.secondary_leads)
         d["primary_time_description"] = TIME_KINDS[self.primary_time]
@@ -64,70 +72,123 @@ class ClassInfo:
         return d
 
 
+def _phrasings(*bodies: str) -> tuple[str, ...]:
+    """Zero-shot phrasings of a class: PROMPT_PREFIX + each body."""
+    return tuple(PROMPT_PREFIX + b for b in bodies)
+
+
 _OTHER = lambda *leads: tuple(x for x in LEAD_NAMES if x not in leads)  # noqa: E731
 
 CLASS_INFO: tuple[ClassInfo, ...] = (
     ClassInfo(
-        "NORM", "normal ECG", PROMPT_PREFIX + "a healthy heart with no abnormality",
+        "NORM", "normal ECG", _phrasings(
+            "a healthy heart with no abnormality",
+            "regular rhythm with normal waves and intervals and no pathological finding",
+            "a normal tracing without any sign of heart disease",
+        ),
         PRECORDIAL, "all", LIMB, "all",
         "absence of findings; the chest leads show it best (R progression, flat ST)",
     ),
     ClassInfo(
-        "AMI", "anterior ST elevation", PROMPT_PREFIX + "acute anterior wall myocardial infarction",
+        "AMI", "anterior ST elevation", _phrasings(
+            "acute anterior wall myocardial infarction",
+            "an injury current raising the ST segment over the anterior chest leads",
+            "an acute heart attack of the anterior wall with ST segment elevation in V1 to V4",
+        ),
         ("V1", "V2", "V3", "V4"), "st", ("II", "III", "aVF"), "st",
         "reciprocal ST depression in the inferior leads",
     ),
     ClassInfo(
-        "IMI", "inferior ST elevation", PROMPT_PREFIX + "acute inferior wall myocardial infarction",
+        "IMI", "inferior ST elevation", _phrasings(
+            "acute inferior wall myocardial infarction",
+            "an injury current raising the ST segment in leads II, III and aVF",
+            "an acute heart attack of the inferior wall",
+        ),
         ("II", "III", "aVF"), "st", ("I", "aVL"), "st",
         "reciprocal ST depression in I and aVL",
     ),
     ClassInfo(
-        "LMI", "lateral ST elevation", PROMPT_PREFIX + "acute lateral wall myocardial infarction",
+        "LMI", "lateral ST elevation", _phrasings(
+            "acute lateral wall myocardial infarction",
+            "an injury current raising the ST segment in leads I, aVL, V5 and V6",
+            "an acute heart attack of the lateral wall",
+        ),
         ("I", "aVL", "V5", "V6"), "st", ("III", "aVF"), "st",
         "reciprocal ST depression in III and aVF",
     ),
     ClassInfo(
-        "LBBB", "left bundle branch block", PROMPT_PREFIX + "blocked conduction in the left bundle",
+        "LBBB", "left bundle branch block", _phrasings(
+            "blocked conduction in the left bundle",
+            "a wide QRS complex with broad notched R waves in the lateral leads from a left bundle block",
+            "delayed left ventricular activation through a blocked left bundle",
+        ),
         PRECORDIAL, "qrst", LIMB, "qrs",
         "QS in V1-V2, broad notched R in V5-V6, discordant ST-T; wide QRS also in limb leads",
     ),
     ClassInfo(
         "RBBB", "right bundle branch block",
-        PROMPT_PREFIX + "blocked conduction in the right bundle",
+        _phrasings(
+            "blocked conduction in the right bundle",
+            "a wide QRS complex with an rSR' pattern in V1 from a right bundle block",
+            "delayed right ventricular activation through a blocked right bundle",
+        ),
         ("V1", "V2", "V3"), "qrst", ("I", "aVL", "V5", "V6"), "qrs",
         "rsR' and T inversion in V1-V3; wide slurred S in I, aVL, V5, V6",
     ),
     ClassInfo(
         "AFIB", "atrial fibrillation",
-        PROMPT_PREFIX + "chaotic atrial activity with an irregularly irregular pulse",
+        _phrasings(
+            "chaotic atrial activity with an irregularly irregular pulse",
+            "fibrillatory waves instead of P waves with irregular ventricular beats",
+            "disorganised atrial electrical activity without coordinated atrial contraction",
+        ),
         ("II", "aVF", "V1"), "all", _OTHER("II", "aVF", "V1"), "all",
         "no P waves and f-waves (II, aVF, V1); irregular RR intervals in every lead",
     ),
     ClassInfo(
         "1AVB", "first degree AV block",
-        PROMPT_PREFIX + "delayed atrioventricular conduction of the first degree",
+        _phrasings(
+            "delayed atrioventricular conduction of the first degree",
+            "a PR interval longer than 200 milliseconds with every P wave conducted",
+            "slowed conduction from the atria to the ventricles with a constant long PR interval",
+        ),
         ("II", "aVF", "V1"), "pr", ("I", "III", "aVR"), "pr",
         "PR > 200 ms, read where the P wave is largest; smaller P waves elsewhere",
     ),
     ClassInfo(
-        "SBRAD", "sinus bradycardia", PROMPT_PREFIX + "a slow heart rate under 60 per minute",
+        "SBRAD", "sinus bradycardia", _phrasings(
+            "a slow heart rate under 60 per minute",
+            "a regular rhythm from the sinus node slower than 60 beats per minute",
+            "slow regular beating of the heart paced by the sinus node",
+        ),
         ("II", "V5"), "all", _OTHER("II", "V5"), "all",
         "rate is global: every lead carries it (known weakness: secondary is not weaker)",
     ),
     ClassInfo(
-        "STACH", "sinus tachycardia", PROMPT_PREFIX + "a fast heart rate over 100 per minute",
+        "STACH", "sinus tachycardia", _phrasings(
+            "a fast heart rate over 100 per minute",
+            "a regular rhythm from the sinus node faster than 100 beats per minute",
+            "rapid regular beating of the heart paced by the sinus node",
+        ),
         ("II", "V5"), "all", _OTHER("II", "V5"), "all",
         "rate is global: every lead carries it (known weakness: secondary is not weaker)",
     ),
     ClassInfo(
-        "LVOLT", "low QRS voltage", PROMPT_PREFIX + "small amplitude of ventricular depolarisation",
+        "LVOLT", "low QRS voltage", _phrasings(
+            "small amplitude of ventricular depolarisation",
+            "QRS complexes smaller than 0.5 millivolts in the limb leads",
+            "reduced electrical amplitude of the ventricular complexes",
+        ),
         LIMB, "qrs", PRECORDIAL, "qrs",
         "QRS < 0.5 mV in the limb leads; chest leads damped less",
     ),
     ClassInfo(
         "PVC", "premature ventricular complexes",
-        PROMPT_PREFIX + "extra beats arising early from the ventricles",
+        _phrasings(
+            "extra beats arising early from the ventricles",
+            "early wide QRS complexes without a preceding P wave, followed by a pause",
+            "ectopic ventricular beats interrupting the regular rhythm",
+        ),
         LEAD_NAMES, "pvc", LEAD_NAMES, "post_pvc",
         "evidence localised in time: wide premature beats; then a long pause and an altered T",
     ),

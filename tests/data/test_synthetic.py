@@ -212,12 +212,17 @@ def test_pack_unpack_evidence_round_trip():
 def test_prompts_are_worded_unlike_every_report_phrasing():
     templates = [t.lower() for t in synthetic.all_report_templates()]
     reports = [_rec(i, fs=100).report.lower() for i in range(100)]
+    seen = set()
     for info in synthetic.CLASS_INFO:
-        body = info.prompt[len(synthetic.PROMPT_PREFIX) :].lower()
-        assert info.prompt.startswith(synthetic.PROMPT_PREFIX)
-        for text in templates + reports:
-            assert body not in text and info.prompt.lower() not in text, (info.name, text)
-    assert labels.prompts("synthetic_ecg") == {c.name: c.prompt for c in synthetic.CLASS_INFO}
+        assert len(info.prompts) >= 3 and info.prompt == info.prompts[0], info.name
+        for prompt in info.prompts:
+            body = prompt[len(synthetic.PROMPT_PREFIX) :].lower()
+            assert prompt.startswith(synthetic.PROMPT_PREFIX)
+            assert body not in seen, (info.name, prompt)  # no two classes share a phrasing
+            seen.add(body)
+            for text in templates + reports:
+                assert body not in text and prompt.lower() not in text, (info.name, text)
+    assert labels.prompts("synthetic_ecg") == {c.name: c.prompts for c in synthetic.CLASS_INFO}
     assert labels.classes("synthetic_ecg/250hz") == synthetic.CLASSES
 
 
@@ -296,11 +301,11 @@ def test_label_registry():
 
     assert "synthetic_ecg" in labels.registered()
     assert labels.classes("ptbxl/superdiagnostic") == real_labels.PTBXL_SUPERDIAGNOSTIC
-    assert labels.prompts("cpsc2018")["AF"] == real_labels.prompt("cpsc2018", "AF")
-    labels.register("csn_test", ("A", "B"), {"A": "ECG shows a", "B": "ECG shows b"})
+    assert labels.prompts("cpsc2018")["AF"] == real_labels.prompts("cpsc2018", "AF")
+    labels.register("csn_test", ("A", "B"), {"A": "ECG shows a", "B": ["ECG shows b", "b2"]})
     try:
         assert labels.classes("csn_test/500hz") == ("A", "B")
-        assert labels.prompts("csn_test") == {"A": "ECG shows a", "B": "ECG shows b"}
+        assert labels.prompts("csn_test") == {"A": ("ECG shows a",), "B": ("ECG shows b", "b2")}
         with pytest.raises(ValueError, match="no prompt for classes \\['B'\\]"):
             labels.register("bad", ("A", "B"), {"A": "x"})
         with pytest.raises(ValueError, match="already registered"):
