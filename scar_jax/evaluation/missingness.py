@@ -22,6 +22,11 @@ Conditions (names as they appear in results):
                                   unit lead | segment (occlusion) | token (gradient x keep)
   oracle/<region>                 region primary | secondary; for class c, c's region removed
                                   from every record (synthetic corpus only), scored on class c
+  classwise/<mode>/<unit>/rho<rho>
+                                  for class c, the round(rho * U) units that matter most for c
+                                  (ranked on the validation split by the evaluated model or the
+                                  reference) removed from every record, scored on class c
+                                  (scar_jax.evaluation.classwise)
 """
 
 from __future__ import annotations
@@ -40,7 +45,8 @@ from scar_jax.models import masker as masker_lib
 
 UNITS = ("lead", "segment", "token")
 MODES = ("whitebox", "transfer")
-FAMILIES = ("clean", "lead_drop", "subset", "temporal", "joint", "random", "adversarial", "oracle")
+FAMILIES = ("clean", "lead_drop", "subset", "temporal", "joint", "random", "adversarial", "oracle",
+            "classwise")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,6 +125,16 @@ def oracle(region: str) -> Condition:
     if region not in ("primary", "secondary"):
         raise ValueError(f"oracle region {region!r}; expected primary or secondary.")
     return Condition(f"oracle/{region}", "oracle", region=region)
+
+
+def classwise(mode: str, unit: str, rho: float) -> Condition:
+    """Class c's most important units (ranked on validation) removed from every record."""
+    _check_unit(unit, rho)
+    if mode not in MODES or unit == "token":
+        raise ValueError(f"classwise removal {mode!r}/{unit!r}; expected a mode of {MODES} and "
+                         "unit lead or segment.")
+    return Condition(f"classwise/{mode}/{unit}/rho{rho:g}", "classwise", rate=rho, unit=unit,
+                     rho=rho, mode=mode)
 
 
 def _check_unit(unit: str, rho: float) -> None:

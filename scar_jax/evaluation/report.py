@@ -122,6 +122,8 @@ def markdown(results_by_dataset: Mapping[str, Mapping[str, Any]]) -> str:
                   "| dataset · model | remover | macro | " + " | ".join(class_names) + " |",
                   "|---|---|---|" + "---|" * len(class_names)] + by_class
 
+    lines += _label_independent_markdown(results_by_dataset, cols)
+
     lines += ["", "## Grid cost", ""]
     for d, r in results_by_dataset.items():
         t = r.get("timing")
@@ -133,6 +135,76 @@ def markdown(results_by_dataset: Mapping[str, Mapping[str, Any]]) -> str:
                 f"{t['traces']} time(s); ranking for the adversarial masks took "
                 f"{t['total_rank_s']:.1f} s in all.")
     return "\n".join(lines) + "\n"
+
+
+def _label_independent_markdown(results_by_dataset: Mapping[str, Mapping[str, Any]],
+                                cols: list[tuple[str, str]]) -> list[str]:
+    """Issue 19's evaluation tables: the units each classwise row removed, the mask-only label
+    probe, and masker targeting on the classes whose evidence is local to leads."""
+    out: list[str] = []
+    unit_rows = []
+    for d, r in results_by_dataset.items():
+        cw = r.get("classwise") or {}
+        names = list(r["classes"])
+        for who, by_cond in cw.get("units", {}).items():
+            for cond, by_class in by_cond.items():
+                unit_rows.append(f"| {d} · {who} | {cond} | "
+                                 + " | ".join(" ".join(by_class.get(c, [])) or "–" for c in names)
+                                 + " |")
+        if unit_rows:
+            n = cw.get("ranked_on", {}).get("examples", "?")
+            out += ["", "## Label-independent removal: what each classwise row removed", "",
+                    f"For class c, the units that matter most for c (occlusion on {n} validation "
+                    "records: mean score drop over c's positives minus over its negatives), "
+                    "ranked by the evaluated model (whitebox) or by the reference outside the "
+                    "comparison (transfer), are removed from every test record, positives and "
+                    "negatives alike; the zero-shot table's `classwise/...` rows score class c "
+                    "under that removal (`oracle/...`: the corpus's own region of c).", "",
+                    "| dataset · ranker | row | " + " | ".join(names) + " |",
+                    "|---|---|" + "---|" * len(names)] + unit_rows
+            unit_rows = []
+
+    probe_rows = []
+    for d, r in results_by_dataset.items():
+        whose = [(m, r["models"][m].get("mask_probe", {})) for dd, m in cols if dd == d]
+        whose.append(("(model-independent)", r.get("mask_probe", {})))
+        for who, probes in whose:
+            for name, p in (probes or {}).items():
+                probe_rows.append(f"| {d} · {who} | {name} | {_fmt(p.get('auroc'))} | "
+                                  f"{_fmt(p.get('removed_share'))} |")
+    if probe_rows:
+        out += ["", "## Mask-only label probe (chance 0.5)", "",
+                "A logistic regression reads the labels from the removal mask alone (which "
+                "tokens are removed), fitted on the validation split's masks, macro AUROC on the "
+                "test split's masks. Well above 0.5: the mask tells the label (a masked view "
+                "can learn the mask instead of the evidence; a per-record protocol picked from "
+                "the record's own labels leaks them by construction).", "",
+                "| dataset · model | masker | probe AUROC | share removed |",
+                "|---|---|---|---|"] + probe_rows
+
+    local_rows, local_names = [], None
+    for d, m in cols:
+        r = results_by_dataset[d]
+        local = r.get("lead_local_classes") or []
+        if not local:
+            continue
+        local_names = local_names or local
+        for name, t in r["models"][m].get("targeting_by_class", {}).items():
+            if not name.startswith(("masker", "adversarial/whitebox/lead")):
+                continue
+            cells = []
+            for c in local_names:
+                v = t["classes"].get(c, {})
+                cells.append(f"{_fmt(v.get('share'))} / {_fmt(v.get('chance'))}"
+                             if v.get("n") else "–")
+            local_rows.append(f"| {d} · {m} | {name} | {_fmt(t.get('lead_local_macro_lift'))} | "
+                              + " | ".join(cells) + " |")
+    if local_rows:
+        out += ["", "## Targeting on the classes whose evidence is local to leads: share of "
+                "removals inside the class's primary region / chance", "",
+                "| dataset · model | remover | macro lift | " + " | ".join(local_names) + " |",
+                "|---|---|---|" + "---|" * len(local_names)] + local_rows
+    return out
 
 
 def _plt():

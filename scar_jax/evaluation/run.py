@@ -27,7 +27,9 @@ import numpy as np
 from absl import logging
 
 from scar_jax import metrics as metrics_lib
+from scar_jax.evaluation import classwise as classwise_lib
 from scar_jax.evaluation import cmrs as cmrs_lib
+from scar_jax.evaluation import compare
 from scar_jax.evaluation import linear_probe
 from scar_jax.evaluation import missingness as miss
 from scar_jax.evaluation import zeroshot
@@ -136,15 +138,21 @@ def evaluate(
     *,
     reference: ModelSpec | None = None,
     probe_data: tuple[EvalData, EvalData] | None = None,
+    rank_data: EvalData | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Evaluate every model on the same grid -> (results (JSON-able), arrays for the plots).
 
-    cfg: config.eval. reference: ranks the transfer-adversarial masks (default: none,
-    transfer conditions skipped). probe_data: (train, validation) splits for the
-    linear probe, fitted on clean features and scored on every test condition.
+    cfg: config.eval. reference: ranks the transfer-adversarial masks, one model outside the
+    comparison (never one of `models`: it would attack itself white-box and the others
+    black-box; default none, transfer conditions skipped). probe_data: (train, validation)
+    splits for the linear probe, fitted on clean features and scored on every test
+    condition. rank_data: the validation split; with it, the label-independent
+    `classwise/...` rows (cfg.class_rhos, cfg.class_units; scar_jax.evaluation.classwise)
+    and the mask-only label probe of every masker (cfg.mask_probe).
     """
     if not models:
         raise ValueError("evaluate() needs at least one model.")
+    _check_reference(models, reference)
     patch = models[0].model.ecg.patch_size
     n, t = len(data), data.ecg.shape[1]
     s = t // patch
@@ -169,12 +177,7 @@ def evaluate(
         for m in models
     }
     ref_emb = ref_zcls = None
-    # a reference that is one of the models (run_eval's default: the first checkpoint) is
-    # embedded and ranked once: its transfer masks are its white-box masks
-    ref_model = next((m.name for m in models if m is reference), None)
-    if ref_model is not None:
-        ref_emb, ref_zcls = embedders[ref_model], z_cls[ref_model]
-    elif reference is not None:
+    if reference is not None:
         ref_emb = miss.GridEmbedder(reference.model, reference.variables, cfg.chunk,
                                      cfg.grid_buckets)
         ref_zcls = zeroshot.prompt_embeddings(
@@ -186,6 +189,13 @@ def evaluate(
         m.name: jax.jit(functools.partial(_apply_masker, m.model))
         for m in models if m.model.masker.kind == "adversarial"
     }
+    class_rhos = tuple(float(r) for r in cfg.get("class_rhos", ())) if rank_data else ()
+    class_units = tuple(cfg.get("class_units", ("lead",)))
+    probe_masks = rank_data is not None and bool(cfg.get("mask_probe", True))
+    cw_conds = [miss.classwise(mode, unit, rho)
+                for mode in ("whitebox",) + (("transfer",) if reference is not None else ())
+                for unit in class_units for rho in class_rhos]
+    conds = conds + cw_conds
     want_z = {c.name for c in conds if c.family in ("clean", "random", "adversarial")}
     sc = {m.name: {c.name: np.zeros((n, k_cls), np.float32) for c in conds} for m in models}
     zs = {m.name: {c: None for c in want_z} for m in models}
@@ -195,6 +205,20 @@ def evaluate(
     traces = {"examples": [], "keeps": {}}
     n_trace = int(cfg.trace_examples)
     timing = {"rank_s": 0.0, "grid_s": 0.0, "conditions": 0}
+    val_ranks, class_regions, rd = {}, {}, None
+    if rank_data is not None and (cw_conds or probe_masks):
+        t0 = time.perf_counter()
+        rd = _head(rank_data, int(cfg.get("class_rank_examples", 0)))
+        val_ranks = _rank_validation(models, embedders, z_cls, masker_fns, reference, ref_emb,
+                                     ref_zcls, rd, cfg, patch, class_units, probe_masks)
+        for c in cw_conds:
+            for who in (["reference"] if c.mode == "transfer" else [m.name for m in models]):
+                units = classwise_lib.top_units(val_ranks[who].importance[c.unit], c.rho)
+                class_regions[who, c.name] = classwise_lib.units_to_region(
+                    units, c.unit, ecg_encoder.NUM_LEADS, s)
+        timing["class_rank_s"] = time.perf_counter() - t0
+    test_masks = {m.name: {} for m in models}  # the mask-only probe's test masks [b, 12 * S]
+    shared_masks: dict[str, list[np.ndarray]] = {}  # model-independent ones (random, transfer)
     unit_names = sorted({c.unit for c in conds if c.family == "adversarial"})
     num_batches = math.ceil(n / bs)
     progress = metrics_lib.Throughput(num_batches)
@@ -215,15 +239,10 @@ def evaluate(
                                         data.bin_seconds), bs)
             class_primary = _class_region_batch(regions["primary"], data, patch, s, sl, bs)
         t0 = time.perf_counter()
-        toks, imps = {}, {}  # the reference's, when it is one of the models, are reused
         if ref_emb is not None:
             ref_tok = ref_emb.tokens(ecg, observed)
-            if ref_model is not None:
-                toks[ref_model] = ref_tok
             for unit in unit_names:
                 imp = ref_emb.importance(ref_tok, observed, unit, ref_zcls, labels)
-                if ref_model is not None:
-                    imps[ref_model, unit] = imp
                 for c in conds:
                     if c.family == "adversarial" and c.mode == "transfer" and c.unit == unit:
                         keeps[c.name] = np.asarray(miss.topk_units_keep(
@@ -238,29 +257,48 @@ def evaluate(
                 if reg.shape[1] != 1:
                     reg = np.stack([_pad(r, bs) for r in reg])
                 oracle_keeps[c.name] = [miss.region_keep(observed, reg[j]) for j in range(k_cls)]
+        for c in cw_conds:  # class-level regions of the reference: the same for every model
+            if c.mode == "transfer":
+                reg = class_regions["reference", c.name]
+                oracle_keeps[c.name] = [miss.region_keep(observed, reg[j]) for j in range(k_cls)]
+        if probe_masks:
+            for c in conds:
+                if (c.family == "random" or c.mode == "transfer") and c.unit in class_units \
+                        and c.name in keeps:
+                    shared_masks.setdefault(c.name, []).append(
+                        _flat_removed(observed & ~keeps[c.name], b))
 
         for m in models:
             emb = embedders[m.name]
             t0 = time.perf_counter()
-            tok = toks[m.name] if m.name in toks else emb.tokens(ecg, observed)
+            tok = emb.tokens(ecg, observed)
             mk = dict(keeps)
             for unit in unit_names:
                 if not any(c.mode == "whitebox" and c.unit == unit for c in conds):
                     continue
-                imp = imps.get((m.name, unit))
-                if imp is None:
-                    imp = emb.importance(tok, observed, unit, z_cls[m.name], labels)
+                imp = emb.importance(tok, observed, unit, z_cls[m.name], labels)
                 for c in conds:
                     if c.family == "adversarial" and c.mode == "whitebox" and c.unit == unit:
                         mk[c.name] = np.asarray(miss.topk_units_keep(
                             jnp.asarray(observed), jnp.asarray(imp), unit, c.rho))
             timing["rank_s"] += time.perf_counter() - t0
+            class_keeps = dict(oracle_keeps)
+            for c in cw_conds:
+                if c.mode == "whitebox":
+                    reg = class_regions[m.name, c.name]
+                    class_keeps[c.name] = [miss.region_keep(observed, reg[j])
+                                           for j in range(k_cls)]
+            if probe_masks:
+                for c in conds:
+                    if c.family == "adversarial" and c.mode == "whitebox" and c.unit in class_units:
+                        test_masks[m.name].setdefault(c.name, []).append(
+                            _flat_removed(observed & ~mk[c.name], b))
             names, stack = [], []
             for c in conds:
-                if c.family == "oracle":
-                    if c.name in oracle_keeps:
+                if c.family in ("oracle", "classwise"):
+                    if c.name in class_keeps:
                         names += [(c.name, j) for j in range(k_cls)]
-                        stack += oracle_keeps[c.name]
+                        stack += class_keeps[c.name]
                 else:
                     names.append((c.name, None))
                     stack.append(mk[c.name])
@@ -278,6 +316,17 @@ def evaluate(
                         feats[m.name][name] = _append(feats[m.name].get(name), pooled[i, :b])
                 else:
                     sc[m.name][name][sl, j] = scores[i, :b, j]
+            masker_removed = {}  # the trained masker's removals, for targeting and the probe
+            if (data.report_tokens is not None and m.name in masker_fns
+                    and (primary is not None or probe_masks)):
+                run_masker = _masker_on(m, masker_fns[m.name], data, cfg, bs, int(cfg.seed))
+                for rho in cfg.rhos:
+                    for prefix, noise in (("masker", 1.0), ("masker_mode", 0.0)):
+                        masker_removed[f"{prefix}/rho{rho:g}"] = run_masker(ecg, observed, sl,
+                                                                            rho, noise)
+            if probe_masks:
+                for name, removed in masker_removed.items():
+                    test_masks[m.name].setdefault(name, []).append(_flat_removed(removed, b))
             if primary is not None:
                 for c in conds:
                     if c.family in ("adversarial", "random"):
@@ -287,23 +336,12 @@ def evaluate(
                         if class_primary is not None and c.family == "adversarial":
                             class_stats[m.name].setdefault(c.name, []).append(
                                 _class_target_counts(removed, class_primary, observed, labels)[:b])
-                if data.report_tokens is not None and m.name in masker_fns:
-                    text = {k: jnp.asarray(_pad(v[sl], bs)) for k, v in data.report_tokens.items()}
-                    lo = jnp.asarray(_pad(np.asarray(data.lead_observed[sl], bool), bs))
-                    for rho in cfg.rhos:
-                        for prefix, noise in (("masker", 1.0), ("masker_mode", 0.0)):
-                            removed = np.asarray(masker_fns[m.name](
-                                m.variables, jnp.asarray(ecg), lo, text, jnp.float32(rho),
-                                jnp.float32(cfg.masker_tau), jnp.float32(noise),
-                                jax.random.fold_in(jax.random.key(cfg.seed), start)))
-                            removed = removed & observed
-                            name = f"{prefix}/rho{rho:g}"
-                            target_stats[m.name].setdefault(name, []).append(
-                                _target_counts(removed, primary, observed)[:b])
-                            if class_primary is not None:
-                                class_stats[m.name].setdefault(name, []).append(
-                                    _class_target_counts(removed, class_primary, observed,
-                                                         labels)[:b])
+                for name, removed in masker_removed.items():
+                    target_stats[m.name].setdefault(name, []).append(
+                        _target_counts(removed, primary, observed)[:b])
+                    if class_primary is not None:
+                        class_stats[m.name].setdefault(name, []).append(
+                            _class_target_counts(removed, class_primary, observed, labels)[:b])
             if start == 0 and n_trace:
                 for name, _ in names:
                     if name in mk and (name.startswith("adversarial") or name == "clean"):
@@ -326,6 +364,23 @@ def evaluate(
                 traces["primary"] = primary[: min(n_trace, b)]
 
     results = _aggregate(models, data, cfg, conds, sc, zs, target_stats, class_stats)
+    _add_lead_local(results, classwise_lib.lead_local_classes(data.class_primary,
+                                                              data.class_names))
+    if rd is not None:
+        results["classwise"] = _classwise_summary(cw_conds, class_regions, val_ranks, rd, s)
+    if probe_masks:
+        c_probe = float(cfg.get("mask_probe_c", 1.0))
+        cat = lambda d: {k: np.concatenate(v) for k, v in d.items()}  # noqa: E731
+        for m in models:
+            results["models"][m.name]["mask_probe"] = classwise_lib.mask_probes(
+                val_ranks[m.name].removed, cat(test_masks[m.name]), rd.labels, data.labels,
+                data.class_names, c_probe)
+        shared_val = {k: v for k, v in val_ranks[models[0].name].removed.items()
+                      if k.startswith("random/")}
+        if "reference" in val_ranks:
+            shared_val.update(val_ranks["reference"].removed)
+        results["mask_probe"] = classwise_lib.mask_probes(
+            shared_val, cat(shared_masks), rd.labels, data.labels, data.class_names, c_probe)
     results["timing"] = _measure_cost(embedders[models[0].name], data, cfg, patch, static, timing)
     if probe_data is not None:
         for m in models:
@@ -338,6 +393,123 @@ def evaluate(
 def _append(acc: np.ndarray | None, x: np.ndarray) -> np.ndarray:
     """Concatenate rows."""
     return x.copy() if acc is None else np.concatenate([acc, x])
+
+
+def _check_reference(models: Sequence[ModelSpec], reference: ModelSpec | None) -> None:
+    """The transfer reference must be outside the comparison (METHOD §8)."""
+    if reference is None:
+        return
+    for m in models:
+        if reference is m or reference.name == m.name or reference.variables is m.variables:
+            raise ValueError(
+                f"The transfer reference {reference.name!r} is the compared model {m.name!r}: "
+                "it would attack itself white-box and the others black-box. Pass a reference "
+                "outside the comparison (config.eval.reference / reference=), or none (the "
+                "transfer rows are then omitted).")
+
+
+def _head(data: EvalData, n: int) -> EvalData:
+    """The first n records of a split (n = 0: all); class regions are dropped (not needed)."""
+    if not n or n >= len(data):
+        return dataclasses.replace(data, class_primary=None, class_secondary=None)
+    cut = lambda x: None if x is None else x[:n]  # noqa: E731
+    return dataclasses.replace(
+        data, ecg=data.ecg[:n], lead_observed=data.lead_observed[:n], labels=data.labels[:n],
+        time_observed=cut(data.time_observed), evidence_primary=cut(data.evidence_primary),
+        evidence_secondary=cut(data.evidence_secondary), class_primary=None,
+        class_secondary=None,
+        report_tokens=None if data.report_tokens is None else {
+            k: v[:n] for k, v in data.report_tokens.items()})
+
+
+def _flat_removed(removed: np.ndarray, b: int) -> np.ndarray:
+    """Removed tokens [bs, 12, S] -> the first b rows flattened [b, 12 * S] bool."""
+    return np.asarray(removed, bool)[:b].reshape(b, -1)
+
+
+def _masker_on(m: ModelSpec, fn, data: EvalData, cfg, bs: int, seed: int):
+    """f(ecg, observed, sl, rho, noise) -> the trained masker's removal [bs, 12, S] of the rows
+    sl of `data` (its report tokens; rng folded from `seed` and the batch start)."""
+
+    def f(ecg, observed, sl, rho, noise):
+        text = {k: jnp.asarray(_pad(v[sl], bs)) for k, v in data.report_tokens.items()}
+        lo = jnp.asarray(_pad(np.asarray(data.lead_observed[sl], bool), bs))
+        removed = np.asarray(fn(m.variables, jnp.asarray(ecg), lo, text, jnp.float32(rho),
+                                jnp.float32(cfg.masker_tau), jnp.float32(noise),
+                                jax.random.fold_in(jax.random.key(seed), sl.start)))
+        return removed & observed
+
+    return f
+
+
+def _rank_validation(models, embedders, z_cls, masker_fns, reference, ref_emb, ref_zcls,
+                     rd: EvalData, cfg, patch: int, class_units, probe_masks: bool):
+    """classwise.rank_on_split of every model (and of the reference, as 'reference') on the
+    validation split rd: class importance, and the masks of the mask-only probe."""
+    bs = int(cfg.batch_size)
+    obs_fn = lambda sl: _observed_tokens(rd, sl, patch)  # noqa: E731
+    rhos = tuple(cfg.rhos) if probe_masks else ()
+    out = {}
+    for i, m in enumerate(models):
+        masker = None
+        if probe_masks and m.name in masker_fns and rd.report_tokens is not None:
+            masker = _masker_on(m, masker_fns[m.name], rd, cfg, bs, int(cfg.seed) + 1)
+        out[m.name] = classwise_lib.rank_on_split(
+            embedders[m.name], z_cls[m.name], rd, obs_fn, units=class_units, rhos=rhos,
+            batch_size=bs, masker=masker,
+            random_seed=int(cfg.seed) if probe_masks and i == 0 else None)
+    if reference is not None:
+        out["reference"] = classwise_lib.rank_on_split(
+            ref_emb, ref_zcls, rd, obs_fn, units=class_units, rhos=rhos, batch_size=bs,
+            whitebox_name="adversarial/transfer")
+    logging.info("class-level ranking and probe masks on %d validation records (%s)", len(rd),
+                 ", ".join(out))
+    return out
+
+
+def _classwise_summary(cw_conds, class_regions, val_ranks, rd: EvalData, s: int):
+    """What the classwise rows removed: {ranker: {condition: {class: [units]}}} and the split."""
+    units = {}
+    for (who, name), reg in class_regions.items():
+        cond = next(c for c in cw_conds if c.name == name)
+        for j, cls in enumerate(rd.class_names):
+            if cond.unit == "lead":
+                picked = [ecg_encoder.LEAD_NAMES[i] for i in np.flatnonzero(reg[j].any(1))]
+            else:
+                picked = [f"s{i}" for i in np.flatnonzero(reg[j].any(0))]
+            units.setdefault(who, {}).setdefault(name, {})[cls] = picked
+    return {"ranked_on": {"examples": len(rd), "rankers": sorted(val_ranks)}, "units": units}
+
+
+def _add_lead_local(results: dict[str, Any], lead_local: Sequence[str]) -> None:
+    """Mark the classes whose primary evidence is local to leads and add, per remover, the
+    macro lift over those classes only (`targeting_by_class[...]['lead_local_macro_lift']`)."""
+    results["lead_local_classes"] = list(lead_local)
+    for res in results["models"].values():
+        for t in res.get("targeting_by_class", {}).values():
+            lifts = [t["classes"][c]["lift"] for c in lead_local
+                     if c in t["classes"] and t["classes"][c]["n"]
+                     and math.isfinite(t["classes"][c]["lift"])]
+            t["lead_local_macro_lift"] = float(np.mean(lifts)) if lifts else float("nan")
+
+
+def save_scores(out_dir: str | os.PathLike, labels: np.ndarray,
+                scores: Mapping[str, Mapping[str, np.ndarray]]) -> str:
+    """Per-example zero-shot scores of every model and condition into out_dir/scores.npz
+    (labels [N, K] and '<model>|<condition>' [N, K] float32): the seed summary's paired
+    bootstrap of method differences reads them (scar_jax.evaluation.compare)."""
+    from etils import epath
+
+    arrays = {"labels": np.asarray(labels, bool)}
+    for model, by_cond in scores.items():
+        for cond, sc in by_cond.items():
+            arrays[compare.score_key(model, cond)] = np.asarray(sc, np.float32)
+    out = epath.Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / compare.SCORES_FILE
+    with path.open("wb") as f:
+        np.savez_compressed(f, **arrays)
+    return str(path)
 
 
 def _target_counts(removed: np.ndarray, primary: np.ndarray, observed: np.ndarray) -> np.ndarray:
@@ -738,10 +910,13 @@ def run_eval(
     """Evaluate {name: checkpoint folder | variables | (config, variables)} on a built dataset.
 
     Writes results.json, results.md and the PNGs into out_dir (scar_jax.evaluation.report)
-    and returns the results. dataset / split default to config.input.dataset and
-    config.eval.split; `reference` (same forms; default config.eval.reference, else the
-    first checkpoint) ranks the transfer-adversarial masks for every model; `label_set`
-    picks one of PTB-XL's four label sets (superdiagnostic | subdiagnostic | form | rhythm).
+    and returns the results, plus scores.npz (per-example scores, save_scores). dataset /
+    split default to config.input.dataset and config.eval.split; `reference` (same forms;
+    default config.eval.reference) ranks the transfer-adversarial masks for every model: one
+    model outside the comparison, never one of `checkpoints` (without one the transfer rows
+    are omitted, and the log says so); `label_set` picks one of PTB-XL's four label sets
+    (superdiagnostic | subdiagnostic | form | rhythm). The validation split (config.eval.
+    val_split) ranks the classwise rows and fits the mask-only probe (and the linear probe's C).
     """
     from scar_jax.evaluation import report
 
@@ -753,20 +928,36 @@ def run_eval(
     models = [model_spec(name, config, src) for name, src in checkpoints.items()]
     if reference is None and ev.reference:
         reference = ev.reference
-    ref = model_spec("reference", config, reference) if reference is not None else models[0]
+    ref = model_spec("reference", config, reference) if reference is not None else None
+    if ref is None:
+        logging.warning("No transfer reference (config.eval.reference): the transfer rows are "
+                        "omitted. A compared checkpoint is never used as the reference (it "
+                        "would attack itself white-box and the others black-box).")
+    elif isinstance(reference, (str, os.PathLike)) and any(
+            isinstance(c, (str, os.PathLike)) and os.path.abspath(c) == os.path.abspath(reference)
+            for c in checkpoints.values()):
+        raise ValueError(f"The transfer reference {reference} is one of the compared "
+                         "checkpoints; pass one outside the comparison.")
     text_ckpt = models[0].text_checkpoint
     data = load_split(config, dataset, split, data_dir=data_dir, label_set=label_set,
                       max_examples=int(ev.max_examples), text_checkpoint=text_ckpt)
+    val = None
+    if ev.probe or ev.get("class_rhos") or ev.get("mask_probe", True):
+        val = load_split(config, dataset, ev.val_split, data_dir=data_dir, label_set=label_set,
+                         evidence=False, text_checkpoint=text_ckpt)
     probe_data = None
     if ev.probe:
-        probe_data = tuple(load_split(config, dataset, s, data_dir=data_dir, label_set=label_set,
-                                      evidence=False)
-                           for s in (ev.train_split, ev.val_split))
-    results, plots = evaluate(models, data, ev, reference=ref, probe_data=probe_data)
+        train_split = load_split(config, dataset, ev.train_split, data_dir=data_dir,
+                                 label_set=label_set, evidence=False)
+        probe_data = (train_split, val)
+    results, plots = evaluate(models, data, ev, reference=ref, probe_data=probe_data,
+                              rank_data=val)
     name = dataset + (f"/{label_set}" if label_set else "")
-    results.update(dataset=name, split=split, reference=ref.name
-                   if reference is not None else f"{models[0].name} (first checkpoint)")
+    results.update(dataset=name, split=split,
+                   reference=("none (transfer rows omitted)" if ref is None else str(reference)
+                              if isinstance(reference, (str, os.PathLike)) else "in memory"))
     report.write(out_dir, {name: results}, {name: plots},
                  patch_size=models[0].model.ecg.patch_size, sample_rate=data.sample_rate)
+    save_scores(out_dir, data.labels, plots["scores"])
     return results
 

@@ -13,6 +13,8 @@ import optax
 import pytest
 from sklearn.metrics import roc_auc_score
 
+from scar_jax.evaluation import classwise
+from scar_jax.evaluation import compare
 from scar_jax.evaluation import missingness as miss
 from scar_jax.evaluation import run
 from scar_jax.evaluation import zeroshot
@@ -43,17 +45,19 @@ def test_models_share_masks_and_batching_changes_nothing(mu):
     a = run.ModelSpec("a", mu.model, mu.variables, "random-tiny", 16)
     pert = jax.tree.map(lambda x: x * 1.05 + 0.01, mu.variables)
     b = run.ModelSpec("b", mu.model, pert, "random-tiny", 16)
+    ref = run.ModelSpec("ref", mu.model, jax.tree.map(lambda x: x * 0.95 - 0.01, mu.variables),
+                        "random-tiny", 16)
     data = _data(mu)
-    res_ab, plots = run.evaluate([a, b], data, _small_grid(mu.config), reference=a)
-    res_b, _ = run.evaluate([b], data, _small_grid(mu.config, batch_size=5, chunk=3), reference=a)
+    res_ab, plots = run.evaluate([a, b], data, _small_grid(mu.config), reference=ref)
+    res_b, _ = run.evaluate([b], data, _small_grid(mu.config, batch_size=5, chunk=3),
+                            reference=ref)
     zb, zb2 = res_ab["models"]["b"]["zeroshot"], res_b["models"]["b"]["zeroshot"]
     assert set(zb) == set(zb2) and len(zb) == 1 + 1 + 1 + 1 + 1 + 2 * 3
     for name in zb:  # other batch size, other chunking, other co-evaluated models: same numbers
         assert zb[name]["auroc"] == pytest.approx(zb2[name]["auroc"], abs=1e-6), name
-    za = res_ab["models"]["a"]["zeroshot"]
-    for unit in ("lead", "token"):  # the reference's own white-box masks are the transfer masks
-        assert za[f"adversarial/whitebox/{unit}/rho0.2"]["auroc"] == pytest.approx(
-            za[f"adversarial/transfer/{unit}/rho0.2"]["auroc"], abs=1e-9)
+    # the reference is outside the comparison: a compared model as reference is refused
+    with pytest.raises(ValueError, match="outside the comparison"):
+        run.evaluate([a, b], data, _small_grid(mu.config), reference=a)
     # one by one: the clean and lead-drop conditions through the model's own embed_ecg
     z_cls = zeroshot.prompt_embeddings(
         b.model, b.variables, zeroshot.tokenize_prompts("random-tiny", data.prompts, 16))
@@ -156,9 +160,11 @@ def test_run_eval_on_the_built_synthetic_corpus_writes_the_report(mu, tmp_path):
     cfg = mu.config
     cfg.input.data_dir = str(tmp_path / "tfds")
     cfg.input.sample_rate, cfg.input.seconds = 100, 10.0
-    _small_grid(cfg, adv_units=("segment",), adv_modes=("whitebox",), probe=True,
-                probe_fractions=(0.5, 1.0), probe_cs=(0.1, 1.0), max_examples=0)
+    _small_grid(cfg, adv_units=("lead",), adv_modes=("whitebox", "transfer"), probe=True,
+                probe_fractions=(0.5, 1.0), probe_cs=(0.1, 1.0), max_examples=0,
+                class_rhos=(0.5,), class_units=("lead",))
     out = tmp_path / "eval"
+    # no reference given: the transfer rows are omitted, not ranked by the compared model
     res = run.run_eval(cfg, {"scar": mu.variables}, "synthetic_ecg/tiny", "test", out)
     for f in ("results.json", "results.md", "auroc_vs_missing.png", "cmrs_vs_rho.png",
               "traces.png"):
@@ -168,8 +174,23 @@ def test_run_eval_on_the_built_synthetic_corpus_writes_the_report(mu, tmp_path):
     saved = json.loads((out / "results.json").read_text())["synthetic_ecg/tiny"]
     m = saved["models"]["scar"]
     assert res["n"] == 8 and {"oracle/primary", "oracle/secondary"} <= set(m["zeroshot"])
-    assert {"masker/rho0.2", "masker_mode/rho0.2", "adversarial/whitebox/segment/rho0.2"} <= set(
+    assert {"masker/rho0.2", "masker_mode/rho0.2", "adversarial/whitebox/lead/rho0.2"} <= set(
         m["targeting"])
+    assert not any("transfer" in k for k in m["zeroshot"]) and "none" in saved["reference"]
+    assert "classwise/whitebox/lead/rho0.5" in m["zeroshot"]
+    # the mask-only probe of the masker (sampled and mode) and of the white-box protocol
+    assert set(m["mask_probe"]) == {"masker/rho0.2", "masker_mode/rho0.2",
+                                    "adversarial/whitebox/lead/rho0.2"}
+    assert set(saved["mask_probe"]) == {"random/lead/rho0.2"}
+    assert "Mask-only label probe" in (out / "results.md").read_text()
+    labels, scores = compare.load_scores(out / "scores.npz")  # per-example, for the seeds
+    assert labels.shape == (8, len(saved["classes"]))
+    np.testing.assert_allclose(
+        compare.auroc_statistic(labels)(scores["scar"]["clean"], np.arange(8)[None])[0],
+        m["zeroshot"]["clean"]["auroc"], atol=1e-9)
+    with pytest.raises(ValueError, match="outside the comparison"):
+        run.run_eval(cfg, {"scar": mu.variables}, "synthetic_ecg/tiny", "test", out,
+                     reference=mu.variables)
     by_class = m["targeting_by_class"]["masker_mode/rho0.2"]
     assert set(by_class["classes"]) == set(saved["classes"])
     assert set(m["linear_probe"]) == {"0.5", "1"} and m["linear_probe"]["1"]["C"] in (0.1, 1.0)
@@ -308,3 +329,124 @@ def test_report_is_written_to_and_merged_from_a_gs_folder(gcs):
     report.merge(["gs://bucket/eval/d1/results.json"], "gs://bucket/eval/all")
     assert (gcs / "bucket" / "eval" / "all" / "results.md").exists()
     assert not os.path.exists("gs:")  # nothing written beside the working directory
+
+
+@pytest.mark.slow
+def test_transfer_rows_use_the_references_masks_not_the_models_own(mu):
+    """Model a and model r2 (the reference's parameters, copied) are compared; the reference
+    ranks the transfer masks: they are r2's white-box masks, not a's, for every model."""
+    a = run.ModelSpec("a", mu.model, mu.variables, "random-tiny", 16)
+    ref_vars = jax.tree.map(lambda x: x * 0.9 + 0.02, mu.variables)
+    ref = run.ModelSpec("ref", mu.model, ref_vars, "random-tiny", 16)
+    r2 = run.ModelSpec("r2", mu.model, jax.tree.map(jnp.copy, ref_vars), "random-tiny", 16)
+    data = _data(mu)
+    cfg = _small_grid(mu.config, trace_examples=12, batch_size=12, adv_units=("lead",))
+    res, plots = run.evaluate([a, r2], data, cfg, reference=ref)
+    keeps = plots["traces"]["keeps"]
+    name = "adversarial/transfer/lead/rho0.2"
+    np.testing.assert_array_equal(keeps[name], keeps["r2:adversarial/whitebox/lead/rho0.2"])
+    assert (keeps[name] != keeps["a:adversarial/whitebox/lead/rho0.2"]).any()
+    sc = plots["scores"]
+    np.testing.assert_allclose(sc["r2"][name], sc["r2"]["adversarial/whitebox/lead/rho0.2"],
+                               atol=1e-6)
+    assert np.abs(sc["a"][name] - sc["a"]["adversarial/whitebox/lead/rho0.2"]).max() > 1e-4
+
+
+@pytest.mark.slow
+def test_classwise_rows_remove_one_region_per_class_ranked_on_validation(mu, monkeypatch):
+    """On the tower trained so that class c lives in leads 4c..4c+3, the validation ranking
+    puts class c's top lead (rho 0.1: 1 of 12) inside 4c..4c+3 and ranks those 4 leads above
+    the others on average; each classwise row scores class c with that one lead set removed
+    from every test record, positives and negatives alike."""
+    variables, ecg, lead_obs, labels, z_cls, _ = _trained(mu)
+    model = run.ModelSpec("m", mu.model, variables, "random-tiny", 16)
+    prompts = [f"ECG shows finding {i}" for i in range(3)]
+    val = run.EvalData(ecg[:24], lead_obs[:24], labels[:24], ["c0", "c1", "c2"], prompts)
+    test = run.EvalData(ecg[24:], lead_obs[24:], labels[24:], ["c0", "c1", "c2"], prompts)
+    cfg = _small_grid(mu.config, adv_units=("lead",), adv_modes=("whitebox",),
+                      class_rhos=(0.1, 0.5), class_units=("lead",))
+    zc = z_cls  # the class embeddings the tower was trained against
+    monkeypatch.setattr(run, "class_embeddings", lambda *a, **kw: zc, raising=False)
+    monkeypatch.setattr(run.zeroshot, "prompt_embeddings", lambda *a, **kw: zc)
+    emb = miss.GridEmbedder(mu.model, variables, chunk=4)
+    obs_fn = lambda sl: np.repeat(val.lead_observed[sl][:, :, None], 10, 2)  # noqa: E731
+    ranks = classwise.rank_on_split(emb, zc, val, obs_fn, units=("lead",), rhos=(),
+                                    batch_size=8)
+    res, plots = run.evaluate([model], test, cfg, rank_data=val)
+    picked = res["classwise"]["units"]["m"]
+    imp = ranks.importance["lead"]
+    for c in range(3):
+        want = classwise.top_units(imp, 0.1)[c]
+        assert picked["classwise/whitebox/lead/rho0.1"][f"c{c}"] == [
+            miss.LEAD_NAMES[i] for i in np.flatnonzero(want)]
+        group = np.arange(12) // 4 == c
+        assert want.sum() == 1 and want[group].sum() == 1, (c, imp)
+        assert imp[c, group].mean() > imp[c, ~group].mean() + 0.01, imp
+        assert len(picked["classwise/whitebox/lead/rho0.5"][f"c{c}"]) == 6
+        # the row's class-c column = the model's scores with that lead set gone from every record
+        obs = np.repeat(test.lead_observed[:, :, None], 10, 2)
+        keep = obs & ~classwise.units_to_region(want[None], "lead", 12, 10)[0]
+        z, _ = emb.embed(emb.tokens(test.ecg, obs), keep[None])
+        np.testing.assert_allclose(plots["scores"]["m"]["classwise/whitebox/lead/rho0.1"][:, c],
+                                   zeroshot.scores(z[0], zc)[:, c], atol=2e-5)
+    assert "classwise/whitebox/lead/rho0.5" in res["models"]["m"]["zeroshot"]
+    assert not any("transfer" in k for k in res["models"]["m"]["zeroshot"])  # no reference
+    probe = res["models"]["m"]["mask_probe"]
+    assert set(probe) == {"adversarial/whitebox/lead/rho0.2"}  # no masker without reports
+    assert set(res["mask_probe"]) == {"random/lead/rho0.2"}
+    assert 0.0 <= probe["adversarial/whitebox/lead/rho0.2"]["auroc"] <= 1.0
+
+
+def test_class_ranking_is_the_positive_minus_negative_occlusion_drop():
+    # 2 units, 2 classes, 3 examples: scores [1 + U, b, K]
+    clean = np.array([[1.0, 0.0], [0.5, 0.2], [0.0, 1.0]])
+    drop_u0 = np.array([[0.6, 0.0], [0.1, 0.1], [0.0, 0.3]])  # score drops under unit 0
+    drop_u1 = np.array([[0.1, 0.2], [0.3, 0.0], [0.2, 0.0]])
+    scores = np.stack([clean, clean - drop_u0, clean - drop_u1])
+    labels = np.array([[1, 0], [1, 1], [0, 1]], bool)
+    r = classwise.ClassRanking.empty(2, 2)
+    r.add(scores[:, :2], labels[:2])  # in two batches: the sums add up
+    r.add(scores[:, 2:], labels[2:])
+    imp = r.importance()
+    # class 0: positives 0, 1; negative 2. unit 0: (0.6 + 0.1) / 2 - 0.0 = 0.35
+    #                                      unit 1: (0.1 + 0.3) / 2 - 0.2 = 0.0
+    # class 1: positives 1, 2; negative 0. unit 0: (0.1 + 0.3) / 2 - 0.0 = 0.2
+    #                                      unit 1: (0.0 + 0.0) / 2 - 0.2 = -0.2
+    np.testing.assert_allclose(imp, [[0.35, 0.0], [0.2, -0.2]], atol=1e-12)
+    np.testing.assert_array_equal(classwise.top_units(imp, 0.5), [[True, False], [True, False]])
+    np.testing.assert_array_equal(classwise.top_units(np.zeros((1, 4)), 0.5),
+                                  [[True, True, False, False]])  # ties: lower index first
+    reg = classwise.units_to_region(np.array([[True, False]]), "segment", 3, 2)
+    np.testing.assert_array_equal(reg[0], [[True, False]] * 3)
+
+
+def test_mask_probe_reads_a_label_dependent_mask_and_not_a_random_one():
+    rng = np.random.default_rng(0)
+    n, k, f = 400, 2, 24
+    y_va, y_te = rng.random((n, k)) > 0.5, rng.random((n, k)) > 0.5
+
+    def masks(y):  # leads of class c removed exactly when c is positive, plus noise bits
+        m = rng.random((len(y), f)) < 0.3
+        m[:, 0:4] = y[:, :1]
+        m[:, 4:8] = y[:, 1:]
+        return m
+
+    told = classwise.mask_probe(masks(y_va), y_va, masks(y_te), y_te, ["a", "b"])
+    assert told["auroc"] > 0.99
+    rand = classwise.mask_probe(rng.random((n, f)) < 0.3, y_va, rng.random((n, f)) < 0.3, y_te,
+                                ["a", "b"])
+    assert abs(rand["auroc"] - 0.5) < 0.06
+    with pytest.raises(ValueError, match="same token grid"):
+        classwise.mask_probe(masks(y_va), y_va, masks(y_te)[:, :8], y_te, ["a", "b"])
+
+
+def test_lead_local_classes_and_their_macro_lift():
+    region = np.zeros((3, 5, 12), bool)  # [K, bins, 12]
+    region[0, :, :3] = True  # leads I-III: local
+    region[1] = True  # every lead (a premature beat): not local
+    assert classwise.lead_local_classes(region, ["A", "P", "E"]) == ["A"]  # E: no region
+    results = {"models": {"m": {"targeting_by_class": {"masker/rho0.2": {"classes": {
+        "A": {"lift": 2.5, "n": 3}, "P": {"lift": 1.0, "n": 4}, "E": {"lift": 9.0, "n": 0}}}}}}}
+    run._add_lead_local(results, ["A", "E"])
+    t = results["models"]["m"]["targeting_by_class"]["masker/rho0.2"]
+    assert t["lead_local_macro_lift"] == 2.5 and results["lead_local_classes"] == ["A", "E"]
