@@ -73,7 +73,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.input = ml_collections.ConfigDict()
     config.input.sample_rate = 500  # Hz
     config.input.seconds = 10.0  # T = sample_rate * seconds samples
-    config.input.normalize = "minmax"  # minmax (whole record, MERL) | zscore (per lead)
+    # minmax (whole record, MERL) | zscore (per lead); the ECG encoder repeats it over the kept
+    # tokens (model.ecg.normalize follows this key), so a removal equals "never recorded"
+    config.input.normalize = "minmax"
     config.input.dataset = "synthetic_ecg/500hz"  # TFDS name/config, built as ArrayRecord
     config.input.data_dir = ""  # TFDS data dir; '': $TFDS_DATA_DIR or ~/tensorflow_datasets
     config.input.train_split = "train"  # split read for training
@@ -91,6 +93,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.model.loss = config_files.choose("loss", arg.loss, ("clip", "siglip"))
     config.model.logit_scale_init = 1.0 / 0.07  # capped at 100 in the loss
     config.model.uma_dropout = 0.1 if w_uma else 0.0  # dropout of MERL's two views
+    config.model.uma_temperature = 0.07  # MERL's fixed temperature of its uni-modal term
 
     ecg = config.model.ecg = ml_collections.ConfigDict()
     ecg.variant = arg.variant  # mu | tiny | small | base ['/<depth>']
@@ -103,12 +106,18 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # token embedding: linear = Dense(LayerNorm(patch)) (METHOD 3) | conv = a small 1-D CNN per
     # patch, max/mean-pooled (shift-invariant), plus the level and scale LayerNorm discards
     ecg.stem = "linear"
+    # normalisation inside the encoder over the kept tokens only (METHOD §2): a reference to
+    # input.normalize, so the two always agree (set input.normalize; 'none' turns it off too)
+    ecg.normalize = config.input.get_ref("normalize")
 
     txt = config.model.txt = ml_collections.ConfigDict()
     txt.checkpoint = arg.text  # minilm | random-tiny | HF BERT folder
     txt.pooling = "mean"  # cls | pooler | mean
     txt.max_len = 64  # report tokens
     txt.freeze = ("^txt/bert/",)  # regexes on parameter paths ('/'-joined)
+    txt.head_bias = True  # bias of the text projection head
+    txt.normalize_features = False  # L2-normalise the pooled text features before the head
+    txt.max_findings = 8  # findings (report statements) per record for loss_weights.find
 
     sel = config.model.selector = ml_collections.ConfigDict()
     sel.kind = selector_kind  # adaptive | mean | cls
@@ -119,12 +128,21 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     m = config.model.masker = ml_collections.ConfigDict()
     m.kind = masker_kind  # adversarial | random | none
     m.unit = config_files.choose("unit", arg.unit, ("token", "lead", "segment", "joint"))
-    m.rho_min = 0.25  # removal ratio of observed units, drawn per example
-    m.rho_max = 0.5
-    m.joint_lead_share = 0.5  # joint: share of rho spent on leads (rest on segments)
+    # Budget (METHOD §5): rho of the observed units, drawn per example; the same for random
+    # masks (warm-up, p_rand, method=random). joint spends joint_lead_share of rho on leads:
+    # 0.85 * [0.3, 0.6] * 12 leads = 3-6 leads, the size of a primary lead region, and the
+    # rest on segments (0.15 * rho: at most 1 of 10 one-second segments, 4 of 50 at 0.2 s).
+    m.rho_min = 0.3
+    m.rho_max = 0.6
+    m.joint_lead_share = 0.85
     m.width = 128
     m.depth = 2
     m.num_heads = 4
+    m.condition = "ecg"  # what the adversary sees: ecg (tokens only) | report (+ the report)
+    # training: this share of the examples gets another example's adversarial mask (a random
+    # cycle over the batch, ranked over its own observed units with its exact budget), so a
+    # mask pattern stops telling its own record's label (METHOD §5); 0 = off
+    m.swap_share = 0.5
     m.score_scale = 2.0  # standardised logits are scaled by this before the noise
     m.standardize = True
     m.bisection_iters = 40
@@ -141,6 +159,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     w.cons = 0.1 if masker_kind != "none" else 0.0  # 1 - cos(z_masked, sg z_clean)
     w.uma = w_uma  # MERL's uni-modal term
     w.ent = 0.01  # masker entropy bonus
+    # finding-level text targets: multi-positive InfoNCE of the clean ECG embedding against
+    # the embeddings of its report's findings (statements), records sharing a finding are not
+    # negatives (losses.finding_loss; needs the frozen, cached text tower)
+    w.find = 0.0
 
     o = config.optim = ml_collections.ConfigDict()
     o.lr = 3e-4

@@ -44,9 +44,69 @@ def siglip_loss(
     return -jnp.sum(jax.nn.log_sigmoid(y * logits)) / za.shape[0]
 
 
-def uni_modal_loss(view_a: jax.Array, view_b: jax.Array, log_scale: jax.Array) -> jax.Array:
-    """MERL's uni-modal alignment: CLIP loss between two dropout views of the ECG embedding."""
-    return clip_loss(view_a, view_b, log_scale)
+def finding_loss(
+    z: jax.Array, z_findings: jax.Array, finding_ids: jax.Array, log_scale: jax.Array,
+    max_scale: float = LOGIT_SCALE_MAX,
+) -> jax.Array:
+    """Multi-positive InfoNCE between ECGs and the findings of the batch's reports.
+
+    z [B, E]: ECG embeddings; z_findings [B, F, E]: the embeddings of each report's findings
+    (its sentences); finding_ids [B, F] int: an id per distinct finding text, -1 = padding.
+    A finding is a positive of every ECG whose report contains the same text, so records
+    that share a finding (or a whole label set) are never each other's negatives. Each
+    distinct finding counts once however many reports of the batch contain it (its copies
+    carry log-weight -log(count)). ECG -> findings: mean over the ECG's distinct findings of
+    -log p(finding | ECG), p a softmax over the batch's distinct findings; findings -> ECG:
+    for each distinct finding, mean over its ECGs of -log softmax over the B ECGs. The loss
+    is the mean of the two directions.
+    """
+    b, f, e = z_findings.shape
+    ids = finding_ids.reshape(b * f)
+    valid = ids >= 0
+    zf = z_findings.reshape(b * f, e)
+    logits = capped_scale(log_scale, max_scale) * z @ zf.T  # [B, BF]
+    same = (ids[:, None] == ids[None, :]) & valid[:, None] & valid[None, :]  # [BF, BF]
+    count = jnp.maximum(jnp.sum(same, 1), 1).astype(logits.dtype)
+    # pos[i, s]: slot s's finding is one of report i's findings
+    pos = jnp.any(
+        (finding_ids[:, :, None] == ids[None, None, :]) & (finding_ids[:, :, None] >= 0), 1
+    ) & valid[None, :]
+    w = jnp.where(valid, 1.0 / count, 0.0)  # each distinct finding sums to weight 1
+    neg_inf = jnp.finfo(logits.dtype).min
+    weighted = jnp.where(valid[None, :], logits + jnp.log(jnp.maximum(w, 1e-30))[None, :],
+                         neg_inf)
+    log_p = logits - jax.nn.logsumexp(weighted, axis=1, keepdims=True)  # per distinct finding
+    wp = jnp.where(pos, w[None, :], 0.0)  # [B, BF]
+    n_pos = jnp.sum(wp, 1)
+    has = n_pos > 0
+    l_ecg = -jnp.sum(wp * jnp.where(pos, log_p, 0.0), 1) / jnp.maximum(n_pos, 1e-12)
+    loss_ecg = jnp.sum(jnp.where(has, l_ecg, 0.0)) / jnp.maximum(jnp.sum(has), 1)
+    # findings -> ECG: softmax over the B ECGs of each slot, positives are its reports
+    log_q = jax.nn.log_softmax(logits, axis=0)  # [B, BF]
+    n_ecg = jnp.sum(pos, 0)
+    l_f = -jnp.sum(jnp.where(pos, log_q, 0.0), 0) / jnp.maximum(n_ecg, 1)
+    wf = jnp.where(valid & (n_ecg > 0), w, 0.0)
+    loss_f = jnp.sum(wf * l_f) / jnp.maximum(jnp.sum(wf), 1e-12)
+    return 0.5 * (loss_ecg + loss_f)
+
+
+MERL_TEMPERATURE = 0.07  # MERL's fixed temperature (utils_loss.clip_loss) for both its terms
+
+
+def uni_modal_loss(
+    view_a: jax.Array, view_b: jax.Array, temperature: float | jax.Array = MERL_TEMPERATURE
+) -> jax.Array:
+    """MERL's uni-modal alignment (ICML 2024): InfoNCE between two views of the ECG feature.
+
+    view_a, view_b: [B, F], MERL's dropout(linear_1(h)) and dropout(linear_2(h)) of the pooled
+    ECG feature h (two bias-free projections of its own, not the shared head). They are
+    L2-normalised here and compared at a *fixed* temperature (MERL: 0.07), not the learned CLIP
+    scale. MERL sums the two directions in both its terms (L = L_cma + L_uma); clip_loss averages
+    them, so averaging here keeps MERL's 1:1 ratio between the two terms.
+    """
+    za, zb = (v / jnp.maximum(jnp.linalg.norm(v, axis=-1, keepdims=True), 1e-12)
+              for v in (view_a, view_b))
+    return clip_loss(za, zb, -jnp.log(jnp.asarray(temperature, za.dtype)), max_scale=jnp.inf)
 
 
 def selector_kl(target: jax.Array, weights: jax.Array, visible: jax.Array) -> jax.Array:
@@ -74,18 +134,17 @@ def contrastive(za: jax.Array, zb: jax.Array, out: Mapping[str, Any], kind: str)
     return clip_loss(za, zb, out["logit_scale"])
 
 
-def scar_objective(
-    z: jax.Array, out: Mapping[str, Any], weights: Mapping[str, float], kind: str = "clip"
-) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """The fused objective J and its terms, from Model.__call__'s outputs.
+# The terms the masker ascends (METHOD §7): L_clip(masked), the first-order effect of its
+# removals on L_clip(clean) through the clean view's straight-through keep, and its entropy
+# bonus. The selector KL, the consistency and the uni-modal term see the mask through
+# stop_gradient: the update gives the masker only these terms' gradient.
+MASKER_TERMS = ("clip_clean", "clip_masked", "mask_entropy")
 
-    J = L(clean) + w_adv L(masked) + w_sel L_sel + w_cons L_cons + w_uma L_uma + w_ent H(m).
-    Encoders, selector and heads descend J; the masker ascends it (its gradient is
-    negated in the update), so it maximises the masked-view loss plus the entropy
-    bonus. The masker reaches only the masked-view terms and, through the clean
-    view's straight-through keep, the first-order effect of its removals; the
-    entropy term has no encoder gradient.
-    """
+
+def objective_terms(
+    z: jax.Array, out: Mapping[str, Any], kind: str = "clip"
+) -> dict[str, jax.Array]:
+    """The unweighted terms of the fused objective, from Model.__call__'s outputs."""
     terms = {"clip_clean": contrastive(z, out["z_txt"], out, kind)}
     if "z_masked" in out:
         terms["clip_masked"] = contrastive(out["z_masked"], out["z_txt"], out, kind)
@@ -101,16 +160,53 @@ def scar_objective(
     if "z_masked" in out:
         terms["consistency"] = consistency_loss(out["z_masked"], z)
         terms["mask_entropy"] = mask_entropy(out["masker"]["entropy"])
+    if "z_findings" in out:
+        terms["finding"] = finding_loss(z, out["z_findings"], out["finding_ids"],
+                                        out["logit_scale"])
     if "uma_views" in out:
-        terms["uni_modal"] = uni_modal_loss(*out["uma_views"], out["logit_scale"])
+        temperature = out.get("uma_temperature", MERL_TEMPERATURE)
+        terms["uni_modal"] = uni_modal_loss(*out["uma_views"], temperature)
+    return terms
+
+
+def term_weights(
+    terms: Mapping[str, jax.Array], weights: Mapping[str, float], player: str = "encoders"
+) -> dict[str, jax.Array]:
+    """Each term's coefficient in J for `player`: encoders (all terms) or masker (MASKER_TERMS).
+
+    The masker's coefficients are zero for every other term: its gradient is that of
+    w_adv L(masked) + w_ent H(m) (+ L(clean) through the clean view's straight-through keep).
+    """
+    if player not in ("encoders", "masker"):
+        raise ValueError(f"player={player!r}; expected encoders or masker.")
     coef = {
         "clip_clean": 1.0,
         "clip_masked": weights.get("adv", 1.0),
         "selector_kl": weights.get("sel", 0.0),
         "consistency": weights.get("cons", 0.0),
         "uni_modal": weights.get("uma", 0.0),
+        "finding": weights.get("find", 0.0),
         "mask_entropy": weights.get("ent", 0.0),
     }
+    return {
+        k: jnp.asarray(coef[k] if player == "encoders" or k in MASKER_TERMS else 0.0, v.dtype)
+        for k, v in terms.items()
+    }
+
+
+def scar_objective(
+    z: jax.Array, out: Mapping[str, Any], weights: Mapping[str, float], kind: str = "clip"
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """The fused objective J and its terms, from Model.__call__'s outputs.
+
+    J = L(clean) + w_adv L(masked) + w_sel L_sel + w_cons L_cons + w_uma L_uma + w_ent H(m).
+    Encoders, selector and heads descend J; the masker ascends only its part of it,
+    J_masker = sum over MASKER_TERMS (see `term_weights`; the update differentiates the two
+    players' objectives from one forward pass), so the selector and consistency terms never
+    reach it. The entropy term has no encoder gradient.
+    """
+    terms = objective_terms(z, out, kind)
+    coef = term_weights(terms, weights)
     total = sum(coef[k] * v for k, v in terms.items())
     metrics = {f"loss/{k}": v for k, v in terms.items()}
     metrics["loss/total"] = total

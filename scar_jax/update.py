@@ -102,7 +102,7 @@ def make_update_fn(
     k_masker = config.optim.masker_steps if alternating else 1
 
     def objective(enc, msk, batch, rngs, tau, use_random):
-        """J and its metrics for the player trees (enc, msk)."""
+        """(J's unweighted terms, metrics) for the player trees (enc, msk)."""
         frozen = frozen_mask(optim.merge_players(enc, msk))
         params = optim.merge_players(enc, msk)
         # Frozen parameters carry no gradient, so XLA drops their backward pass.
@@ -110,6 +110,7 @@ def make_update_fn(
         z, out = model.apply(
             {"params": params}, batch, tau=tau, use_random=use_random, train=True, rngs=rngs
         )
+        terms = losses.objective_terms(z, out, kind)
         total, metrics = losses.scar_objective(z, out, weights, kind)
         observed = out["observed"].astype(jnp.float32)
         removed = out["masker"]["m_hard"] * observed
@@ -120,7 +121,7 @@ def make_update_fn(
         masked = metrics.get("loss/clip_masked", jnp.zeros(()))
         metrics["masker/objective"] = weights.get("adv", 1.0) * masked + weights.get("ent", 0) * ent
         metrics["logit_scale"] = losses.capped_scale(out["logit_scale"])
-        return total, metrics
+        return terms, metrics
 
     def frozen_mask(params):
         """Tree of bools: parameters config.model.txt.freeze freezes."""
@@ -134,11 +135,17 @@ def make_update_fn(
         txs = optim.player_optimizers(config, params)
         rngs, tau, use_random = step_inputs(config, rng, step, batch["ecg"].shape[0])
         enc, msk = optim.split_players(params)
-        argnums = tuple(i for i, p in enumerate(optim.PLAYERS) if p in active)
-        (total, metrics), grads = jax.value_and_grad(objective, argnums=argnums, has_aux=True)(
-            enc, msk, batch, rngs, tau, use_random
+        # One forward pass, one backward pass per active player: the encoders get the
+        # gradient of J, the masker only that of its own terms (losses.MASKER_TERMS), so the
+        # selector and consistency terms see the mask through stop_gradient (METHOD §7).
+        terms, vjp_fn, metrics = jax.vjp(
+            lambda e, m: objective(e, m, batch, rngs, tau, use_random), enc, msk, has_aux=True
         )
-        grads = dict(zip([optim.PLAYERS[i] for i in argnums], grads))
+        total = metrics["loss/total"]
+        grads = {}
+        for i, player in enumerate(optim.PLAYERS):
+            if player in active:
+                grads[player] = vjp_fn(losses.term_weights(terms, weights, player))[i]
         new = {"encoders": (enc, opt_state["encoders"]), optim.MASKER: (msk, opt_state["masker"])}
         finite = jnp.isfinite(total)
         metrics.update({f"grad_norm/{p}": jnp.zeros(()) for p in optim.PLAYERS})

@@ -171,12 +171,32 @@ def test_siglip_loss_matches_reference(x64, log_scale, bias):
   np.testing.assert_allclose(got, np_siglip(za, zb, log_scale, bias), rtol=0, atol=ATOL)
 
 
-def test_uni_modal_loss_is_clip_between_views(x64):
+def np_merl_uma(va, vb, temperature=0.07):
+  """MERL's utils_loss.clip_loss on (view_1, view_2): L2-normalise, cosine / T, cross-entropy
+  in both directions (averaged here, as clip_loss averages; MERL sums both in both terms)."""
+  va = np.asarray(va, np.float64)
+  vb = np.asarray(vb, np.float64)
+  va = va / np.linalg.norm(va, axis=1, keepdims=True)
+  vb = vb / np.linalg.norm(vb, axis=1, keepdims=True)
+  sim = va @ vb.T / temperature
+  n = sim.shape[0]
+  rows = [np_lse(sim[i]) - sim[i, i] for i in range(n)]
+  cols = [np_lse(sim[:, j]) - sim[j, j] for j in range(n)]
+  return 0.5 * (np.mean(rows) + np.mean(cols))
+
+
+def test_uni_modal_loss_is_merls_fixed_temperature_infonce(x64):
+  # Unnormalised views (MERL normalises inside its loss) at MERL's fixed temperature 0.07;
+  # the learned CLIP scale plays no part.
   rng = np.random.default_rng(5)
-  va, vb = unit(rng, 10, 8), unit(rng, 10, 8)
-  s = math.log(14.0)
-  got = float(losses.uni_modal_loss(jnp.asarray(va), jnp.asarray(vb), jnp.asarray(s)))
-  np.testing.assert_allclose(got, np_clip(va, vb, s), rtol=0, atol=ATOL)
+  va, vb = 3.0 * rng.normal(size=(10, 8)), 0.5 * rng.normal(size=(10, 8))
+  got = float(losses.uni_modal_loss(jnp.asarray(va), jnp.asarray(vb), 0.07))
+  np.testing.assert_allclose(got, np_merl_uma(va, vb, 0.07), rtol=0, atol=ATOL)
+  assert losses.MERL_TEMPERATURE == 0.07
+  got_default = float(losses.uni_modal_loss(jnp.asarray(va), jnp.asarray(vb)))
+  np.testing.assert_allclose(got_default, got, rtol=0, atol=ATOL)
+  got_t = float(losses.uni_modal_loss(jnp.asarray(va), jnp.asarray(vb), 0.5))
+  np.testing.assert_allclose(got_t, np_merl_uma(va, vb, 0.5), rtol=0, atol=ATOL)
 
 
 def _selector_case(rng, b=6, n=10):
@@ -294,7 +314,7 @@ def test_scar_objective_full_weighted_sum(x64):
           + np_selector_kl(out["sel_target_masked"], out["masked"]["weights"],
                            out["masked"]["visible"])),
       "consistency": np_consistency(out["z_masked"], z),
-      "uni_modal": np_clip(out["uma_views"][0], out["uma_views"][1], s),
+      "uni_modal": np_merl_uma(out["uma_views"][0], out["uma_views"][1], 0.07),
       "mask_entropy": float(np.mean(out["masker"]["entropy"])),
   }
   assert ref["selector_kl"] > 0
@@ -313,6 +333,23 @@ def test_scar_objective_full_weighted_sum(x64):
   total_j, _ = jax.jit(lambda z, o: losses.scar_objective(z, o, weights))(
       jnp.asarray(z), _to_jnp(out))
   np.testing.assert_allclose(float(total_j), expected_total, rtol=0, atol=ATOL)
+
+
+def test_term_weights_masker_gets_only_its_terms(x64):
+  # The masker's coefficients: w_adv on L(masked), w_ent on H(m), 1 on L(clean) (reached only
+  # through the clean view's straight-through keep); 0 on the selector, consistency, UMA.
+  rng = np.random.default_rng(12)
+  z, out = _fake_out(rng)
+  weights = {"adv": 0.7, "sel": 0.3, "cons": 1.5, "uma": 0.25, "ent": 0.05}
+  terms = losses.objective_terms(jnp.asarray(z), _to_jnp(out))
+  enc = {k: float(v) for k, v in losses.term_weights(terms, weights).items()}
+  msk = {k: float(v) for k, v in losses.term_weights(terms, weights, "masker").items()}
+  assert enc == pytest.approx({"clip_clean": 1.0, "clip_masked": 0.7, "selector_kl": 0.3,
+                               "consistency": 1.5, "uni_modal": 0.25, "mask_entropy": 0.05})
+  assert msk == pytest.approx({"clip_clean": 1.0, "clip_masked": 0.7, "selector_kl": 0.0,
+                               "consistency": 0.0, "uni_modal": 0.0, "mask_entropy": 0.05})
+  with pytest.raises(ValueError, match="player"):
+    losses.term_weights(terms, weights, "selector")
 
 
 def test_scar_objective_default_weights(x64):

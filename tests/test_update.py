@@ -106,8 +106,11 @@ def counts(opt_state) -> list[int]:
     ]
 
 
-def objective_and_grad(model, config, batch, rng, step):
-    """params -> (J, terms), dJ/dparams at the update's own rngs, tau and random-mask draw."""
+def objective_and_grad(model, config, batch, rng, step, player="encoders"):
+    """params -> (J, terms), dJ/dparams at the update's own rngs, tau and random-mask draw.
+
+    player='masker': the masker's objective instead (its terms only, losses.term_weights).
+    """
     rngs, tau, use_random = update.step_inputs(
         config, jax.random.fold_in(rng, step), jnp.int32(step), B
     )
@@ -116,7 +119,12 @@ def objective_and_grad(model, config, batch, rng, step):
         z, out = model.apply(
             {"params": p}, batch, tau=tau, use_random=use_random, train=True, rngs=rngs
         )
-        return losses.scar_objective(z, out, config.loss_weights, config.model.loss)
+        total, metrics = losses.scar_objective(z, out, config.loss_weights, config.model.loss)
+        if player == "masker":
+            terms = losses.objective_terms(z, out, config.model.loss)
+            coef = losses.term_weights(terms, config.loss_weights, "masker")
+            total = sum(coef[k] * v for k, v in terms.items())
+        return total, metrics
 
     return jax.jit(jax.value_and_grad(f, has_aux=True))
 
@@ -141,6 +149,7 @@ def test_signs_masker_ascends_encoders_descend():
     key = jax.random.key(1)
     value_and_grad = objective_and_grad(model, config, batch, key, 0)
     (j0, terms0), grads = value_and_grad(state.params)
+    _, grads_masker = objective_and_grad(model, config, batch, key, 0, "masker")(state.params)
     fused = jax.jit(update.make_update_fn(model, config))
     new, metrics = fused(state, batch, key)
     np.testing.assert_allclose(float(metrics["loss/total"]), float(j0), rtol=1e-6)
@@ -149,7 +158,8 @@ def test_signs_masker_ascends_encoders_descend():
         sum(jnp.vdot(a, b) for a, b in zip(jax.tree.leaves(t), jax.tree.leaves(u)))
     )
     d_enc, d_msk = optim.split_players(delta)
-    g_enc, g_msk = optim.split_players(grads)
+    g_enc, _ = optim.split_players(grads)
+    _, g_msk = optim.split_players(grads_masker)  # the masker ascends its own terms only
     assert inner(d_msk, g_msk) > 0  # ascent
     assert inner(d_enc, g_enc) < 0  # descent
     # Adam's first step is lr * sign(g) per coordinate (up to eps and weight decay):
@@ -169,6 +179,39 @@ def test_signs_masker_ascends_encoders_descend():
     for path, v in flat(host(state.params)).items():  # the masker is left alone
         if path.startswith("masker/"):
             np.testing.assert_array_equal(flat(host(after.params))[path], v, err_msg=path)
+
+
+def test_masker_gradient_ignores_selector_and_consistency_terms():
+    """METHOD §7: the masker maximises L_clip(masked) - lambda R only. With the clean-view
+    signal off and w_adv = w_ent = 0, the selector KL and the consistency term (both on and
+    weighted heavily) give the masker exactly zero gradient, while they do move the encoders;
+    w_adv > 0 gives it a non-zero one. (Before the fix both terms reached the masker through
+    the masked view's straight-through keep.)"""
+    def masker_grad_norm(**w):
+        config = make_config(
+            "unit=lead",
+            **{
+                "model.masker.warmup_steps": 0,
+                "model.masker.p_rand": 0.0,
+                "model.masker.clean_signal": 0.0,
+                **{f"loss_weights.{k}": v for k, v in w.items()},
+            },
+        )
+        model = scar.build_model(config.model)
+        mesh = sharding.make_mesh(config.mesh, jax.devices()[:1])
+        batch = make_batch(config, informative_lead=1)
+        state, _ = train_state.create_train_state(model, config, batch, mesh)
+        _, metrics = jax.jit(update.make_update_fn(model, config))(
+            state, batch, jax.random.key(5)
+        )
+        return float(metrics["grad_norm/masker"]), float(metrics["grad_norm/encoders"])
+
+    g_sel_cons, enc_sel_cons = masker_grad_norm(adv=0.0, ent=0.0, sel=10.0, cons=10.0)
+    assert g_sel_cons == 0.0
+    _, enc_none = masker_grad_norm(adv=0.0, ent=0.0, sel=0.0, cons=0.0)
+    assert abs(enc_sel_cons - enc_none) > 1e-3 * enc_none  # the terms are really there
+    g_adv, _ = masker_grad_norm(adv=1.0, ent=0.0, sel=10.0, cons=10.0)
+    assert g_adv > 0.0
 
 
 def test_masker_none_equals_plain_clip_step():

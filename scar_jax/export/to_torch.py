@@ -191,6 +191,7 @@ def ecg_tower_kwargs(model_config: ml_collections.ConfigDict) -> dict[str, Any]:
         "selector": str(model_config.selector.kind),
         "selector_hidden": int(model_config.selector.hidden),
         "stem": str(model_config.ecg.get("stem", "linear")),
+        "normalize": str(model_config.ecg.get("normalize", "none")),
     }
 
 

@@ -29,6 +29,9 @@ POOLINGS = ("cls", "pooler", "mean")
 LAYER_NORM_EPS = 1e-6  # flax.linen.LayerNorm's default epsilon
 # The conv stem (mirrors scar_jax.models.ecg_encoder; a test checks they agree).
 STEMS = ("linear", "conv")
+# In-tower normalisation over the kept tokens (mirrors scar_jax.models.ecg_encoder).
+NORMALIZE_KINDS = ("minmax", "zscore", "none")
+NORMALIZE_EPS = 1e-6
 CONV_STEM = ((16, 7), (32, 5))  # (channels, kernel), stride 2, no padding
 STEM_WAVE_SCALE, STEM_LEVEL_SCALE, STEM_SPREAD_SCALE = 4.0, 4.0, 10.0
 NEG_INF = -1e30  # selector softmax fill for invisible tokens (as scar_jax.models.common)
@@ -138,6 +141,40 @@ class Block(nn.Module):
         return x + self.mlp(self.ln2(x))
 
 
+def normalize_patches(
+    patches: torch.Tensor, kept: torch.Tensor, kind: str, eps: float = NORMALIZE_EPS
+) -> torch.Tensor:
+    """patches [B, L, S, P], kept [B, L, S] bool -> normalised over the kept tokens only.
+
+    minmax: the kept samples' record-wide min/max -> [0, 1]; zscore: mean 0, std 1 per lead
+    over its kept samples; none: unchanged. Tokens not kept become 0. A removed lead or span
+    is thus one that was never recorded.
+    """
+    if kind not in NORMALIZE_KINDS:
+        raise ValueError(f"normalize={kind!r}; expected one of {NORMALIZE_KINDS}.")
+    keep4 = kept[..., None]
+    patches = torch.where(keep4, patches, torch.zeros_like(patches))
+    if kind == "none":
+        return patches
+    if kind == "minmax":
+        big = torch.finfo(patches.dtype).max
+        lo = torch.where(kept, patches.amin(-1), torch.full_like(patches[..., 0], big))
+        hi = torch.where(kept, patches.amax(-1), torch.full_like(patches[..., 0], -big))
+        lo, hi = lo.amin((1, 2)), hi.amax((1, 2))
+        spread = hi - lo
+        inv = torch.where(spread > eps, 1.0 / torch.where(spread > eps, spread, 1.0), 0.0)
+        out = (patches - lo[:, None, None, None]) * inv[:, None, None, None]
+    else:
+        w = kept.to(patches.dtype)[..., None]
+        n = torch.clamp(w.sum((2, 3)) * patches.shape[-1], min=1.0)
+        mean = (patches * w).sum((2, 3)) / n
+        centred = patches - mean[:, :, None, None]
+        sd = torch.sqrt((centred.square() * w).sum((2, 3)) / n)
+        inv = torch.where(sd > eps, 1.0 / torch.where(sd > eps, sd, 1.0), 0.0)
+        out = centred * inv[:, :, None, None]
+    return torch.where(keep4, out, torch.zeros_like(out))
+
+
 class ECGTower(nn.Module):
     """SCAR ECG tower: ecg [B, T, 12] (+ observed/keep masks) -> L2-normalised [B, E]."""
 
@@ -155,8 +192,12 @@ class ECGTower(nn.Module):
         selector: str = "adaptive",
         selector_hidden: int = 128,
         stem: str = "linear",
+        normalize: str = "none",
     ):
         super().__init__()
+        if normalize not in NORMALIZE_KINDS:
+            raise ValueError(f"normalize={normalize!r}; expected one of {NORMALIZE_KINDS}.")
+        self.normalize = normalize
         if selector not in SELECTOR_KINDS:
             raise ValueError(f"selector={selector!r}; expected one of {SELECTOR_KINDS}.")
         if stem not in STEMS:
@@ -202,7 +243,8 @@ class ECGTower(nn.Module):
     def embed_tokens(self, ecg: torch.Tensor, observed: torch.Tensor) -> torch.Tensor:
         """ecg: [B, T, L], observed: [B, L, S] bool -> token embeddings [B, L*S, D].
 
-        Unobserved patches are zeroed first, so NaN or garbage there never propagates.
+        Unobserved patches are zeroed first, so NaN or garbage there never propagates; with
+        `normalize` the patches are normalised over the `observed` (kept) tokens only.
         """
         patches = patchify(ecg, self.patch_size)
         b, num_leads, s, _ = patches.shape
@@ -217,7 +259,7 @@ class ECGTower(nn.Module):
                 f"{self.max_segments}; crop the record to at most "
                 f"{self.max_segments * self.patch_size} samples."
             )
-        patches = torch.where(observed[..., None], patches, torch.zeros_like(patches))
+        patches = normalize_patches(patches, observed, self.normalize)
         if self.stem_kind == "linear":
             x = self.patch_embed(self.patch_norm(patches))
         else:

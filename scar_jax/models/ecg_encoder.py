@@ -23,6 +23,8 @@ from scar_jax.models import common
 
 SELECTOR_KINDS = ("adaptive", "mean", "cls")
 STEMS = ("linear", "conv")
+NORMALIZE_KINDS = ("minmax", "zscore", "none")  # in-encoder normalisation over kept tokens
+NORMALIZE_EPS = 1e-6  # a spread (minmax) or std (zscore) at most this maps to 0, as at load
 # The conv stem: (channels, kernel) of its 1-D convolutions, each stride 2, VALID padding.
 CONV_STEM = ((16, 7), (32, 5))
 # Input scales of the conv stem, for records min-max normalised to [0, 1] (typical beat
@@ -60,6 +62,42 @@ def token_observed(
     return lead_observed[:, :, None] & seg[:, None, :]
 
 
+def normalize_patches(
+    patches: jax.Array, kept: jax.Array, kind: str, eps: float = NORMALIZE_EPS
+) -> jax.Array:
+    """patches [B, L, S, P], kept [B, L, S] bool -> patches normalised over the kept ones only.
+
+    METHOD §2: a removed lead or span is one that was never recorded, so the statistics are
+    those of the kept tokens: minmax maps the kept samples' record-wide min/max to [0, 1];
+    zscore gives each lead mean 0, std 1 over its kept samples; none returns the patches.
+    Tokens that are not kept become 0. Both are invariant to the affine map the loader's
+    normalisation of the same kind applied (per record / per lead), so a record whose leads or
+    spans are removed by a keep mask embeds exactly as one loaded without them.
+    """
+    if kind not in NORMALIZE_KINDS:
+        raise ValueError(f"normalize={kind!r}; expected one of {NORMALIZE_KINDS}.")
+    kept = jnp.asarray(kept, bool)
+    patches = jnp.where(kept[..., None], patches, 0.0)
+    if kind == "none":
+        return patches
+    if kind == "minmax":
+        big = jnp.asarray(jnp.finfo(patches.dtype).max, patches.dtype)
+        lo = jnp.min(jnp.where(kept, jnp.min(patches, -1), big), axis=(1, 2))
+        hi = jnp.max(jnp.where(kept, jnp.max(patches, -1), -big), axis=(1, 2))
+        spread = hi - lo
+        inv = jnp.where(spread > eps, 1.0 / jnp.where(spread > eps, spread, 1.0), 0.0)
+        out = (patches - lo[:, None, None, None]) * inv[:, None, None, None]
+    else:
+        w = kept.astype(patches.dtype)[..., None]  # [B, L, S, 1]
+        n = jnp.maximum(jnp.sum(w, axis=(2, 3)) * patches.shape[-1], 1.0)
+        mean = jnp.sum(patches * w, axis=(2, 3)) / n
+        centred = patches - mean[:, :, None, None]
+        sd = jnp.sqrt(jnp.sum(jnp.square(centred) * w, axis=(2, 3)) / n)
+        inv = jnp.where(sd > eps, 1.0 / jnp.where(sd > eps, sd, 1.0), 0.0)
+        out = centred * inv[:, :, None, None]
+    return jnp.where(kept[..., None], out, 0.0)
+
+
 def gather_kept(
     x: jax.Array, keep: jax.Array, num_kept: int
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
@@ -94,9 +132,12 @@ class ECGEncoder(nn.Module):
     remat: bool = False
     keep_attention_grad: bool = True
     stem: str = "linear"
+    normalize: str = "none"
     dtype: Any = jnp.float32
 
     def setup(self):
+        if self.normalize not in NORMALIZE_KINDS:
+            raise ValueError(f"normalize={self.normalize!r}; expected one of {NORMALIZE_KINDS}.")
         if self.selector not in SELECTOR_KINDS:
             raise ValueError(f"selector={self.selector!r}; expected one of {SELECTOR_KINDS}.")
         if self.stem not in STEMS:
@@ -152,7 +193,11 @@ class ECGEncoder(nn.Module):
     def embed_tokens(self, ecg: jax.Array, observed: jax.Array) -> jax.Array:
         """ecg: [B, T, L], observed: [B, L, S] -> token embeddings [B, L*S, D] (not keep-scaled).
 
-        Unobserved patches are zeroed first, so NaN or garbage there never propagates.
+        Unobserved patches are zeroed first, so NaN or garbage there never propagates. With
+        `normalize` (minmax | zscore) the patches are normalised over the `observed` tokens
+        only: pass the kept tokens (keep > 0) to embed a record as if the removed tokens had
+        never been recorded (METHOD §2); tokens embedded for one keep set are not valid for
+        another.
         """
         patches = patchify(ecg, self.patch_size)
         b, num_leads, s, _ = patches.shape
@@ -166,7 +211,7 @@ class ECGEncoder(nn.Module):
                 f"{s} segments of {self.patch_size} samples exceed max_segments="
                 f"{self.max_segments}; raise model.ecg.max_segments."
             )
-        patches = jnp.where(observed[..., None], patches, 0.0)
+        patches = normalize_patches(patches, observed, self.normalize)
         if self.stem == "linear":
             x = self.patch_embed(self.patch_norm(patches))
         else:

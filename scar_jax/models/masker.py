@@ -18,6 +18,7 @@ import jax.numpy as jnp
 from scar_jax.models import common
 
 KINDS = ("adversarial", "random", "none")
+CONDITIONS = ("ecg", "report")  # what the adversary sees besides the observed-token layout
 UNITS = ("token", "lead", "segment", "joint")
 SCHEDULES = ("cosine", "linear", "constant")
 
@@ -180,11 +181,14 @@ def binary_entropy(p: jax.Array, observed: jax.Array) -> jax.Array:
 
 
 class Masker(nn.Module):
-    """Removal mask over observed tokens: tokens [B, N, D] + report [B, E] -> keep [B, L, S].
+    """Removal mask over observed tokens: tokens [B, N, D] (+ report [B, E]) -> keep [B, L, S].
 
-    `kind`: adversarial (a small report-conditioned transformer scores tokens),
-    random (scores are noise only), none (keep = observed). Call with the rng
-    collection 'masker' (noise and per-example budgets).
+    `kind`: adversarial (a small transformer scores tokens), random (scores are noise only),
+    none (keep = observed). `condition`: ecg (the default: the scores see the ECG tokens only)
+    or report (the paired report embedding is added to every token first). `swap_share`: in
+    training (`swap=True`), this share of the examples gets another example's mask (METHOD §5:
+    so a mask pattern stops telling its own record's label). Call with the rng collection
+    'masker' (noise, per-example budgets, swaps).
     """
 
     kind: str = "adversarial"
@@ -198,6 +202,8 @@ class Masker(nn.Module):
     score_scale: float = 2.0
     standardize: bool = True
     bisection_iters: int = 40
+    condition: str = "ecg"
+    swap_share: float = 0.0
     dtype: Any = jnp.float32
 
     def setup(self):
@@ -212,26 +218,44 @@ class Masker(nn.Module):
             )
         if not 0.0 <= self.joint_lead_share <= 1.0:
             raise ValueError(f"joint_lead_share={self.joint_lead_share} must be in [0, 1].")
+        if self.condition not in CONDITIONS:
+            raise ValueError(f"masker condition {self.condition!r}; expected one of {CONDITIONS}.")
+        if not 0.0 <= self.swap_share <= 1.0:
+            raise ValueError(f"masker swap_share={self.swap_share} must be in [0, 1].")
         if self.kind == "adversarial":
             self.in_proj = nn.Dense(self.width, dtype=self.dtype)
-            self.cond_proj = nn.Dense(self.width, dtype=self.dtype)
+            if self.condition == "report":
+                self.cond_proj = nn.Dense(self.width, dtype=self.dtype)
             self.encoder = common.Encoder(
                 self.depth, self.num_heads, 2 * self.width, dtype=self.dtype
             )
             self.out = nn.Dense(1, kernel_init=nn.initializers.normal(0.02))
 
     def logits(self, tokens: jax.Array, report: jax.Array, observed: jax.Array) -> jax.Array:
-        """Removal logits alpha [B, L, S] from tokens [B, L*S, D] and report [B, E]."""
+        """Removal logits alpha [B, L, S] from tokens [B, L*S, D] (and report [B, E])."""
         b, num_leads, num_segments = observed.shape
         if self.kind != "adversarial":
             return jnp.zeros(observed.shape, jnp.float32)
         visible = observed.reshape(b, -1)
-        x = self.in_proj(tokens) + self.cond_proj(report)[:, None, :]
+        x = self.in_proj(tokens)
+        if self.condition == "report":
+            x = x + self.cond_proj(report)[:, None, :]
         x = self.encoder(x, visible)
         return self.out(x)[..., 0].astype(jnp.float32).reshape(b, num_leads, num_segments)
 
-    def _mask_units(self, alpha, observed, unit, rho, tau, rng, use_random, noise_scale=1.0):
-        """One unit type: token logits [B, L, S] -> (m, m_hard, m_soft, unit_obs, z), unit-shaped."""
+    def _mask_units(
+        self, alpha, observed, unit, rho, tau, rng, use_random, noise_scale=1.0, swap=None
+    ):
+        """One unit type: token logits [B, L, S] -> (m, m_hard, m_soft, unit_obs, z, ranked).
+
+        Each unit-shaped: z the scaled (standardised) logits, ranked the perturbed scores the
+        top-k ranks.
+
+        swap: (partner [B] int, swapped [B] bool) or None. A swapped example ranks its own
+        observed units by its partner's perturbed scores (stop-gradient; rho is already the
+        partner's): with the same observed units it gets exactly the partner's mask, otherwise
+        the partner's ranking restricted to its own observed units, with its exact budget.
+        """
         obs_u = unit_observed(observed, unit)
         z = unit_scores(alpha, observed, unit)
         if self.standardize:
@@ -240,9 +264,15 @@ class Masker(nn.Module):
         if use_random is not None:
             z = jnp.where(use_random[:, None], 0.0, z)
         scores = z + noise_scale * logistic_noise(rng, z.shape)
+        if swap is not None:
+            partner, swapped = swap
+            theirs = jax.lax.stop_gradient(scores[partner])
+            # The partner's unobserved units carry no score: rank them last.
+            theirs = jnp.where(obs_u[partner], theirs, jnp.min(theirs, -1, keepdims=True) - 1.0)
+            scores = jnp.where(swapped[:, None], theirs, scores)
         k = budget(jnp.sum(obs_u, -1), rho)
         m, m_hard, m_soft = relaxed_topk(scores, k, obs_u, tau, self.bisection_iters)
-        return m, m_hard, m_soft, obs_u, z
+        return m, m_hard, m_soft, obs_u, z, scores
 
     def __call__(
         self,
@@ -254,6 +284,7 @@ class Masker(nn.Module):
         rho: jax.Array | None = None,
         use_random: jax.Array | None = None,
         noise_scale: float = 1.0,
+        swap: bool = False,
     ) -> tuple[jax.Array, dict[str, Any]]:
         """tokens: [B, N, D], report: [B, E], observed: [B, L, S] bool -> (removal m [B, L, S], aux).
 
@@ -261,7 +292,8 @@ class Masker(nn.Module):
         fixes the removal ratio (else drawn from [rho_min, rho_max]); `use_random`
         [B] bool gives those examples a random mask with the same budget.
         `noise_scale` scales the logistic noise (training: 1; 0 gives the adversary's
-        mode, its noise-free top-k, for evaluation).
+        mode, its noise-free top-k, for evaluation). `swap` (training) gives a share
+        `swap_share` of the examples another example's mask (aux: swap_partner, swapped).
         """
         observed = jnp.asarray(observed, bool)
         b, num_leads, num_segments = observed.shape
@@ -277,6 +309,17 @@ class Masker(nn.Module):
                 self.make_rng("masker"), (b,), minval=self.rho_min, maxval=self.rho_max
             )
         rng = self.make_rng("masker")
+        pair = None
+        if swap and self.swap_share > 0 and b > 1:
+            r_perm, r_swap = jax.random.split(self.make_rng("masker"))
+            # Partners along a random cycle: never the example itself.
+            perm = jax.random.permutation(r_perm, b)
+            partner = jnp.zeros((b,), jnp.int32).at[perm].set(jnp.roll(perm, -1).astype(jnp.int32))
+            swapped = jax.random.bernoulli(r_swap, self.swap_share, (b,))
+            if use_random is not None:  # a random mask stays that example's own
+                swapped = swapped & ~use_random
+            rho = jnp.where(swapped, rho[partner], rho)
+            pair = (partner, swapped)
         if self.unit == "joint":
             r_lead, r_seg = jax.random.split(rng)
             lead = self._mask_units(
@@ -288,6 +331,7 @@ class Masker(nn.Module):
                 r_lead,
                 use_random,
                 noise_scale,
+                pair,
             )
             seg = self._mask_units(
                 alpha,
@@ -298,6 +342,7 @@ class Masker(nn.Module):
                 r_seg,
                 use_random,
                 noise_scale,
+                pair,
             )
             tok = lambda i: (
                 1.0
@@ -313,15 +358,23 @@ class Masker(nn.Module):
                 "m_soft_segment": seg[2],
                 "scores_lead": lead[4],
                 "scores_segment": seg[4],
+                "ranked_lead": lead[5],
+                "ranked_segment": seg[5],
             }
         else:
-            m_u, m_hard_u, m_soft_u, obs_u, z = self._mask_units(
-                alpha, observed, self.unit, rho, tau, rng, use_random, noise_scale
+            m_u, m_hard_u, m_soft_u, obs_u, z, ranked = self._mask_units(
+                alpha, observed, self.unit, rho, tau, rng, use_random, noise_scale, pair
             )
             m = unit_to_tokens(m_u, self.unit, num_leads, num_segments)
             m_hard = unit_to_tokens(m_hard_u, self.unit, num_leads, num_segments)
             entropy = binary_entropy(m_soft_u, obs_u)
-            aux = {"m_unit": m_u, "m_soft": m_soft_u, "unit_observed": obs_u, "scores": z}
+            aux = {
+                "m_unit": m_u,
+                "m_soft": m_soft_u,
+                "unit_observed": obs_u,
+                "scores": z,
+                "ranked": ranked,
+            }
         m = m * observed
         aux.update(
             {
@@ -332,4 +385,6 @@ class Masker(nn.Module):
                 "logit_std": jnp.mean(jnp.sqrt(jnp.var(alpha, axis=(-2, -1)))),
             }
         )
+        if pair is not None:
+            aux["swap_partner"], aux["swapped"] = pair
         return m, aux

@@ -36,10 +36,12 @@ class TextTower(nn.Module):
     bert_config: text_encoder.BertConfig
     pooling: str = "mean"
     embed_dim: int = 256
+    head_bias: bool = True  # the projection head's bias (False: a shared offset is impossible)
+    normalize_features: bool = False  # L2-normalise the pooled features before the head
 
     def setup(self):
         self.bert = text_encoder.BertEncoder(self.bert_config, pooling=self.pooling)
-        self.head = nn.Dense(self.embed_dim)
+        self.head = nn.Dense(self.embed_dim, use_bias=self.head_bias)
 
     def features(
         self,
@@ -56,7 +58,9 @@ class TextTower(nn.Module):
         return pooled
 
     def project(self, features: jax.Array) -> jax.Array:
-        """Pooled features [B, H] -> L2-normalised embedding [B, E]."""
+        """Pooled features [..., H] -> L2-normalised embedding [..., E]."""
+        if self.normalize_features:
+            features = common.l2_normalize(features)
         return common.l2_normalize(self.head(features))
 
     def __call__(self, text: Mapping[str, jax.Array], *, deterministic: bool = True):
@@ -83,6 +87,7 @@ class Model(nn.Module):
     logit_scale_init: float = 1.0 / 0.07
     siglip_bias_init: float = -10.0
     uma_dropout: float = 0.0
+    uma_temperature: float = 0.07  # MERL's fixed temperature of its uni-modal term
     selector_supervision: bool = True
     selector_tau: float = 0.1
     clean_signal: float = 1.0
@@ -99,6 +104,9 @@ class Model(nn.Module):
                 "logit_bias", nn.initializers.constant(self.siglip_bias_init), ()
             )
         if self.uma_dropout > 0:
+            # MERL's uni-modal views: two bias-free projections of the pooled ECG feature of
+            # their own (not the shared head), each followed by dropout.
+            self.uma_proj = [nn.Dense(self.ecg.embed_dim, use_bias=False) for _ in range(2)]
             self.uma_drop = nn.Dropout(self.uma_dropout)
 
     def observed_tokens(
@@ -166,7 +174,9 @@ class Model(nn.Module):
         z_txt, txt_aux = self.txt(batch, deterministic=not train)
         tokens = self.ecg.embed_tokens(ecg, observed)
 
-        m, mask_aux = self.masker(tokens, z_txt, observed, tau=tau, rho=rho, use_random=use_random)
+        m, mask_aux = self.masker(
+            tokens, z_txt, observed, tau=tau, rho=rho, use_random=use_random, swap=train
+        )
         # Clean view: forward keep = observed; backward it tells the masker, to first
         # order, how much removing each token (also the removed ones) raises the loss.
         keep_clean = keep_obs
@@ -183,8 +193,13 @@ class Model(nn.Module):
         }
         if self.masker.kind != "none":
             keep_masked = keep_obs * (1.0 - m)
+            # Removed = never recorded (METHOD §2): the masked view's tokens are normalised
+            # over its kept tokens only (the forward keep is exactly 0/1).
+            tokens_m = tokens
+            if self.ecg.normalize != "none":
+                tokens_m = self.ecg.embed_tokens(ecg, jax.lax.stop_gradient(keep_masked) > 0)
             z_m, aux_m = self.ecg.encode(
-                tokens,
+                tokens_m,
                 keep_masked,
                 deterministic=not train,
                 num_kept=self.num_kept(observed.shape) if rho is None else None,
@@ -197,8 +212,12 @@ class Model(nn.Module):
         if self.uma_dropout > 0:
             pooled = aux["pre_logits"]
             out["uma_views"] = tuple(
-                self.ecg.project(self.uma_drop(pooled, deterministic=not train)) for _ in range(2)
+                self.uma_drop(proj(pooled), deterministic=not train) for proj in self.uma_proj
             )
+            out["uma_temperature"] = jnp.asarray(self.uma_temperature, jnp.float32)
+        if "finding_feats" in batch:  # finding-level text targets (losses.finding_loss)
+            out["z_findings"] = self.txt.project(batch["finding_feats"])
+            out["finding_ids"] = batch["finding_ids"]
         out["logit_scale"] = self.logit_scale
         if self.loss == "siglip":
             out["logit_bias"] = self.logit_bias
@@ -270,6 +289,36 @@ def text_tokenizer(name: str, max_len: int) -> Callable[[Sequence[str]], dict[st
     return functools.partial(text_encoder.tokenize, tokenizer, max_len=max_len)
 
 
+def class_embeddings(
+    model: Model,
+    variables: Any,
+    phrasings: Sequence[Sequence[str]],
+    *,
+    text_checkpoint: str,
+    max_len: int,
+    center: bool = False,
+) -> np.ndarray:
+    """Zero-shot class embeddings [K, E] from each class's phrasings (eval and predict alike).
+
+    Every phrasing is embedded by the text tower and head (L2-normalised); a class is the
+    normalised mean of its phrasings (a prompt ensemble). center: subtract the mean class
+    embedding first, so the component every class shares (a common prefix, the head's bias)
+    stops adding the same ECG-dependent offset to every class's score; then renormalise.
+    """
+    flat = [str(p) for ph in phrasings for p in ph]
+    owner = np.repeat(np.arange(len(phrasings)), [len(ph) for ph in phrasings])
+    if not flat or any(len(ph) == 0 for ph in phrasings):
+        raise ValueError("class_embeddings: every class needs at least one phrasing.")
+    tokens = text_tokenizer(text_checkpoint, int(max_len))(flat)
+    fn = jax.jit(lambda v, t: model.apply(v, t, method=Model.embed_text)[0])
+    z = np.asarray(fn(variables, {k: jnp.asarray(v) for k, v in dict(tokens).items()}))
+    z = np.stack([z[owner == k].mean(0) for k in range(len(phrasings))])
+    if center and len(phrasings) > 1:
+        z = z / np.maximum(np.linalg.norm(z, axis=-1, keepdims=True), 1e-12)
+        z = z - z.mean(0, keepdims=True)
+    return (z / np.maximum(np.linalg.norm(z, axis=-1, keepdims=True), 1e-12)).astype(np.float32)
+
+
 def load_text_weights(params: Mapping[str, Any], name: str, pooling: str) -> dict[str, Any]:
     """Variables with ['params']['txt']['bert'] replaced by the checkpoint's (no-op for random)."""
     folder = text_checkpoint_folder(name)
@@ -296,8 +345,11 @@ def build_model(config: ml_collections.ConfigDict) -> Model:
         remat=e.remat,
         keep_attention_grad=e.get("keep_attention_grad", True),
         stem=e.get("stem", "linear"),
+        normalize=e.get("normalize", "none"),  # checkpoints from before it: no renormalisation
     )
-    txt = TextTower(bert_config, pooling=t.pooling, embed_dim=config.embed_dim)
+    txt = TextTower(bert_config, pooling=t.pooling, embed_dim=config.embed_dim,
+                    head_bias=bool(t.get("head_bias", True)),
+                    normalize_features=bool(t.get("normalize_features", False)))
     masker = masker_lib.Masker(
         kind=m.kind,
         unit=m.unit,
@@ -310,6 +362,8 @@ def build_model(config: ml_collections.ConfigDict) -> Model:
         score_scale=m.score_scale,
         standardize=m.standardize,
         bisection_iters=m.bisection_iters,
+        condition=m.get("condition", "report"),  # checkpoints from before it: report-conditioned
+        swap_share=m.get("swap_share", 0.0),
     )
     return Model(
         ecg=ecg,
@@ -318,6 +372,7 @@ def build_model(config: ml_collections.ConfigDict) -> Model:
         loss=config.loss,
         logit_scale_init=config.logit_scale_init,
         uma_dropout=config.uma_dropout,
+        uma_temperature=config.get("uma_temperature", 0.07),
         selector_supervision=config.selector.supervision,
         selector_tau=config.selector.tau,
         clean_signal=m.clean_signal,

@@ -25,18 +25,20 @@ from tests.export import parity
 
 
 @pytest.mark.parametrize(
-    "arg,pooling,log_scale,stem",
+    "arg,pooling,log_scale,stem,normalize",
     [
-        ("variant=tiny/2", "mean", np.log(50.0), "linear"),  # adaptive selector
-        ("variant=mu,selector=cls,loss=siglip", "pooler", 5.0, "linear"),  # exp(5) > 100: capped
-        ("variant=mu,selector=mean", "cls", np.log(50.0), "linear"),
-        ("variant=mu", "mean", np.log(50.0), "conv"),  # the conv stem (Conv1d, no padding)
+        ("variant=tiny/2", "mean", np.log(50.0), "linear", "minmax"),  # adaptive selector
+        ("variant=mu,selector=cls,loss=siglip", "pooler", 5.0, "linear", "none"),  # capped scale
+        ("variant=mu,selector=mean", "cls", np.log(50.0), "linear", "zscore"),
+        ("variant=mu", "mean", np.log(50.0), "conv", "minmax"),  # the conv stem (Conv1d)
+        ("variant=mu", "mean", np.log(50.0), "conv", "zscore"),
     ],
 )
-def test_parity_random_weights(arg, pooling, log_scale, stem, text_source, tmp_path):
+def test_parity_random_weights(arg, pooling, log_scale, stem, normalize, text_source, tmp_path):
     config = parity.make_config(arg, str(text_source))
     config.model.txt.pooling = pooling
     config.model.ecg.stem = stem
+    config.input.normalize = normalize  # the tower's in-encoder normalisation follows it
     model, variables = parity.init(config, log_scale=log_scale)
     out_dir = tmp_path / "export"
     manifest = to_torch.export(variables, config, out_dir)
@@ -59,6 +61,7 @@ def test_parity_random_weights(arg, pooling, log_scale, stem, text_source, tmp_p
     assert np.abs(want["z_keep"][3] - want["z_time"][3]).max() > 1e-3
     assert manifest["ecg_tower"]["kwargs"]["selector"] == config.model.selector.kind
     assert manifest["ecg_tower"]["kwargs"]["stem"] == stem
+    assert manifest["ecg_tower"]["kwargs"]["normalize"] == normalize
     assert manifest["text"]["pooling"] == pooling
 
 
@@ -274,6 +277,8 @@ def test_conv_stem_constants_agree():
 
     assert tm.CONV_STEM == ecg_encoder.CONV_STEM
     assert tm.STEMS == ecg_encoder.STEMS
+    assert tm.NORMALIZE_KINDS == ecg_encoder.NORMALIZE_KINDS
+    assert tm.NORMALIZE_EPS == ecg_encoder.NORMALIZE_EPS
     assert (tm.STEM_WAVE_SCALE, tm.STEM_LEVEL_SCALE, tm.STEM_SPREAD_SCALE) == (
         ecg_encoder.STEM_WAVE_SCALE, ecg_encoder.STEM_LEVEL_SCALE, ecg_encoder.STEM_SPREAD_SCALE)
 

@@ -196,3 +196,150 @@ def test_logistic_noise_distribution():
     # Logistic(0, 1): mean 0, variance pi^2 / 3, median 0.
     np.testing.assert_allclose(g.mean(), 0.0, atol=0.02)
     np.testing.assert_allclose(g.var(), np.pi**2 / 3, rtol=0.03)
+
+
+def _default_masker(arg=""):
+    """The default config's masker (structure and budget), as a random masker (no weights)."""
+    from configs import scar as scar_config
+    from scar_jax.models import scar
+
+    config = scar_config.get_config("text=random-tiny" + ("," + arg if arg else ""))
+    return config, scar.build_model(config.model).masker.clone(kind="random")
+
+
+@pytest.mark.parametrize("arg,segments", [("", 50), ("method=random", 50), ("runlocal", 10)])
+def test_default_budget_reaches_the_primary_region(arg, segments):
+    """METHOD §5: the default budget removes 3-6 of 12 observed leads (a primary lead region),
+    random-mask training the same; the joint unit spends the rest on a few segments. (The
+    first defaults, rho in [0.25, 0.5] with lead share 0.5, removed 2-3 leads.)"""
+    config, masker = _default_masker(arg)
+    base, _ = _default_masker()
+    for key in ("unit", "rho_min", "rho_max", "joint_lead_share"):
+        assert config.model.masker[key] == base.model.masker[key], key
+    assert config.model.masker.unit == "joint"
+    b = 4
+    observed = jnp.ones((b, L, segments), bool)
+    for rho, leads, segs in [("rho_max", 6, {50: 4, 10: 1}), ("rho_min", 3, {50: 2, 10: 0})]:
+        m, _ = masker.apply(
+            {},
+            jnp.zeros((b, L * segments, 4)),
+            jnp.zeros((b, 4)),
+            observed,
+            rho=jnp.full((b,), config.model.masker[rho]),
+            rngs={"masker": jax.random.key(0)},
+        )
+        removed = np.asarray(m) > 0
+        whole_leads = removed.all(2).sum(1)
+        whole_segs = removed.all(1).sum(1)
+        assert whole_leads.tolist() == [leads] * b, rho
+        assert whole_segs.tolist() == [segs[segments]] * b, rho
+    # one lead missing: the budget counts only the 11 observed leads
+    observed = observed.at[:, 7].set(False)
+    m, _ = masker.apply(
+        {},
+        jnp.zeros((b, L * segments, 4)),
+        jnp.zeros((b, 4)),
+        observed,
+        rho=jnp.full((b,), config.model.masker.rho_max),
+        rngs={"masker": jax.random.key(0)},
+    )
+    lead_removed = (np.asarray(m) > 0).all(2) & np.asarray(observed).any(2)
+    assert lead_removed.sum(1).tolist() == [round(0.6 * 0.85 * 11)] * b
+
+
+def test_default_masker_is_conditioned_on_the_ecg_only():
+    """METHOD §5: ECG-only conditioning by default: no report projection, and two different
+    reports give the same logits."""
+    config, _ = _default_masker("runlocal")
+    from scar_jax.models import scar
+
+    masker = scar.build_model(config.model).masker
+    assert config.model.masker.condition == "ecg" and masker.condition == "ecg"
+    rng = np.random.default_rng(7)
+    b = 3
+    observed = jnp.ones((b, L, S), bool)
+    tokens = jnp.asarray(rng.normal(size=(b, L * S, 8)), jnp.float32)
+    reports = [jnp.asarray(rng.normal(size=(b, 6)), jnp.float32) for _ in range(2)]
+    params = masker.init({"params": jax.random.key(0), "masker": jax.random.key(1)},
+                         tokens, reports[0], observed)
+    assert "cond_proj" not in params["params"]
+    logits = [masker.apply(params, tokens, r, observed, method=masker.logits) for r in reports]
+    np.testing.assert_array_equal(np.asarray(logits[0]), np.asarray(logits[1]))
+    report_masker = masker.clone(condition="report")
+    params_r = report_masker.init({"params": jax.random.key(0), "masker": jax.random.key(1)},
+                                  tokens, reports[0], observed)
+    logits_r = [report_masker.apply(params_r, tokens, r, observed, method=masker.logits)
+                for r in reports]
+    assert np.abs(np.asarray(logits_r[0]) - np.asarray(logits_r[1])).max() > 1e-4
+
+
+@pytest.mark.parametrize("unit", ["lead", "joint"])
+def test_swapped_examples_get_their_partners_mask_with_their_own_budget(unit):
+    """swap_share: a swapped example ranks its own observed units by its partner's perturbed
+    scores (the partner's rho): with the same observed units it gets exactly the partner's
+    mask; otherwise the partner's ranking restricted to its own observed units, the budget
+    exact over them and no unobserved unit removed. Not swapped, or swap=False: unchanged."""
+    rng = np.random.default_rng(11)
+    b, d = 8, 8
+    tokens = jnp.asarray(rng.normal(size=(b, L * S, d)), jnp.float32)
+    report = jnp.zeros((b, 4))
+    rho = jnp.asarray(rng.uniform(0.3, 0.6, b), jnp.float32)
+    masker = M.Masker(kind="adversarial", unit=unit, width=16, depth=1, num_heads=2,
+                      joint_lead_share=0.85, swap_share=0.6)
+    same = jnp.ones((b, L, S), bool)
+    params = masker.init({"params": jax.random.key(0), "masker": jax.random.key(1)},
+                         tokens, report, same)
+
+    def run(observed, swap):
+        return masker.apply(params, tokens, report, observed, rho=rho, tau=0.3, swap=swap,
+                            rngs={"masker": jax.random.key(4)})
+
+    m0, aux0 = run(same, False)
+    m1, aux1 = run(same, True)
+    partner = np.asarray(aux1["swap_partner"])
+    swapped = np.asarray(aux1["swapped"])
+    assert 0 < swapped.sum() < b and (partner != np.arange(b)).all()
+    assert sorted(partner.tolist()) == list(range(b))  # a permutation
+    h0, h1 = np.asarray(aux0["m_hard"]), np.asarray(aux1["m_hard"])
+    np.testing.assert_array_equal(h1[swapped], h0[partner[swapped]])
+    np.testing.assert_array_equal(h1[~swapped], h0[~swapped])
+    np.testing.assert_array_equal(np.asarray(aux1["rho"]),
+                                  np.where(swapped, np.asarray(rho)[partner], np.asarray(rho)))
+    assert "swapped" not in aux0
+
+    # Different observed leads per example.
+    observed = np.ones((b, L, S), bool)
+    for i in range(b):
+        observed[i, rng.choice(L, size=i % 4 + 1, replace=False)] = False
+    observed[:, :, -1] &= np.arange(b)[:, None] % 2 == 0  # odd examples lose the last segment
+    m2, aux2 = run(jnp.asarray(observed), True)
+    _, aux_own = run(jnp.asarray(observed), False)
+    np.testing.assert_array_equal(np.asarray(aux2["swap_partner"]), partner)
+    h2 = np.asarray(aux2["m_hard"]) > 0
+    assert not h2[~observed].any()
+    rho2 = np.asarray(aux2["rho"])
+    kinds = [("lead", 0.85, 2)] if unit == "joint" else [("", 1.0, 2)]
+    if unit == "joint":
+        kinds.append(("segment", 0.15, 1))
+    for name, share, axis in kinds:
+        sfx = f"_{name}" if unit == "joint" else ""
+        ranked = np.asarray(aux2["ranked" + sfx])
+        ranked_own = np.asarray(aux_own["ranked" + sfx])
+        obs_u = observed.any(axis)
+        removed = (h2 | ~observed).all(axis) & obs_u if unit == "joint" else h2.any(axis)
+        for i in range(b):
+            k = int(np.round(rho2[i] * share * obs_u[i].sum()))
+            if unit != "joint":
+                assert removed[i].sum() == k  # exact budget over its own observed units
+            if swapped[i]:
+                p = partner[i]
+                # the partner's perturbed scores on the units both observe
+                both = obs_u[i] & obs_u[p]
+                np.testing.assert_array_equal(ranked[i][both], ranked_own[p][both])
+                # the top-k of those scores over its own observed units
+                s = np.where(obs_u[i], ranked[i], -np.inf)
+                top = np.zeros_like(obs_u[i])
+                top[np.argsort(-s, kind="stable")[:k]] = True
+                assert (top <= removed[i]).all()
+            else:
+                np.testing.assert_array_equal(ranked[i], ranked_own[i])
