@@ -124,6 +124,29 @@ def test_gather_kept_masked_view_equals_masked_computation(unit):
     )
 
 
+def test_merl_uni_modal_views_are_its_own_projections():
+    """MERL (ICML 2024, its public code): the two uni-modal views are dropout(linear_k(h)) of
+    the pooled ECG feature h through two bias-free projections of their own (not the shared
+    head), compared at the fixed temperature model.uma_temperature (0.07)."""
+    config, model, params, batch, rngs = _setup("method=merl")
+    p = params["params"]
+    kernels = [np.asarray(p[f"uma_proj_{i}"]["kernel"]) for i in (0, 1)]
+    assert all(set(p[f"uma_proj_{i}"]) == {"kernel"} for i in (0, 1))  # no bias
+    assert not np.allclose(kernels[0], kernels[1])
+    z, out = model.apply(params, batch, tau=0.5, rngs=rngs)  # eval: dropout off
+    h = np.asarray(out["clean"]["pre_logits"])
+    for view, kernel in zip(out["uma_views"], kernels):
+        np.testing.assert_allclose(np.asarray(view), h @ kernel, rtol=1e-5, atol=1e-6)
+    assert float(out["uma_temperature"]) == pytest.approx(0.07)
+    _, metrics = losses.scar_objective(z, out, config.loss_weights, config.model.loss)
+    expected = losses.uni_modal_loss(*out["uma_views"], 0.07)
+    np.testing.assert_allclose(float(metrics["loss/uni_modal"]), float(expected), rtol=1e-6)
+    # training: each view has its own dropout draw
+    _, out_t = model.apply(params, batch, tau=0.5, train=True, rngs=rngs)
+    drop = [np.asarray(v) == 0 for v in out_t["uma_views"]]
+    assert drop[0].any() and not np.array_equal(drop[0], drop[1])
+
+
 def test_siglip_objective():
     config, model, params, batch, rngs = _setup("loss=siglip")
     assert "logit_bias" in params["params"]
