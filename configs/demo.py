@@ -9,8 +9,16 @@ writes `report/` (results.md, results.json, PNGs). About 13.5 minutes on 2 CPU c
 
 `arg` takes the keys of configs/scar.py (method=scar|merl|random, ...) plus:
 
-  seed        training seed                                           [0]
-  runlocal    the same pipeline at test size (tiny corpus, a few steps; CI)
+  seed              training seed                                     [0]
+  reference_steps   steps of the transfer reference (0: none, the transfer rows are
+                    omitted)                                          [150]
+  runlocal          the same pipeline at test size (tiny corpus, a few steps; CI)
+
+The transfer reference ranks the transfer-adversarial masks of every compared model: a
+model outside the comparison (METHOD §8), REFERENCE's method at its own seed, trained once
+in the same workdir and shared by every seed's evaluation. Its steps are capped at
+reference_steps (at most the demo's own; the learning-rate schedule follows): half the
+demo's 300 by default, to keep the demo's time (a weaker, but common, attacker).
 
 The demo command builds one config per method with `get_config(f"method={m},...")`.
 """
@@ -26,7 +34,8 @@ from scar_jax import config_files
 scar = config_files.load_module(pathlib.Path(__file__).with_name("scar.py"))
 
 METHODS = ("scar", "merl", "random")  # what the demo trains, in this order
-_DEMO_KEYS = {"seed": 0}
+REFERENCE = ("merl", 1000)  # method and seed of the transfer reference (outside the comparison)
+_DEMO_KEYS = {"seed": 0, "reference_steps": 150}
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:

@@ -7,11 +7,15 @@ Stages (each logged with its elapsed time; a rerun on the same workdir reuses th
 corpus, skips finished trainings and resumes interrupted ones):
   1. build `config.input.dataset` into WORKDIR/data;
   2. train every method of configs/demo.py (SCAR, MERL-style, random masks) per seed into
-     WORKDIR/runs/<method>/seed<k>, `workers` runs at once in their own processes
-     (--demo_workers, default 3; identical results, less waiting on 2 cores);
+     WORKDIR/runs/<method>/seed<k>, and the transfer reference (configs/demo.py REFERENCE,
+     outside the comparison, one for all seeds) into WORKDIR/runs/reference/<method>_seed<s>,
+     `workers` runs at once in their own processes (--demo_workers, default 3; identical
+     results, less waiting on 2 cores);
   3. evaluate all of them on the same masks of the test split into WORKDIR/report
-     (seed <k> of every method side by side; results.md, results.json, PNGs);
-  4. with several seeds, WORKDIR/report/seeds.md: mean and spread over seeds.
+     (seed <k> of every method side by side; results.md, results.json, scores.npz, PNGs);
+  4. with several seeds, WORKDIR/report/seeds.md: mean and spread over seeds, and the
+     differences SCAR - each other method with a paired bootstrap over seeds and test
+     examples (scar_jax.evaluation.compare).
 """
 
 from __future__ import annotations
@@ -103,6 +107,7 @@ def run_demo(
     """
     from scar_jax import checkpointing, train
     from scar_jax.data import build
+    from scar_jax.evaluation import compare
     from scar_jax.evaluation import run as eval_run
 
     get_config = get_config or demo_config(config_file).get_config
@@ -137,6 +142,13 @@ def run_demo(
             run_dir = work / "runs" / method / f"seed{seed}"
             jobs.append((f"{method} seed {seed}", config, str(run_dir)))
             runs.setdefault(seed, {})[method] = str(run_dir / train.CHECKPOINT_DIR)
+    reference = None
+    ref_job = reference_job(get_config, arg, base, work, data_dir, config_file)
+    if ref_job is not None:
+        jobs.append(ref_job)  # last: the pool starts it when a comparison run is done
+        reference = str(pathlib.Path(ref_job[2]) / train.CHECKPOINT_DIR)
+    else:
+        logging.info("[demo] no transfer reference (reference_steps=0): transfer rows omitted")
     workers = max(1, min(int(workers), len(jobs)))
     stages.begin(
         f"train {len(jobs)} runs"
@@ -152,16 +164,46 @@ def run_demo(
         config = method_config(get_config, methods[0], seed, arg)
         config.input.data_dir = data_dir
         out = work / "report" if len(seeds) == 1 else work / "report" / f"seed{seed}"
-        results[seed] = eval_run.run_eval(config, runs[seed], out_dir=str(out), data_dir=data_dir)
+        results[seed] = eval_run.run_eval(config, runs[seed], out_dir=str(out), data_dir=data_dir,
+                                          reference=reference)
         stages.end()
     if len(seeds) > 1:
-        write_seed_summary(results, work / "report")
+        write_seed_summary(
+            results, work / "report",
+            score_files={s: work / "report" / f"seed{s}" / compare.SCORES_FILE for s in seeds},
+            num_samples=int(base.eval.bootstrap), seed=int(base.eval.seed))
     logging.info(
         "[demo] done in %.1f min; report in %s",
         (time.perf_counter() - stages.start) / 60,
         work / "report",
     )
     return results
+
+
+def reference_job(
+    get_config: Callable[[str], ml_collections.ConfigDict],
+    arg: str,
+    base: ml_collections.ConfigDict,
+    work: pathlib.Path,
+    data_dir: str,
+    config_file: str | os.PathLike | None = None,
+) -> tuple[str, ml_collections.ConfigDict, str] | None:
+    """(name, config, run_dir) of the transfer reference, or None (reference_steps = 0).
+
+    configs/demo.py REFERENCE's method at its own seed (never a compared run), its steps
+    capped at the demo arg reference_steps; trained once per workdir, shared by every seed.
+    """
+    steps = int(base.arg.get("reference_steps", 0) or 0)
+    if steps <= 0:
+        return None
+    method, seed = demo_config(config_file).REFERENCE
+    config = method_config(get_config, method, seed, arg)
+    config.total_steps = min(int(config.total_steps), steps)
+    config.input.data_dir = data_dir
+    config.train.text_cache_dir = str(work / "text_cache")
+    run_dir = work / "runs" / "reference" / f"{method}_seed{seed}"
+    return (f"reference ({method} seed {seed}, {config.total_steps} steps)", config,
+            str(run_dir))
 
 
 class _Tag(std_logging.Filter):
@@ -289,8 +331,19 @@ def _headline(results: dict[str, Any]) -> dict[str, dict[str, float]]:
     return out
 
 
-def write_seed_summary(results: dict[int, dict[str, Any]], out_dir: pathlib.Path) -> pathlib.Path:
-    """seeds.md + seeds.json: mean and standard deviation over seeds of every scalar result."""
+def write_seed_summary(
+    results: dict[int, dict[str, Any]],
+    out_dir: pathlib.Path,
+    *,
+    score_files: dict[int, str | os.PathLike] | None = None,
+    model: str = "scar",
+    num_samples: int = 1000,
+    seed: int = 0,
+) -> pathlib.Path:
+    """seeds.md + seeds.json: mean and standard deviation over seeds of every scalar result;
+    with `score_files` ({seed: scores.npz}), also `model` - each other model per condition
+    (zero-shot macro AUROC, and CMRS) with a paired bootstrap over seeds and test examples
+    (scar_jax.evaluation.compare; `num_samples` resamples): seeds.json 'differences'."""
     per_seed = {seed: _headline(r) for seed, r in results.items()}
     models = sorted({m for rows in per_seed.values() for m in rows})
     summary: dict[str, dict[str, dict[str, float]]] = {}
@@ -303,9 +356,14 @@ def write_seed_summary(results: dict[int, dict[str, Any]], out_dir: pathlib.Path
                 "std": float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0,
                 "n": int(len(vals)),
             }
+    diff_lines: list[str] = []
+    if score_files:
+        diffs = _method_differences(results, score_files, model, num_samples, seed)
+        summary["differences"] = diffs
+        diff_lines = _differences_markdown(diffs, model, sorted(results), num_samples)
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "seeds.json").write_text(json.dumps(summary, indent=1, sort_keys=True))
-    lines = [f"# Mean ± std over seeds {sorted(results)}", ""]
+    (out_dir / "seeds.json").write_text(json.dumps(_finite(summary), indent=1, sort_keys=True))
+    lines = [f"# Mean ± std over seeds {sorted(results)}", ""] + diff_lines
     for m in models:
         lines += [f"## {m}", "", "| metric | mean | std | n |", "|---|---|---|---|"]
         for k, s in summary[m].items():
@@ -314,6 +372,60 @@ def write_seed_summary(results: dict[int, dict[str, Any]], out_dir: pathlib.Path
     path = out_dir / "seeds.md"
     path.write_text("\n".join(lines))
     return path
+
+
+def _finite(x: Any) -> Any:
+    """NaN / inf -> None, recursively (JSON has no NaN)."""
+    if isinstance(x, dict):
+        return {k: _finite(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_finite(v) for v in x]
+    if isinstance(x, float) and not np.isfinite(x):
+        return None
+    return x
+
+
+def _method_differences(results, score_files, model, num_samples, seed) -> dict[str, Any]:
+    """{other: {condition: paired_difference}} from the seeds' scores.npz (compare)."""
+    from scar_jax.evaluation import compare
+
+    per_seed = {s: compare.load_scores(score_files[s]) for s in sorted(results)}
+    models = sorted({m for _, by_model in per_seed.values() for m in by_model} - {model})
+    first = next(iter(results.values()))
+    adversary = "adversarial/whitebox/lead/"  # the CMRS headline's adversary (eval default)
+    cmrs_conds = [c["name"] for c in first.get("conditions", [])
+                  if c["name"].startswith(adversary)]
+    return compare.method_differences(per_seed, model, models, cmrs_conditions=cmrs_conds,
+                                      num_samples=num_samples, seed=seed)
+
+
+def _differences_markdown(diffs, model, seeds, num_samples) -> list[str]:
+    """The differences table: condition x other model, mean [95 % interval]; ** = the
+    interval excludes 0."""
+    others = sorted(diffs)
+    if not others:
+        return []
+    conds = list(dict.fromkeys(c for o in others for c in diffs[o]))
+
+    def cell(d):
+        if d is None or d["mean"] is None or not np.isfinite(d["mean"]):
+            return "–"
+        lo, hi = d["ci"]
+        text = f"{d['mean']:+.4f} [{lo:+.4f}, {hi:+.4f}]"
+        return f"**{text}**" if np.isfinite(lo) and (lo > 0 or hi < 0) else text
+
+    lines = [f"## {model} minus each other method (paired bootstrap over seeds and test examples)",
+             "", f"Zero-shot macro AUROC per condition (`cmrs`: the CMRS headline, white-box "
+             f"leads), {model} - other: the mean over seeds {seeds} of the per-seed "
+             f"differences, with a 95 % interval from {num_samples} resamples that draw the "
+             "seeds with replacement and one resample of the test examples (shared by both "
+             "methods and the drawn seeds: the same records and masks). **Bold**: the "
+             "interval excludes 0.", "",
+             "| condition | " + " | ".join(f"{model} − {o}" for o in others) + " |",
+             "|---|" + "---|" * len(others)]
+    for c in conds:
+        lines.append(f"| {c} | " + " | ".join(cell(diffs[o].get(c)) for o in others) + " |")
+    return lines + [""]
 
 
 README_SECTIONS = ("Zero-shot", "CMRS", "Linear probe")  # report sections copied whole

@@ -65,6 +65,19 @@ def test_demo_trains_every_method_and_writes_the_report(demo_run):
     assert all(m in md for m in demo_config.METHODS)
     saved = json.loads((report / "results.json").read_text())
     assert set(saved["synthetic_ecg/tiny"]["models"]) == set(demo_config.METHODS)
+    # the transfer reference: trained once, outside the comparison, ranks every model's
+    # transfer rows (classwise rows too); the per-example scores are kept for the seeds
+    method, seed = demo_config.REFERENCE
+    ref = work / "runs" / "reference" / f"{method}_seed{seed}" / "checkpoints"
+    assert (ref / "3").is_dir()
+    assert saved["synthetic_ecg/tiny"]["reference"].endswith(
+        f"reference/{method}_seed{seed}/checkpoints")
+    for m in demo_config.METHODS:
+        rows = models[m]["zeroshot"]
+        assert {"adversarial/transfer/lead/rho0.2", "classwise/transfer/lead/rho0.5",
+                "classwise/whitebox/lead/rho0.5"} <= set(rows)
+    assert "reference" in saved["synthetic_ecg/tiny"]["classwise"]["units"]
+    assert (report / "scores.npz").is_file()
 
 
 @pytest.mark.slow
@@ -217,6 +230,35 @@ def test_seed_summary_mean_and_std(tmp_path):
     assert auroc["std"] == pytest.approx(np.std([0.6, 0.8, 0.7], ddof=1))
     assert summary["scar"]["cmrs_headline"]["mean"] == pytest.approx(0.5)
     assert "zeroshot/clean/auroc | 0.7000" in path.read_text()
+
+
+def test_seed_summary_reports_paired_method_differences_from_the_score_files(tmp_path):
+    """scar == merl in every seed (difference exactly 0); scar perfect and random reversed
+    (difference exactly 1 in every resample); the per-seed files come from save_scores."""
+    from scar_jax.evaluation import run as eval_run
+
+    rng = np.random.default_rng(0)
+    labels = rng.random((30, 3)) > 0.5
+    labels[0], labels[1] = True, False
+    perfect = labels + 0.01 * np.arange(30)[:, None]
+    conds = ["clean", "adversarial/whitebox/lead/rho0.1"]
+    results, files = {}, {}
+    for seed in (0, 1):
+        noise = rng.normal(size=labels.shape)
+        scores = {"scar": {c: perfect for c in conds}, "merl": {c: perfect for c in conds},
+                  "random": {c: -perfect + 0 * noise for c in conds}}
+        files[seed] = eval_run.save_scores(tmp_path / f"seed{seed}", labels, scores)
+        results[seed] = {"conditions": [{"name": c} for c in conds],
+                         "models": {m: {"zeroshot": {"clean": {"auroc": 0.5}}} for m in scores}}
+    path = demo.write_seed_summary(results, tmp_path, score_files=files, num_samples=50)
+    diffs = json.loads((tmp_path / "seeds.json").read_text())["differences"]
+    assert set(diffs) == {"merl", "random"} and set(diffs["merl"]) == set(conds) | {"cmrs"}
+    for c in conds:
+        assert diffs["merl"][c]["mean"] == 0.0 and diffs["merl"][c]["ci"] == [0.0, 0.0]
+        assert diffs["random"][c]["mean"] == pytest.approx(1.0)
+        assert diffs["random"][c]["ci"] == pytest.approx([1.0, 1.0])
+    md = path.read_text()
+    assert "| clean | +0.0000 [+0.0000, +0.0000] | **+1.0000 [+1.0000, +1.0000]** |" in md
 
 
 def test_update_readme_replaces_only_the_generated_block(tmp_path):
