@@ -45,6 +45,9 @@ def test_finding_loss_falls_when_ecgs_point_at_their_findings():
     zf = np.where(ids[..., None] >= 0, table[np.maximum(ids, 0)], 0.0)
     aligned = _unit(np.stack([table[0] + table[1], table[2], table[3] + table[4]]))
     random = _unit(rng.normal(size=(3, 16)))
-    f = lambda z: float(losses.finding_loss(jnp.asarray(z, jnp.float32), jnp.asarray(zf, jnp.float32),  # noqa: E731,E501
-                                            jnp.asarray(ids), jnp.log(jnp.float32(10.0))))
-    assert f(aligned) < f(random)
+    def loss(z):
+        return float(losses.finding_loss(jnp.asarray(z, jnp.float32),
+                                         jnp.asarray(zf, jnp.float32), jnp.asarray(ids),
+                                         jnp.log(jnp.float32(10.0))))
+
+    assert loss(aligned) < loss(random)

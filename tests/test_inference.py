@@ -174,4 +174,5 @@ def test_predict_scores_with_the_class_embeddings_eval_uses(setup, center):
     z, _ = spec.model.apply(variables, batch["ecg"], batch["lead_observed"],
                             batch["time_observed"], method=scar.Model.embed_ecg)
     z = np.asarray(z) / np.linalg.norm(np.asarray(z), axis=-1, keepdims=True)
-    np.testing.assert_allclose([p.scores[c] for c in classes], (z @ z_cls.T)[0], atol=1e-5)
+    want = (z @ z_cls.T)[0]
+    np.testing.assert_allclose([p.scores[c] for c in classes], want, atol=1e-5)
