@@ -147,7 +147,9 @@ class Checkpointer:
 
     keep: the most recent checkpoints kept; keep_best: additionally kept, the best
     by `best_metric` ('min' or 'max' per `best_mode`) among checkpoints saved with
-    that metric (0 disables). `save_every`: `should_save(step)` cadence.
+    that metric (0 disables). `save_every`: `should_save(step)` cadence. `read_only`: for
+    readers (restore_params, latest_step): no folder is created and no unfinished save is
+    cleaned up (orbax's own read_only mode warns on every open).
     """
 
     def __init__(
@@ -160,6 +162,7 @@ class Checkpointer:
         best_metric: str = "val/loss",
         best_mode: str = "min",
         async_save: bool = True,
+        read_only: bool = False,
     ):
         if best_mode not in ("min", "max"):
             raise ValueError(f"best_mode={best_mode!r}; use 'min' or 'max'.")
@@ -185,8 +188,10 @@ class Checkpointer:
             best_mode=best_mode,
             preservation_policy=ocp.checkpoint_managers.AnyPreservationPolicy(policies),
             enable_async_checkpointing=async_save,
-            cleanup_tmp_directories=True,  # a save cut short by a kill is removed on restart
-            create=True,
+            # a save cut short by a kill is removed on restart; a reader removes nothing (a
+            # run may be saving), and starts no background cleanup that could outlive it
+            cleanup_tmp_directories=not read_only,
+            create=not read_only,
         )
         self.manager = ocp.CheckpointManager(
             self.directory, item_names=(STATE, DATA, CONFIG), options=options
@@ -438,7 +443,7 @@ def latest_step(path: str | os.PathLike) -> int | None:
         folder = checkpoint_folder(path)
     except FileNotFoundError:
         return None
-    ckpt = Checkpointer(folder, async_save=False, keep_best=0)
+    ckpt = Checkpointer(folder, async_save=False, keep_best=0, read_only=True)
     try:
         return ckpt.latest_step()
     finally:
@@ -454,7 +459,7 @@ def restore_params(path: str | os.PathLike, step: int | None = None) -> tuple[An
     workdir or its checkpoints folder; `step` defaults to the latest complete checkpoint.
     """
     folder = checkpoint_folder(path)
-    ckpt = Checkpointer(folder, async_save=False, keep_best=0)
+    ckpt = Checkpointer(folder, async_save=False, keep_best=0, read_only=True)
     try:
         step = ckpt.latest_step() if step is None else step
         if step is None:

@@ -236,10 +236,13 @@ def _train_in_worker(
     from scar_jax import train
     from scar_jax.data import pipeline
 
+    from scar_jax import logs
+
     _exit_with_parent(parent_pid)
     pipeline.mark_flags_parsed()
     logging.use_absl_handler()
     logging.set_verbosity(verbosity)
+    logs.quiet_libraries()
     logging.get_absl_handler().addFilter(_Tag(tag))
     return _summary(train.train(config, run_dir))
 

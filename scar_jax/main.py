@@ -23,10 +23,14 @@ Commands:
            written to --out.
   export   write the PyTorch export of --checkpoint to --out.
   predict  zero-shot scores of one WFDB or DICOM ECG file (--input) for --dataset's
-           classes with --checkpoint's model.
+           classes with --checkpoint's model (and the config saved with it; --verbose
+           logs that config); prints the record's observed leads and the scores.
 
 Leaves of the config are overridden with --config.<path>=<value>
 (e.g. --config.model.masker.unit=lead); a misspelled path is an error.
+Logs: the package's stages and progress at INFO; dependencies' INFO lines (orbax, TFDS,
+JAX) only with --verbosity=1. A user's mistake ends in one line naming it (--verbosity=1
+shows the traceback).
 """
 
 from __future__ import annotations
@@ -41,7 +45,7 @@ import ml_collections
 from ml_collections import config_flags
 
 COMMANDS = ("demo", "smoke", "build", "plot", "train", "eval", "export", "predict")
-_NEEDS_CONFIG = ("smoke", "train", "eval", "predict")
+_NEEDS_CONFIG = ("smoke", "train", "eval")  # predict reads the checkpoint's own
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config",
@@ -109,6 +113,9 @@ _UPDATE_README = flags.DEFINE_bool(
     "update_readme", False, "demo: replace README.md's generated results block with the report."
 )
 _OVERWRITE = flags.DEFINE_bool("overwrite", False, "export: replace a previous export in --out.")
+_VERBOSE = flags.DEFINE_bool(
+    "verbose", False, "predict: also log the model's config (other commands always log it)."
+)
 
 
 def _require(flag, command: str):
@@ -131,11 +138,30 @@ def parse_checkpoints(value: str) -> dict[str, str]:
     return out
 
 
+# A user's mistake (a dataset that does not exist or is not built, an empty checkpoint
+# folder, a bad input file) ends in one line naming it; --verbosity=1 shows the traceback.
+USER_ERRORS = (ValueError, KeyError, FileNotFoundError, NotADirectoryError)
+
+
 def main(argv):
+    from scar_jax import logs
+
+    logs.quiet_libraries()
+    try:
+        run_command(argv)
+    except app.UsageError as e:
+        sys.exit(f"{e}  (--help lists the commands and flags)")
+    except USER_ERRORS as e:
+        if logging.get_verbosity() >= 1:
+            raise
+        sys.exit(f"{argv[1]}: {_innermost_message(e)}")
+
+
+def run_command(argv):
+    """Dispatches argv[1] to the module that does the work."""
     if len(argv) != 2 or argv[1] not in COMMANDS:
         raise app.UsageError(
-            f"Usage: python -m scar_jax.main <{'|'.join(COMMANDS)}> [flags]  (got {argv[1:]}); "
-            "--help lists the flags."
+            f"Usage: python -m scar_jax.main <{'|'.join(COMMANDS)}> [flags]  (got {argv[1:]})"
         )
     command = argv[1]
     config = None
@@ -152,7 +178,8 @@ def main(argv):
             config.seed = _SEED.value
         if _DATA_DIR.value:
             config.input.data_dir = _DATA_DIR.value
-        logging.info("config:\n%s", config)
+        if command != "predict" or _VERBOSE.value:
+            logging.info("config:\n%s", config)
 
     if command == "demo":
         from scar_jax import demo
@@ -227,12 +254,19 @@ def main(argv):
         )
         print(f"Exported to {_OUT.value}")
     elif command == "predict":
-        from scar_jax import inference
-        from scar_jax.evaluation import run as eval_run
+        from scar_jax import checkpointing, inference
 
-        variables, saved = eval_run.load_checkpoint(_require(_CHECKPOINT, command))
+        params, saved = checkpointing.restore_params(_require(_CHECKPOINT, command))
+        variables = {"params": params}
         if saved is not None and "model" in saved:
             config = ml_collections.ConfigDict(saved)
+            if _VERBOSE.value:
+                logging.info("the checkpoint's config:\n%s", config)
+        elif config is None:
+            raise app.UsageError(
+                f"predict: {_CHECKPOINT.value} holds no config; pass the one it was trained "
+                "with, e.g. --config=configs/scar.py:runlocal"
+            )
         try:
             prediction = inference.predict(
                 config,

@@ -125,6 +125,17 @@ def test_predict_cli_on_the_pydicom_ecg_and_a_corrupt_file(demo_run, tmp_path):
               if line.startswith("    ")]
     assert len(scores) == 12
     assert np.all(np.isfinite(scores))
+    # the input's observed leads and the scores; no config, no library chatter
+    assert "leads  I II III aVR aVL aVF V1 V2 V3 V4 V5 V6" in ok.stdout
+    assert "config:" not in ok.stderr and "orbax" not in ok.stderr, ok.stderr[-3000:]
+    # the checkpoint's own config (no --config); a TFDS config after '/' (PTB-XL's built
+    # labels are its 5 superdiagnostic classes); --verbose logs the config
+    ptbxl = _cli("predict", f"--checkpoint={ckpt}", "--verbose",
+                 f"--input={get_testdata_file('waveform_ecg.dcm')}", "--dataset=ptbxl/500hz")
+    assert ptbxl.returncode == 0, ptbxl.stderr[-3000:]
+    classes = {line.split()[0] for line in ptbxl.stdout.splitlines() if line.startswith("    ")}
+    assert classes == {"NORM", "MI", "STTC", "CD", "HYP"}
+    assert "the checkpoint's config:" in ptbxl.stderr
     bad = tmp_path / "corrupt.dcm"
     bad.write_bytes(b"\x00" * 200)
     fail = _cli("predict", "--config=configs/demo.py:runlocal", f"--checkpoint={ckpt}",

@@ -61,3 +61,35 @@ def test_export_without_torch_says_how_to_install_it(tmp_path):
     assert proc.returncode != 0
     assert "needs PyTorch" in proc.stderr and "'.[torch]'" in proc.stderr, proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr
+
+
+def _cli(*args: str, cwd=None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "scar_jax.main", *args], cwd=cwd,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_unknown_dataset_is_one_line_listing_the_datasets(tmp_path):
+    proc = _cli("build", "--dataset=ptbx", f"--data_dir={tmp_path}")
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines() == [
+        "build: Unknown dataset 'ptbx': no builder 'ptbx'. The datasets that exist: "
+        "chapman_shaoxing, cpsc2018, mimic_iv_ecg, ptbxl, synthetic_ecg (folders of "
+        "scar_jax/data/builders; name them as builder/config, e.g. synthetic_ecg/100hz)."
+    ]
+
+
+def test_predict_on_an_empty_folder_is_one_line(tmp_path):
+    proc = _cli("predict", f"--checkpoint={tmp_path}", "--input=x.hea")
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines() == [f"predict: No complete checkpoint in {tmp_path}."]
+    assert list(tmp_path.iterdir()) == []  # a reader creates nothing there
+    # --verbosity=1 asks for the traceback
+    loud = _cli("predict", f"--checkpoint={tmp_path}", "--input=x.hea", "--verbosity=1")
+    assert loud.returncode == 1 and "Traceback" in loud.stderr
+
+
+def test_unknown_command_is_one_line():
+    proc = _cli("trian")
+    assert proc.returncode == 1
+    assert len(proc.stderr.strip().splitlines()) == 1 and "(got ['trian'])" in proc.stderr
