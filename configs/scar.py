@@ -124,6 +124,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     sel.hidden = 128  # score MLP width
     sel.supervision = arg.supervision  # KL to the report-similarity target
     sel.tau = 0.1  # temperature tau_s of that target
+    # what the target asks for (METHOD §6): findings = each finding of the report (its
+    # statements, embedded by the frozen text tower) gets an equal share of the weight, spread
+    # over its best-matching visible tokens (information CLIP's report-level gradient lacks);
+    # report = the report embedding's similarity softmax (the first build's, duplicates CLIP)
+    sel.target = "findings"
 
     m = config.model.masker = ml_collections.ConfigDict()
     m.kind = masker_kind  # adversarial | random | none

@@ -38,6 +38,7 @@ from scar_jax import metrics as metrics_lib
 from scar_jax import sharding as sharding_lib
 from scar_jax import train_state as train_state_lib
 from scar_jax import update as update_lib
+from scar_jax.data import findings as findings_lib
 from scar_jax.data import pipeline
 from scar_jax.models import ecg_encoder
 from scar_jax.models import scar
@@ -152,6 +153,49 @@ def _report_features(
     ).hexdigest()[:24]
     path = os.path.join(config.train.text_cache_dir, f"report_features_{key}.npy")
     return cached_array(path, f"the report features of {split}", embed)[inverse]
+
+
+def _finding_features(
+    model: scar.Model, params: Any, config: ml_collections.ConfigDict, split: str, text_fn, mesh
+) -> tuple[np.ndarray, np.ndarray]:
+    """(finding ids [N, F], pooled frozen-text features [U, H] of the distinct findings) of
+    `split`'s reports (scar_jax.data.findings; F = config.model.txt.max_findings), cached on
+    disk like the report features."""
+    source, _ = pipeline.load_source(
+        config.input.dataset, split, config.input.data_dir or None
+    )
+    texts = pipeline.report_texts(source)
+    max_f = int(config.model.txt.max_findings)
+    unique, ids = findings_lib.finding_table(texts, max_f)
+    cut = findings_lib.cut_count(texts, max_f)
+    logging.info("%s: %d distinct findings in %d reports (%d reports have more than "
+                 "model.txt.max_findings=%d; their later findings are not used)",
+                 split, len(unique), len(texts), cut, max_f)
+
+    def embed() -> np.ndarray:
+        return _embed_reports(model, params, config, split, text_fn, mesh, unique)
+
+    txt = config.model.txt
+    if not config.train.text_cache_dir or txt.checkpoint == scar.RANDOM_TEXT:
+        return ids, embed()
+    key = hashlib.sha256(
+        "\n".join([str(txt.checkpoint), txt.pooling, str(txt.max_len), "findings", *unique]
+                  ).encode()).hexdigest()[:24]
+    path = os.path.join(config.train.text_cache_dir, f"finding_features_{key}.npy")
+    return ids, cached_array(path, f"the finding features of {split}", embed)
+
+
+def needs_findings(config: ml_collections.ConfigDict) -> bool:
+    """Whether training batches must carry the reports' findings: the finding-level
+    contrastive term (loss_weights.find) or the selector's finding-level target."""
+    sel = config.model.selector
+    sel_findings = (
+        sel.kind == "adaptive"
+        and sel.supervision
+        and float(config.loss_weights.get("sel", 0.0)) > 0
+        and sel.get("target", "report") == "findings"
+    )
+    return float(config.loss_weights.get("find", 0.0)) > 0 or sel_findings
 
 
 def cached_array(path: str, what: str, compute: Callable[[], np.ndarray]) -> np.ndarray:
@@ -357,6 +401,18 @@ def train(
     if cache:
         for split in {train_split, val_split} if t_cfg.eval_every else {train_split}:
             feats[split] = _report_features(model, state.params, config, split, text_fn, mesh)
+    finding_feats = {}
+    if needs_findings(config):
+        if not cache:
+            raise ValueError(
+                "loss_weights.find > 0 and model.selector.target='findings' (with the adaptive "
+                "selector's supervision on) need the frozen text tower's cached features "
+                "(train.cache_text_features=True and the BERT frozen by model.txt.freeze); "
+                "set loss_weights.find=0 and model.selector.target='report' to train the text "
+                "tower.")
+        for split in feats:
+            finding_feats[split] = _finding_features(model, state.params, config, split,
+                                                     text_fn, mesh)
     data_seed = config.input.shuffle_seed if config.input.shuffle_seed >= 0 else config.seed
 
     def dataset(split: str, train_mode: bool):
@@ -368,6 +424,7 @@ def train(
             train=train_mode,
             text=None if cache else text_fn,
             report_features=feats.get(split),
+            finding_features=finding_feats.get(split),
         )
 
     train_iter = iter(dataset(train_split, True))

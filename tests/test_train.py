@@ -341,6 +341,19 @@ def _launch_module(name: str):
     return module
 
 
+def test_needs_findings_for_the_finding_term_or_the_selectors_finding_target():
+    config = scar_config.get_config("runlocal,text=random-tiny")
+    assert config.model.selector.target == "findings" and train.needs_findings(config)
+    config.model.selector.target = "report"
+    assert not train.needs_findings(config)
+    config.loss_weights.find = 0.5
+    assert train.needs_findings(config)
+    merl = scar_config.get_config("runlocal,text=random-tiny,method=merl")  # mean selector
+    assert not train.needs_findings(merl)
+    off = scar_config.get_config("runlocal,text=random-tiny,supervision=false")
+    assert not train.needs_findings(off)
+
+
 def test_sweep_expands_config_entries_into_commands():
     sweep = _launch_module("sweep")
     commands = sweep.expand(

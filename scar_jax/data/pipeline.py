@@ -303,10 +303,12 @@ class _ReadBatch(grain.transforms.RandomMap):
         train: bool,
         text: TextFn | None,
         report_features: np.ndarray | None,
+        finding_features: tuple[np.ndarray, np.ndarray] | None = None,
     ):
         self.reader = _SourceReader(source)
         self.cfg, self.length, self.train = dict(input_config), length, train
         self.text, self.features = text, report_features
+        self.findings = finding_features
 
     def _read(self, indices: np.ndarray) -> list[Mapping[str, Any]]:
         """Stored examples for `indices` (padding reads record 0)."""
@@ -351,6 +353,11 @@ class _ReadBatch(grain.transforms.RandomMap):
             feats = self.features[np.maximum(indices, 0)].astype(np.float32)
             feats[pad] = 0
             batch["txt_feats"] = feats
+        if self.findings is not None:
+            f_ids, f_feats = self.findings
+            ids = np.where(pad[:, None], -1, f_ids[np.maximum(indices, 0)])
+            batch["finding_ids"] = ids
+            batch["finding_feats"] = f_feats[np.maximum(ids, 0)] * (ids >= 0)[..., None]
         return batch
 
 
@@ -382,6 +389,7 @@ def make_dataset(
     train: bool,
     text: TextFn | None = None,
     report_features: np.ndarray | None = None,
+    finding_features: tuple[np.ndarray, np.ndarray] | None = None,
     num_epochs: int | None = None,
     process_index: int | None = None,
     process_count: int | None = None,
@@ -390,6 +398,9 @@ def make_dataset(
 
     num_epochs None: train repeats forever, eval reads every record once. process_index /
     process_count default to this JAX process; pass them to simulate several processes.
+    finding_features: (ids [N, F] int32, -1 = none; features [U, H]) of each record's report
+    findings (scar_jax.data.findings): batches then carry finding_ids [b, F] and
+    finding_feats [b, F, H] (zeros where the id is -1).
     """
     if text is not None and report_features is not None:
         raise ValueError("make_dataset: pass either text (tokenize) or report_features, not both.")
@@ -414,6 +425,14 @@ def make_dataset(
                 f"report_features has shape {report_features.shape}; expected [{n}, H] (one row "
                 f"per record of {input_config.dataset} {split}, in index order)."
             )
+    if finding_features is not None:
+        f_ids, f_feats = (np.asarray(a) for a in finding_features)
+        if f_ids.ndim != 2 or f_ids.shape[0] != n or f_feats.ndim != 2 or (
+                f_ids.size and f_ids.max() >= f_feats.shape[0]):
+            raise ValueError(
+                f"finding_features: ids {f_ids.shape} / features {f_feats.shape}; expected ids "
+                f"[{n}, F] indexing the rows of features [U, H].")
+        finding_features = (f_ids.astype(np.int32), f_feats.astype(np.float32))
     indices = _process_indices(n, process_index, process_count, train, local_batch)
     if train and indices.size < local_batch:
         raise ValueError(
@@ -426,7 +445,8 @@ def make_dataset(
     ds = ds.repeat(num_epochs if train else (num_epochs or 1))
     # batches of indices first: one read, decode and normalisation per batch, not per record
     ds = ds.batch(local_batch, drop_remainder=True)
-    reader = _ReadBatch(source, input_config.to_dict(), length, train, text, report_features)
+    reader = _ReadBatch(source, input_config.to_dict(), length, train, text, report_features,
+                        finding_features)
     ds = ds.random_map(reader, seed=seed)
     threads = max(1, int(input_config.read_threads))
     ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=threads, prefetch_buffer_size=threads))

@@ -17,6 +17,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import flax
 import flax.linen as nn
+from absl import logging
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -28,6 +29,29 @@ from scar_jax.models import masker as masker_lib
 from scar_jax.models import text_encoder
 
 LOSSES = ("clip", "siglip")
+SELECTOR_TARGETS = ("report", "findings")
+
+
+def finding_selector_target(
+    tok: jax.Array, z_findings: jax.Array, finding_valid: jax.Array, visible: jax.Array,
+    tau: float,
+) -> jax.Array:
+    """Finding-level selector target (METHOD §6): [B, N] summing to 1 over visible tokens.
+
+    tok [B, N, E]: L2-normalised token projections Proj(h_i); z_findings [B, F, E]: the
+    report's findings embedded by the text tower (L2-normalised); finding_valid [B, F] bool.
+    Each finding f spreads an equal share 1/F_valid of the target over the visible tokens
+    that match it best (softmax_i cos(Proj(h_i), z_f) / tau), so the tokens serving every
+    finding keep weight, also a finding the pooled report embedding (and so CLIP) barely
+    reflects. An example without findings gets the uniform target over its visible tokens.
+    """
+    cos = jnp.einsum("bne,bfe->bfn", tok, z_findings)
+    per_finding = common.masked_softmax(cos / tau, visible[:, None, :])  # [B, F, N]
+    w = finding_valid.astype(per_finding.dtype)
+    n = jnp.sum(w, 1, keepdims=True)
+    q = jnp.einsum("bf,bfn->bn", w, per_finding) / jnp.maximum(n, 1.0)
+    uniform = common.masked_softmax(jnp.zeros(visible.shape, tok.dtype), visible)
+    return jnp.where(n > 0, q, uniform)
 
 
 class TextTower(nn.Module):
@@ -90,12 +114,17 @@ class Model(nn.Module):
     uma_temperature: float = 0.07  # MERL's fixed temperature of its uni-modal term
     selector_supervision: bool = True
     selector_tau: float = 0.1
+    selector_target: str = "report"  # report | findings (METHOD §6)
     clean_signal: float = 1.0
     gather_kept: bool = False  # masked view on the gathered kept tokens (static length)
 
     def setup(self):
         if self.loss not in LOSSES:
             raise ValueError(f"loss {self.loss!r}; expected one of {LOSSES}.")
+        if self.selector_target not in SELECTOR_TARGETS:
+            raise ValueError(
+                f"selector target {self.selector_target!r}; expected one of {SELECTOR_TARGETS}."
+            )
         self.logit_scale = self.param(
             "logit_scale", nn.initializers.constant(math.log(self.logit_scale_init)), ()
         )
@@ -148,9 +177,18 @@ class Model(nn.Module):
         keep = observed.astype(jnp.float32) if keep is None else keep * observed
         return self.ecg(ecg, keep, deterministic=deterministic)
 
-    def _selector_target(self, aux: dict[str, jax.Array], z_txt: jax.Array) -> jax.Array:
-        """q = softmax over visible tokens of cos(Proj(h_i), z_t) / tau_s, stop-gradient: [B, N]."""
+    def _selector_target(
+        self, aux: dict[str, jax.Array], z_txt: jax.Array, findings=None
+    ) -> jax.Array:
+        """The selector's target q [B, N] (stop-gradient) over the visible tokens.
+
+        findings None: q = softmax over visible tokens of cos(Proj(h_i), z_t) / tau_s (the
+        report embedding); (z_findings [B, F, E], valid [B, F]): finding_selector_target.
+        """
         tok = self.ecg.project(aux["encoded"])
+        if findings is not None:
+            q = finding_selector_target(tok, *findings, aux["visible"], self.selector_tau)
+            return jax.lax.stop_gradient(q)
         cos = jnp.einsum("bnd,bd->bn", tok, z_txt)
         q = common.masked_softmax(cos / self.selector_tau, aux["visible"])
         return jax.lax.stop_gradient(q)
@@ -206,9 +244,19 @@ class Model(nn.Module):
             )
             out.update(z_masked=z_m, masked=aux_m)
         if self.selector_supervision and self.ecg.selector == "adaptive":
-            out["sel_target"] = self._selector_target(aux, z_txt)
+            findings = None
+            if self.selector_target == "findings":
+                if "finding_feats" in batch:
+                    z_f = self.txt.project(batch["finding_feats"])
+                    findings = (z_f, batch["finding_ids"] >= 0)
+                else:  # generated batches (smoke, tests); the trainer always adds findings
+                    logging.warning(
+                        "model.selector.target='findings' but the batch has no finding_feats: "
+                        "the selector's target is the report embedding's (traced once)."
+                    )
+            out["sel_target"] = self._selector_target(aux, z_txt, findings)
             if "masked" in out:
-                out["sel_target_masked"] = self._selector_target(out["masked"], z_txt)
+                out["sel_target_masked"] = self._selector_target(out["masked"], z_txt, findings)
         if self.uma_dropout > 0:
             pooled = aux["pre_logits"]
             out["uma_views"] = tuple(
@@ -375,6 +423,7 @@ def build_model(config: ml_collections.ConfigDict) -> Model:
         uma_temperature=config.get("uma_temperature", 0.07),
         selector_supervision=config.selector.supervision,
         selector_tau=config.selector.tau,
+        selector_target=config.selector.get("target", "report"),
         clean_signal=m.clean_signal,
         gather_kept=e.gather_kept,
     )

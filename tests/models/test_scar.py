@@ -179,3 +179,70 @@ def test_text_freeze_regex_selects_exactly_the_bert_weights():
     flags = jax.tree.leaves(frozen)
     assert [p for p, f in zip(paths, flags) if f] == [p for p in paths if p.startswith("txt/bert/")]
     assert any(flags) and not all(flags)
+
+
+def _np_masked_softmax(x, visible):
+    x = np.where(visible, x, -np.inf)
+    e = np.exp(x - x.max(-1, keepdims=True))
+    e = np.where(visible, e, 0.0)
+    return e / e.sum(-1, keepdims=True)
+
+
+def test_finding_selector_target_matches_numpy_and_keeps_every_finding():
+    """METHOD §6: each valid finding spreads 1/F_valid of the target over its best-matching
+    visible tokens; no findings -> uniform over the visible tokens. A finding the report
+    embedding does not reflect still holds its share (the report-level target gives it ~0)."""
+    rng = np.random.default_rng(3)
+    b, n, f, e = 3, 10, 4, 6
+    unit_ = lambda x: x / np.linalg.norm(x, axis=-1, keepdims=True)
+    tok = unit_(rng.normal(size=(b, n, e)))
+    zf = unit_(rng.normal(size=(b, f, e)))
+    valid = np.array([[1, 1, 0, 0], [1, 1, 1, 1], [0, 0, 0, 0]], bool)
+    visible = rng.random((b, n)) > 0.2
+    visible[:, 0] = True
+    tau = 0.1
+    got = np.asarray(scar.finding_selector_target(
+        jnp.asarray(tok, jnp.float32), jnp.asarray(zf, jnp.float32), jnp.asarray(valid),
+        jnp.asarray(visible), tau))
+    for i in range(b):
+        if valid[i].any():
+            want = np.mean([_np_masked_softmax(tok[i] @ zf[i, j] / tau, visible[i])
+                            for j in np.flatnonzero(valid[i])], 0)
+        else:
+            want = visible[i] / visible[i].sum()
+        np.testing.assert_allclose(got[i], want, atol=1e-5)
+    np.testing.assert_allclose(got.sum(-1), 1.0, atol=1e-5)
+    assert (got[~visible] == 0).all()
+    # Two findings, tokens 0-1 serve finding A, token 5 finding B; the report embedding is A.
+    tok = np.zeros((1, n, e))
+    tok[0, :, 2] = 1.0
+    tok[0, [0, 1], 0], tok[0, 5, 1] = 3.0, 3.0
+    tok = unit_(tok)
+    a, bb = np.eye(e)[0], np.eye(e)[1]
+    q = np.asarray(scar.finding_selector_target(
+        jnp.asarray(tok, jnp.float32), jnp.asarray(np.stack([a, bb])[None], jnp.float32),
+        jnp.ones((1, 2), bool), jnp.ones((1, n), bool), tau))[0]
+    report_q = _np_masked_softmax(tok[0] @ a / tau, np.ones(n, bool))
+    assert report_q[5] < 1e-3 and q[5] > 0.45  # B's token keeps its half
+    assert q[[0, 1]].sum() > 0.45
+
+
+def test_model_selector_target_from_the_batch_findings():
+    """selector.target=findings: out['sel_target'] is the finding target of the clean view's
+    tokens and the projected findings of the batch; without findings in the batch the
+    report-level target is used (generated batches)."""
+    config, model, params, batch, rngs = _setup(**{"model.selector.target": "findings"})
+    assert model.selector_target == "findings"
+    rng = np.random.default_rng(4)
+    feats = jnp.asarray(rng.normal(size=(B, 3, 32)), jnp.float32)
+    ids = jnp.asarray([[0, 1, -1], [2, -1, -1], [0, 3, 4], [-1, -1, -1]], jnp.int32)
+    with_f = dict(batch, finding_feats=feats, finding_ids=ids)
+    _, out = model.apply(params, with_f, tau=0.5, rngs=rngs)
+    tok = model.apply(params, out["clean"]["encoded"], method=lambda m, h: m.ecg.project(h))
+    z_f = model.apply(params, feats, method=lambda m, x: m.txt.project(x))
+    want = scar.finding_selector_target(tok, z_f, ids >= 0, out["clean"]["visible"], 0.1)
+    np.testing.assert_allclose(np.asarray(out["sel_target"]), np.asarray(want), atol=1e-6)
+    _, out_r = model.apply(params, batch, tau=0.5, rngs=rngs)
+    assert not np.allclose(np.asarray(out_r["sel_target"]), np.asarray(out["sel_target"]))
+    with pytest.raises(ValueError, match="selector target"):
+        model.clone(selector_target="tokens").apply(params, batch, tau=0.5, rngs=rngs)
