@@ -224,48 +224,65 @@ def _save(fig, path: str | os.PathLike, dpi: int) -> None:
     _plt().close(fig)
 
 
+_RANDOM_KINDS = (("lead_drop", "leads dropped at random"), ("temporal", "a time span dropped"),
+                 ("joint", "leads and a time span dropped"))
+_UNIT_KINDS = (("random", "", "random {unit}s"), ("adversarial", "whitebox", "white-box {unit}s"),
+               ("adversarial", "transfer", "transfer {unit}s"))
+_UNITS = ("lead", "segment", "token")
+
+
+def removal_kinds(conditions: list[Mapping[str, Any]]) -> list[list[tuple[str, str, str, str]]]:
+    """Rows of (title, family, mode, unit) panels for the conditions present: the random
+    missingness protocols, then per unit the random removal and the adversaries (same budget)."""
+    present = {(c["family"], c.get("mode", ""), c.get("unit", "")) for c in conditions}
+    rows = [[(title, fam, "", "") for fam, title in _RANDOM_KINDS if (fam, "", "") in present]]
+    for unit in [u for u in _UNITS if any(k[2] == u for k in present)]:
+        rows.append([(title.format(unit=unit), fam, mode, unit) for fam, mode, title in _UNIT_KINDS
+                     if (fam, mode, unit) in present])
+    return [r for r in rows if r]
+
+
 def plot_auroc_vs_missing(results: Mapping[str, Any], path: str | os.PathLike) -> None:
-    """AUROC vs share removed: panels random missingness | evidence removal; a color per model."""
+    """Zero-shot AUROC vs share removed as small multiples: one panel per removal kind (a row
+    of random missingness, a row per unit: random removal and the adversaries at the same
+    budget), one line per model in the same color everywhere; AUROC axis shared by all
+    panels, the share-removed axis by each row."""
     plt = _plt()
-    conds = {c["name"]: c for c in results["conditions"]}
-    panels = [
-        ("Random missingness", [("lead_drop", "", "-", "leads"), ("temporal", "", "--", "time"),
-                                ("joint", "", ":", "joint")]),
-        ("Evidence removal vs random (same budget)",
-         [("adversarial", "whitebox", "-", "white-box"), ("adversarial", "transfer", "--",
-                                                           "transfer"),
-          ("random", "", ":", "random")]),
-    ]
-    n_models = len(results["models"])
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.6 + 0.9 * n_models), sharey=True)
-    for ax, (title, series) in zip(axes, panels):
-        for mi, (model, res) in enumerate(results["models"].items()):
-            color = _COLORS[mi % len(_COLORS)]
-            clean = res["zeroshot"]["clean"]["auroc"]
-            for family, mode, style, label in series:
-                units = sorted({c["unit"] for c in conds.values() if c["family"] == family
-                                and (not mode or c["mode"] == mode)}) or [""]
-                for ui, unit in enumerate(units):
-                    pts = sorted((c["rate"], res["zeroshot"][n]["auroc"]) for n, c in conds.items()
-                                 if c["family"] == family and (not mode or c["mode"] == mode)
-                                 and c["unit"] == unit)
-                    if not pts:
-                        continue
-                    xs, ys = zip(*([(0.0, clean)] + pts))
-                    marker = "os^"[ui % 3]
-                    name = f"{model}: {label}" + (f" ({unit})" if unit else "")
-                    ax.plot(xs, ys, style, marker=marker, color=color, label=name, ms=4,
-                            alpha=0.9)
-        ax.axhline(0.5, color="grey", lw=0.8, ls="-.")
-        ax.set_title(title)
-        ax.set_xlabel("share removed (leads / time / units)")
-        ax.grid(alpha=0.3)
-        if ax.get_legend_handles_labels()[0]:  # below the axes, so no line is hidden
-            ax.legend(fontsize=7, ncol=2, loc="upper center", bbox_to_anchor=(0.5, -0.14))
-        else:
-            ax.text(0.5, 0.5, "no conditions of this kind", ha="center", transform=ax.transAxes)
-    axes[0].set_ylabel("zero-shot macro AUROC")
-    fig.tight_layout()
+    conditions = results["conditions"]
+    rows = removal_kinds(conditions)
+    ncols = max((len(r) for r in rows), default=1)
+    fig, axes = plt.subplots(max(len(rows), 1), ncols, figsize=(3.6 * ncols, 2.9 * len(rows) + 0.8),
+                             sharex="row", sharey=True, squeeze=False)  # fmt: skip
+    for ax in axes.flat:
+        ax.set_visible(False)
+    models = list(results["models"].items())
+    for r, row in enumerate(rows):
+        for col, (title, family, mode, unit) in enumerate(row):
+            ax = axes[r, col]
+            ax.set_visible(True)
+            for mi, (model, res) in enumerate(models):
+                pts = sorted((c["rate"], res["zeroshot"][c["name"]]["auroc"]) for c in conditions
+                             if (c["family"], c.get("mode", ""), c.get("unit", ""))
+                             == (family, mode, unit) and c["name"] in res["zeroshot"])  # fmt: skip
+                xs, ys = zip(*([(0.0, res["zeroshot"]["clean"]["auroc"])] + pts))
+                ax.plot(xs, ys, "-o", color=_COLORS[mi % len(_COLORS)], label=model, ms=3.5)
+            ax.axhline(0.5, color="grey", lw=0.8, ls=":")
+            ax.set_title(title, fontsize=10)
+            ax.grid(alpha=0.3)
+            ax.tick_params(labelbottom=True, labelleft=col == 0)
+            if col == 0:
+                ax.set_ylabel("zero-shot macro AUROC", fontsize=9)
+            if r == len(rows) - 1 or r + 1 < len(rows) and col >= len(rows[r + 1]):
+                ax.set_xlabel("share removed", fontsize=9)
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, labels, loc="upper center", ncol=len(labels), frameon=False,
+                   bbox_to_anchor=(0.5, 1.0))  # fmt: skip
+    else:
+        axes[0, 0].set_visible(True)
+        axes[0, 0].text(0.5, 0.5, "no missingness conditions", ha="center",
+                        transform=axes[0, 0].transAxes)  # fmt: skip
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.45 / fig.get_figheight()))
     _save(fig, path, dpi=110)
 
 
