@@ -1,8 +1,5 @@
 """The lead schema lives in one ground-floor module that everything else reads."""
 
-import subprocess
-import sys
-
 import pytest
 
 from scar_jax import leads
@@ -35,13 +32,3 @@ def test_every_module_reads_the_same_order():
     # torch_modules ships on its own with only torch, so it keeps a copy.
     assert torch_modules.LEAD_NAMES == leads.LEAD_NAMES
     assert torch_modules.NUM_LEADS == leads.NUM_LEADS
-
-
-def test_data_code_does_not_import_the_network():
-    code = (
-        "import sys\n"
-        "import scar_jax.data.preprocessing, scar_jax.data.synthetic, scar_jax.data.pipeline\n"
-        "print(sorted(m for m in sys.modules if m.startswith('scar_jax.models')))\n"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "[]"

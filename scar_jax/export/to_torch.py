@@ -644,14 +644,13 @@ def export_checkpoint(
     names (e.g. 'minilm' or a Hugging Face folder) must be present for its tokenizer files.
     """
     from scar_jax import checkpointing
-    from scar_jax.evaluation import run as eval_run  # the one checkpoint -> params reader
 
     folder = checkpointing.checkpoint_folder(checkpoint_dir)  # absolute; a gs:// URL kept as is
     if step is None:
         step = checkpointing.latest_step(folder)
         if step is None:
             raise FileNotFoundError(f"No complete checkpoint in {folder}; nothing to export.")
-    variables, saved_config = eval_run.load_checkpoint(folder, step)
+    params, saved_config = checkpointing.restore_params(folder, step)
     if saved_config is None or "model" not in saved_config:
         raise ValueError(
             f"Checkpoint {folder} step {step} has no saved config with a 'model' block; the "
@@ -659,7 +658,7 @@ def export_checkpoint(
             "export(params, config, out_dir) instead."
         )
     config = ml_collections.ConfigDict(saved_config)
-    params = jax.tree.map(np.asarray, variables["params"])
+    params = jax.tree.map(np.asarray, params)
     source = {"checkpoint": folder, "step": int(step)}
     return export(params, config, out_dir, source=source, overwrite=overwrite)
 
