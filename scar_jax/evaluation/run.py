@@ -369,6 +369,7 @@ def evaluate(
     if rd is not None:
         results["classwise"] = _classwise_summary(cw_conds, class_regions, val_ranks, rd, s)
     if probe_masks:
+        t0 = time.perf_counter()
         c_probe = float(cfg.get("mask_probe_c", 1.0))
         cat = lambda d: {k: np.concatenate(v) for k, v in d.items()}  # noqa: E731
         for m in models:
@@ -381,7 +382,10 @@ def evaluate(
             shared_val.update(val_ranks["reference"].removed)
         results["mask_probe"] = classwise_lib.mask_probes(
             shared_val, cat(shared_masks), rd.labels, data.labels, data.class_names, c_probe)
+        timing["mask_probe_s"] = time.perf_counter() - t0
     results["timing"] = _measure_cost(embedders[models[0].name], data, cfg, patch, static, timing)
+    results["timing"].update({k: timing[k] for k in ("class_rank_s", "mask_probe_s")
+                              if k in timing})
     if probe_data is not None:
         for m in models:
             results["models"][m.name]["linear_probe"] = _probe(
