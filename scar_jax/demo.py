@@ -431,18 +431,18 @@ def _differences_markdown(diffs, model, seeds, num_samples) -> list[str]:
     return lines + [""]
 
 
-README_SECTIONS = ("Zero-shot", "CMRS", "Linear probe")  # report sections copied whole
-README_TARGETING_ROWS = "| masker"  # of the targeting tables only the trained masker's rows
+RESULTS_SECTIONS = ("Zero-shot", "CMRS", "Linear probe")  # report sections copied whole
+RESULTS_TARGETING_ROWS = "| masker"  # of the targeting tables only the trained masker's rows
 
 
-def readme_results(report_md: str) -> str:
-    """The part of a report's markdown that goes into the README: the headline sections whole,
-    the targeting table cut to the trained masker's rows, headings demoted to level 4."""
+def headline_tables(report_md: str) -> str:
+    """The part of a report's markdown that goes into docs/RESULTS.md: the headline sections
+    whole, the targeting table cut to the trained masker's rows, headings demoted to level 4."""
     out, keep = [], False
     for line in report_md.splitlines():
         if line.startswith("#"):
             title = line.lstrip("#").strip()
-            keep = title.startswith(README_SECTIONS) or title.startswith("Targeting")
+            keep = title.startswith(RESULTS_SECTIONS) or title.startswith("Targeting")
             targeting = title.startswith("Targeting")
             if keep:
                 out.append("#### " + title)
@@ -450,22 +450,20 @@ def readme_results(report_md: str) -> str:
         if not keep:
             continue
         if targeting and line.startswith("| ") and not line.startswith(("| dataset", "|---")):
-            if README_TARGETING_ROWS not in line:
+            if RESULTS_TARGETING_ROWS not in line:
                 continue
         out.append(line)
     return "\n".join(out).strip()
 
 
-def update_readme(readme: str | os.PathLike, report_md: str | os.PathLike) -> None:
-    """Replace the README's generated results block with the demo report's headline tables."""
-    readme, report_md = pathlib.Path(readme), pathlib.Path(report_md)
-    text = readme.read_text()
-    if RESULTS_BEGIN not in text or RESULTS_END not in text:
-        raise ValueError(
-            f"{readme} has no generated-results block; add the lines\n{RESULTS_BEGIN}\n"
-            f"{RESULTS_END}\nwhere the demo's results belong."
-        )
-    head, _, rest = text.partition(RESULTS_BEGIN)
-    _, _, tail = rest.partition(RESULTS_END)
-    body = readme_results(report_md.read_text())
-    readme.write_text(f"{head}{RESULTS_BEGIN}\n{body}\n{RESULTS_END}{tail}")
+def update_results(
+    report_md: str | os.PathLike, results_md: str | os.PathLike | None = None
+) -> None:
+    """Replace the generated block of docs/RESULTS.md (or `results_md`) with the demo report's
+    headline tables (--update_readme)."""
+    from scar_jax import generated_docs
+
+    generated_docs.replace_block(
+        results_md or generated_docs.RESULTS, RESULTS_BEGIN, RESULTS_END,
+        headline_tables(pathlib.Path(report_md).read_text()),
+    )

@@ -9,7 +9,7 @@ Commands:
            [--config=configs/demo.py:ARG: another demo config file; default the repository's]
            [--demo_methods=scar --demo_arg=supervision=false: one ablation run]
            [--demo_workers=3: training runs at once, each in its own process]
-           [--update_readme: put the report's tables into README.md].
+           [--update_readme: put the report's tables into docs/RESULTS.md].
   smoke    one training update (the trainer's update_fn, past the masker's warm-up) of the
            model from --config on generated synthetic records (scar_jax/smoke.py); prints
            every view's shape, the mask ratio, each loss term and each player's gradient norm.
@@ -110,7 +110,8 @@ _DEMO_WORKERS = flags.DEFINE_integer(
     lower_bound=1,
 )
 _UPDATE_README = flags.DEFINE_bool(
-    "update_readme", False, "demo: replace README.md's generated results block with the report."
+    "update_readme", False,
+    "demo: replace docs/RESULTS.md's generated results block with the report's tables."
 )
 _OVERWRITE = flags.DEFINE_bool("overwrite", False, "export: replace a previous export in --out.")
 _VERBOSE = flags.DEFINE_bool(
@@ -201,7 +202,7 @@ def run_command(argv):
         report = os.path.join(workdir, "report", "results.md" if len(seeds) == 1 else "seeds.md")
         print(f"Demo report: {report}")
         if _UPDATE_README.value:
-            demo.update_readme("README.md", report)
+            demo.update_results(report)
     elif command == "smoke":
         from scar_jax import smoke
 

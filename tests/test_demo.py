@@ -144,6 +144,23 @@ def test_predict_cli_on_the_pydicom_ecg_and_a_corrupt_file(demo_run, tmp_path):
     assert "corrupt.dcm" in fail.stderr and "DICOM" in fail.stderr
 
 
+@pytest.mark.slow
+def test_readme_using_the_model_runs_on_the_demo_checkpoint(demo_run):
+    import re
+
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("## Using the model"):]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    work, _ = demo_run
+    assert '"demo_run/runs/scar/seed0"' in code
+    code = code.replace('"demo_run/runs/scar/seed0"', repr(str(work / "runs" / "scar" / "seed0")))
+    namespace = {}
+    exec(compile(code, "README.md", "exec"), namespace)
+    scores = namespace["scores"]
+    assert scores.shape == (12,) and np.all(np.isfinite(scores)) and np.all(np.abs(scores) <= 1)
+    assert namespace["batch"]["lead_observed"][0].tolist() == [True] * 6 + [False] * 6
+
+
 def test_a_worker_exits_when_the_demo_process_dies(tmp_path):
     """A training worker must not outlive a killed demo (kill -9: no chance to clean up)."""
     script = tmp_path / "parent.py"
@@ -272,8 +289,8 @@ def test_seed_summary_reports_paired_method_differences_from_the_score_files(tmp
     assert "| clean | +0.0000 [+0.0000, +0.0000] | **+1.0000 [+1.0000, +1.0000]** |" in md
 
 
-def test_update_readme_replaces_only_the_generated_block(tmp_path):
-    readme = tmp_path / "README.md"
+def test_update_results_replaces_only_the_generated_block(tmp_path):
+    readme = tmp_path / "RESULTS.md"
     readme.write_text(f"# T\nbefore\n{demo.RESULTS_BEGIN}\nold\n{demo.RESULTS_END}\nafter\n")
     report = tmp_path / "results.md"
     report.write_text(
@@ -283,18 +300,18 @@ def test_update_readme_replaces_only_the_generated_block(tmp_path):
         "| syn · scar | masker_mode/rho0.2 | 1.5 |\n| syn · scar | adversarial/whitebox/lead/rho0.1 "
         "| 1.1 |\n## Grid cost\n| g |\n"
     )
-    demo.update_readme(readme, report)
+    demo.update_results(report, readme)
     text = readme.read_text()
     assert "old" not in text and "before" in text and text.endswith("after\n")
     assert "#### Zero-shot" in text and "| a |" in text and "#### Evaluation" not in text
     assert "masker/rho0.1" in text and "random/lead" not in text and "| g |" not in text
     assert "#### Targeting by class" in text and "masker_mode/rho0.2 | 1.5" in text
     assert "adversarial/whitebox" not in text
-    demo.update_readme(readme, report)  # idempotent
+    demo.update_results(report, readme)  # idempotent
     assert readme.read_text() == text
     (tmp_path / "plain.md").write_text("no block\n")
     with pytest.raises(ValueError, match="generated-results block"):
-        demo.update_readme(tmp_path / "plain.md", report)
+        demo.update_results(report, tmp_path / "plain.md")
 
 
 def test_run_demo_rejects_an_unknown_method_or_a_url_before_any_work(tmp_path, monkeypatch):

@@ -1,14 +1,15 @@
 r"""The benchmark suite (issue #9): one table, every row measured in this run.
 
   python -m scar_jax.benchmarks [--quick] [--out=benchmarks.json] [--rows=1,2,3,4,5,6]
-      [--workdir=DIR] [--reps=N] [--no_torch_compile]
+      [--workdir=DIR] [--reps=N] [--no_torch_compile] [--update_docs]
 
 Rows: (1) train-step examples/s vs PyTorch eager and torch.compile (masker none), (2) SCAR
 step / MERL-style step and the optimisation knobs, (3) input pipeline vs the step's demand
 and vs wfdb, (4) evaluation grid cost, (5) FLOP/s utilisation vs the measured matmul peak,
 (6) scaling with tokens and batch, peak memory. Prints the markdown table and writes the
 entries (with every measured detail) as JSON to --out (rewritten after every row; a row
-that fails is an entry with its error). A full run takes ~25 min on 2 busy CPU cores,
+that fails is an entry with its error); --update_docs also writes the table into
+docs/PERFORMANCE.md's generated block. A full run takes ~25 min on 2 busy CPU cores,
 --quick ~5 min. See scar_jax/benchmarks/suite.py for the shapes of each mode.
 """
 
@@ -27,6 +28,9 @@ _ROWS = flags.DEFINE_list("rows", ["1", "2", "3", "4", "5", "6"], "Rows to run."
 _REPS = flags.DEFINE_integer("reps", 0, "Interleaved repeats of rows 2-6 (0: the mode's own; "
                              "row 2 uses reps - 1).")
 _NO_COMPILE = flags.DEFINE_bool("no_torch_compile", False, "Skip the torch.compile timings.")
+_UPDATE_DOCS = flags.DEFINE_bool(
+    "update_docs", False, "Replace docs/PERFORMANCE.md's generated table with this run's."
+)
 
 
 def main(argv: list[str]) -> None:
@@ -59,10 +63,18 @@ def main(argv: list[str]) -> None:
     table = suite.format_table(result)
     logging.info("wrote %s (%.0f s)", out, result["seconds"])
     m = result["machine"]
-    print(f"{m['processor'] or m['platform']}, {m['cpu_count']} cores, load average "
-          f"{m['load_average_start']:.1f} -> {m['load_average_end']:.1f}; jax {m['jax']}, "
-          f"torch {m['torch']}; {result['seconds']:.0f} s")
+    where = (f"{m['processor'] or m['platform']}, {m['cpu_count']} cores, load average "
+             f"{m['load_average_start']:.1f} -> {m['load_average_end']:.1f}; jax {m['jax']}, "
+             f"torch {m['torch']}; {result['seconds']:.0f} s")
+    print(where)
     print(table)
+    if _UPDATE_DOCS.value:
+        from scar_jax import generated_docs
+
+        generated_docs.replace_block(
+            generated_docs.PERFORMANCE, generated_docs.BENCHMARKS_BEGIN,
+            generated_docs.BENCHMARKS_END, f"`{command}`\n\n{where}\n\n{table}",
+        )
 
 
 if __name__ == "__main__":
