@@ -295,3 +295,10 @@ def sweep(add) -> None:
         add(name=f"rho_max_{rho_max}", **{"model.masker.rho_max": rho_max})
     for term in ("cons", "sel", "ent"):  # loss terms: consistency, selector KL, masker entropy
         add(name=f"no_{term}", **{f"loss_weights.{term}": 0.0})
+    # zero-shot text side (issue 20): the finding-level contrastive term off / on, and a
+    # bias-free head on L2-normalised text features; prompt centring is an eval key
+    # (eval.center_prompts: the report shows both on validation), so it needs no run
+    add(name="find_off", **{"loss_weights.find": 0.0})
+    add(name="find_on", **{"loss_weights.find": 1.0})
+    add(name="text_head_normalised", **{"model.txt.head_bias": False,
+                                        "model.txt.normalize_features": True})

@@ -97,6 +97,8 @@ def markdown(results_by_dataset: Mapping[str, Mapping[str, Any]]) -> str:
                   "| dataset · model | label fraction | C | val AUROC | test clean | "
                   "test worst condition |", "|---|---|---|---|---|---|"] + probe_rows
 
+    lines += _diagnostics_markdown(results_by_dataset, cols)
+
     tgt_rows = []
     for d, m in cols:
         for name, t in results_by_dataset[d]["models"][m].get("targeting", {}).items():
@@ -135,6 +137,61 @@ def markdown(results_by_dataset: Mapping[str, Mapping[str, Any]]) -> str:
                 f"{t['traces']} time(s); ranking for the adversarial masks took "
                 f"{t['total_rank_s']:.1f} s in all.")
     return "\n".join(lines) + "\n"
+
+
+def _diagnostics_markdown(results_by_dataset: Mapping[str, Mapping[str, Any]],
+                          cols: list[tuple[str, str]]) -> list[str]:
+    """The zero-shot diagnostics (scar_jax.evaluation.diagnostics) as a table per dataset."""
+    rows = []
+    for d, m in cols:
+        r = results_by_dataset[d]
+        g = r["models"][m].get("zeroshot_diagnostics")
+        if not g:
+            continue
+        clean = r["models"][m]["zeroshot"].get("clean", {})
+        probe = r["models"][m].get("linear_probe", {}).get("1", {}).get("test", {}).get("clean", {})
+        rnd = r.get("random_init_probe", {}).get("1", {}).get("test", {}).get("clean", {})
+        cc = g.get("center_choice", {})
+        pair = g["prompt_cosine"]["max_pair"]
+        rows.append(
+            f"| {d} · {m} | {_fmt(clean.get('auroc'))} | {_fmt(probe.get('auroc'))} | "
+            f"{_fmt(rnd.get('auroc'))} | {_fmt(g.get('text_zeroshot', {}).get('auroc'))} | "
+            f"{_fmt(g.get('class_mean_bound', {}).get('auroc'))} | "
+            f"{_fmt(cc.get('val_auroc_raw'))} / {_fmt(cc.get('val_auroc_centered'))} "
+            f"({'centred' if g.get('centered') else 'raw'}) | "
+            f"{pair[0]}/{pair[1]} {pair[2]:.2f}, mean {_fmt(g['prompt_cosine']['mean_offdiag'])} |")
+    if not rows:
+        return []
+    out = ["", "## Zero-shot diagnostics", "",
+           "Zero-shot (clean, test) beside the linear probe on the same features (100 % labels), "
+           "the probe of the same encoder untrained (the floor), the text side alone (test "
+           "reports scored against the class embeddings), a bound that scores ECGs against the "
+           "mean embedding of each class's test reports (**uses test labels: diagnostic only**), "
+           "the validation AUROC that chose raw or centred class embeddings, and the most similar "
+           "pair of class embeddings.", "",
+           "| dataset · model | zero-shot | probe | probe, untrained encoder | text alone | "
+           "class-mean bound (labels) | val raw / centred (used) | closest classes (cosine) |",
+           "|---|---|---|---|---|---|---|---|"] + rows
+    per_class = []
+    for d, m in cols:
+        r = results_by_dataset[d]
+        g = r["models"][m].get("zeroshot_diagnostics")
+        if not g:
+            continue
+        names = list(r["classes"])
+        zs = r["models"][m]["zeroshot"].get("clean", {}).get("per_class", {})
+        tx = g.get("text_zeroshot", {}).get("per_class", {})
+        per_class.append(f"| {d} · {m} · ECG | " + " | ".join(_fmt(zs.get(c)) for c in names)
+                         + " |")
+        if tx:
+            per_class.append(f"| {d} · {m} · text | "
+                             + " | ".join(_fmt(tx.get(c)) for c in names) + " |")
+    if per_class:
+        names = list(next(iter(results_by_dataset.values()))["classes"])
+        out += ["", "Per class (clean zero-shot AUROC of the ECGs, and of the test reports):", "",
+                "| dataset · model | " + " | ".join(names) + " |",
+                "|---|" + "---|" * len(names)] + per_class
+    return out
 
 
 def _label_independent_markdown(results_by_dataset: Mapping[str, Mapping[str, Any]],

@@ -30,6 +30,7 @@ from scar_jax import metrics as metrics_lib
 from scar_jax.evaluation import classwise as classwise_lib
 from scar_jax.evaluation import cmrs as cmrs_lib
 from scar_jax.evaluation import compare
+from scar_jax.evaluation import diagnostics
 from scar_jax.evaluation import linear_probe
 from scar_jax.evaluation import missingness as miss
 from scar_jax.evaluation import zeroshot
@@ -160,7 +161,7 @@ def evaluate(
     if len(data.prompts) != k_cls or len(data.class_names) != k_cls:
         raise ValueError(
             f"{k_cls} label columns but {len(data.class_names)} class names and "
-            f"{len(data.prompts)} prompts; every class needs exactly one prompt."
+            f"{len(data.prompts)} prompt sets; every class needs its phrasings."
         )
     with_oracle = bool(cfg.oracle) and data.class_primary is not None
     conds = miss.grid_from_config(cfg, with_transfer=reference is not None, with_oracle=with_oracle)
@@ -170,20 +171,12 @@ def evaluate(
 
     embedders = {m.name: miss.GridEmbedder(m.model, m.variables, cfg.chunk,
                                              cfg.grid_buckets) for m in models}
-    z_cls = {
-        m.name: zeroshot.prompt_embeddings(
-            m.model, m.variables, zeroshot.tokenize_prompts(m.text_checkpoint, data.prompts,
-                                                            m.max_len))
-        for m in models
-    }
+    z_cls = {m.name: class_embeddings(m, data.prompts, cfg) for m in models}
     ref_emb = ref_zcls = None
     if reference is not None:
         ref_emb = miss.GridEmbedder(reference.model, reference.variables, cfg.chunk,
                                      cfg.grid_buckets)
-        ref_zcls = zeroshot.prompt_embeddings(
-            reference.model, reference.variables,
-            zeroshot.tokenize_prompts(reference.text_checkpoint, data.prompts, reference.max_len),
-        )
+        ref_zcls = class_embeddings(reference, data.prompts, cfg)
 
     masker_fns = {
         m.name: jax.jit(functools.partial(_apply_masker, m.model))
@@ -386,10 +379,18 @@ def evaluate(
     results["timing"] = _measure_cost(embedders[models[0].name], data, cfg, patch, static, timing)
     results["timing"].update({k: timing[k] for k in ("class_rank_s", "mask_probe_s")
                               if k in timing})
-    if probe_data is not None:
-        for m in models:
+    for m in models:
+        clean = ({} if probe_data is None else {
+            split: _clean_embeddings(embedders[m.name], d, cfg, patch)
+            for split, d in zip(("train", "val"), probe_data)})
+        if probe_data is not None:
             results["models"][m.name]["linear_probe"] = _probe(
-                m, embedders[m.name], probe_data, feats[m.name], data, cfg, patch)
+                clean["train"][1], clean["val"][1], probe_data, feats[m.name], data, cfg)
+        results["models"][m.name]["zeroshot_diagnostics"] = _zeroshot_diagnostics(
+            m, data, cfg, z_cls[m.name], zs[m.name]["clean"],
+            None if probe_data is None else (clean["val"][0], probe_data[1].labels))
+    if probe_data is not None and cfg.get("probe_random_init", True):
+        results["random_init_probe"] = _random_init_probe(models[0], probe_data, data, cfg, patch)
     plots = {"scores": sc, "traces": traces, "conditions": conds}
     return results, plots
 
@@ -674,21 +675,57 @@ def _measure_cost(emb, data, cfg, patch, static, timing) -> dict[str, float]:
     return out
 
 
-def _probe(m, emb, probe_data, test_feats, data, cfg, patch) -> dict[str, Any]:
+def _clean_embeddings(emb, d: EvalData, cfg, patch: int) -> tuple[np.ndarray, np.ndarray]:
+    """Clean (all observed tokens kept) embeddings [N, E] and pooled features [N, D] of `d`."""
+    zs, ps = [], []
+    for start in range(0, len(d), cfg.batch_size):
+        sl = slice(start, min(start + cfg.batch_size, len(d)))
+        obs = _pad(_observed_tokens(d, sl, patch), cfg.batch_size)
+        ecg = _pad(np.nan_to_num(d.ecg[sl]).astype(np.float32), cfg.batch_size)
+        z, p = emb.embed(emb.tokens(ecg, obs), obs[None])
+        zs.append(z[0, : sl.stop - sl.start])
+        ps.append(p[0, : sl.stop - sl.start])
+    return np.concatenate(zs), np.concatenate(ps)
+
+
+def _zeroshot_diagnostics(m: ModelSpec, data: EvalData, cfg, z_cls: np.ndarray,
+                          z_clean: np.ndarray, val) -> dict[str, Any]:
+    """scar_jax.evaluation.diagnostics for model `m` on the test split (val: centring choice)."""
+    z_reports = None
+    if data.report_tokens is not None:
+        z_reports = diagnostics.embed_texts(m.model, m.variables, data.report_tokens)
+    return diagnostics.zeroshot_diagnostics(
+        class_names=data.class_names,
+        z_cls_raw=class_embeddings(m, data.prompts, cfg, center=False),
+        z_cls=z_cls,
+        test_labels=data.labels,
+        z_ecg_test=z_clean,
+        z_reports_test=z_reports,
+        val=val,
+        centered=bool(cfg.get("center_prompts", False)),
+    )
+
+
+def _random_init_probe(m: ModelSpec, probe_data, data: EvalData, cfg, patch: int):
+    """The linear probe of the same ECG encoder untrained (random init, seed eval.seed): the
+    floor that pretraining must beat. Test macro AUROC on clean inputs, per label fraction."""
+    from scar_jax import train_state as train_state_lib
+
+    spec = {"ecg": jax.ShapeDtypeStruct((1,) + data.ecg.shape[1:], jnp.float32)}
+    config = ml_collections.ConfigDict({"model": {"txt": {"max_len": m.max_len}}})
+    rng = jax.random.key(int(cfg.seed))
+    r_params, r_masker, r_drop = jax.random.split(rng, 3)
+    variables = m.model.init({"params": r_params, "masker": r_masker, "dropout": r_drop},
+                             train_state_lib.init_batch(config, spec))
+    emb = miss.GridEmbedder(m.model, variables, cfg.chunk, cfg.grid_buckets)
+    train, val = probe_data
+    x_tr, x_va, x_te = (_clean_embeddings(emb, d, cfg, patch)[1] for d in (train, val, data))
+    return _probe(x_tr, x_va, probe_data, {"clean": x_te}, data, cfg)
+
+
+def _probe(x_tr, x_va, probe_data, test_feats, data, cfg) -> dict[str, Any]:
     """Linear probes at each label fraction; test macro AUROC under every non-oracle condition."""
     train, val = probe_data
-
-    def clean_feats(d: EvalData) -> np.ndarray:
-        out = []
-        for start in range(0, len(d), cfg.batch_size):
-            sl = slice(start, min(start + cfg.batch_size, len(d)))
-            obs = _pad(_observed_tokens(d, sl, patch), cfg.batch_size)
-            ecg = _pad(np.nan_to_num(d.ecg[sl]).astype(np.float32), cfg.batch_size)
-            _, p = emb.embed(emb.tokens(ecg, obs), obs[None])
-            out.append(p[0, : sl.stop - sl.start])
-        return np.concatenate(out)
-
-    x_tr, x_va = clean_feats(train), clean_feats(val)
     probes = linear_probe.fit_fractions(
         x_tr, train.labels, x_va, val.labels, cfg.probe_fractions, cfg.probe_cs, cfg.seed)
     idx = zeroshot.bootstrap_indices(len(data), int(cfg.bootstrap), int(cfg.seed))
@@ -782,8 +819,19 @@ def oracle_regions(
     return out
 
 
-def class_prompts(dataset: str, classes: Sequence[str]) -> list[str]:
-    """The zero-shot prompt of every class, from the label registry (scar_jax.data.labels).
+def class_embeddings(m: ModelSpec, prompts: Sequence[Sequence[str]], cfg,
+                     center: bool | None = None) -> np.ndarray:
+    """Zero-shot class embeddings [K, E] of model `m`: phrasings averaged, centred as `center`
+    says (default cfg.center_prompts)."""
+    if center is None:
+        center = bool(cfg.get("center_prompts", False))
+    return scar_model.class_embeddings(
+        m.model, m.variables, prompts, text_checkpoint=m.text_checkpoint, max_len=m.max_len,
+        center=center)
+
+
+def class_prompts(dataset: str, classes: Sequence[str]) -> list[tuple[str, ...]]:
+    """The zero-shot phrasings of every class, from the label registry (scar_jax.data.labels).
 
     Falls back to real_labels' curated table of the corpus; a class with no prompt at all
     fails with a message naming it.
@@ -800,7 +848,7 @@ def class_prompts(dataset: str, classes: Sequence[str]) -> list[str]:
         p = table.get(c)
         if p is None:
             try:
-                p = real_labels.prompt(dataset.partition("/")[0], c)
+                p = labels_lib.as_phrasings(real_labels.prompts(dataset.partition("/")[0], c))
             except KeyError:
                 missing.append(c)
         out.append(p)

@@ -196,6 +196,16 @@ def test_run_eval_on_the_built_synthetic_corpus_writes_the_report(mu, tmp_path):
     assert set(m["linear_probe"]) == {"0.5", "1"} and m["linear_probe"]["1"]["C"] in (0.1, 1.0)
     md = (out / "results.md").read_text()
     assert "| oracle/primary |" in md and "CMRS" in md and "Linear probe" in md
+    # zero-shot diagnostics: text alone, prompt cosine, the labelled bound, the centring choice
+    # (validation) and the untrained encoder's probe
+    g = m["zeroshot_diagnostics"]
+    assert {"text_zeroshot", "class_mean_bound", "center_choice", "prompt_cosine"} <= set(g)
+    k = len(saved["classes"])
+    assert np.allclose(np.diag(g["prompt_cosine"]["matrix"]), 1.0, atol=1e-3)
+    assert np.array(g["prompt_cosine"]["matrix"]).shape == (k, k)
+    assert "uses_labels" in g["class_mean_bound"] and g["centered"] == cfg.eval.center_prompts
+    assert set(saved["random_init_probe"]) == {"0.5", "1"}
+    assert "Zero-shot diagnostics" in md and "uses test labels" in md
     assert "Targeting by class" in md and "| masker_mode/rho0.2 |" in md
     # the evidence regions are read from the records (decoded once each) only when asked for
     with_ev = run.load_split(cfg, "synthetic_ecg/tiny", "test")
@@ -285,8 +295,9 @@ def test_every_class_of_the_benchmark_label_sets_has_a_prompt():
     sets.update({f"ptbxl/{k}": v for k, v in real_labels.PTBXL_LABEL_SETS.items()})
     for ds, classes in sets.items():
         prompts = run.class_prompts(ds, classes)
-        assert len(prompts) == len(classes) and all(p.startswith("ECG shows ") for p in prompts)
-        assert len(set(prompts)) == len(prompts), ds  # distinct classes, distinct prompts
+        assert len(prompts) == len(classes)
+        assert all(p.startswith("ECG shows ") for ph in prompts for p in ph) and all(prompts)
+        assert len(set(prompts)) == len(prompts), ds  # distinct classes, distinct phrasings
     with pytest.raises(KeyError, match="No prompt for classes"):
         run.class_prompts("cpsc2018", ["NOT_A_CLASS"])
 
