@@ -13,8 +13,10 @@ config's files.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib
+import io
 import inspect
 import time
 from typing import Any
@@ -98,7 +100,11 @@ def build_dataset(
     download_config = tfds.download.DownloadConfig(manual_dir=manual_dir) if manual_dir else None
     logging.info("Building %s into %s", builder.info.full_name, builder.data_dir)
     start = time.time()
-    builder.download_and_prepare(file_format="array_record", download_config=download_config)
+    # TFDS prints 'Downloading and preparing dataset Unknown size ...' to stdout; this log's
+    # own lines say what is built, where, and what came of it (--verbosity=1 keeps TFDS's).
+    quiet = logging.get_verbosity() < 1
+    with contextlib.redirect_stdout(io.StringIO()) if quiet else contextlib.nullcontext():
+        builder.download_and_prepare(file_format="array_record", download_config=download_config)
     info = builder.info
     counts = {s: info.splits[s].num_examples for s in info.splits}
     logging.info(

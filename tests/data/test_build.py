@@ -55,3 +55,11 @@ def test_build_errors_name_the_problem(tmp_path):
         build.build_dataset("synthetic_ecg/tiny", data_dir=str(tmp_path), config_kwargs={"hz": 1})
     with pytest.raises(ValueError, match="no config 'x'"):
         build.build_dataset("synthetic_ecg/x", data_dir=str(tmp_path), config_kwargs={"seed": 1})
+
+
+def test_build_prints_nothing_to_stdout(tmp_path, capsys):
+    """TFDS's 'Downloading and preparing dataset ...' lines stay out of the output; the log
+    says what was built (verbosity >= 1 keeps them)."""
+    info = build.build_dataset("synthetic_ecg/tiny", data_dir=str(tmp_path))
+    assert info.splits["train"].num_examples == 24
+    assert "Downloading and preparing" not in capsys.readouterr().out
