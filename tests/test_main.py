@@ -93,3 +93,11 @@ def test_unknown_command_is_one_line():
     proc = _cli("trian")
     assert proc.returncode == 1
     assert len(proc.stderr.strip().splitlines()) == 1 and "(got ['trian'])" in proc.stderr
+
+
+def test_demo_config_overrides_are_refused_by_name(tmp_path):
+    proc = _cli("demo", f"--workdir={tmp_path}/w", "--config=configs/demo.py:runlocal",
+                "--config.total_steps=1")
+    assert proc.returncode == 1 and not (tmp_path / "w").exists()
+    assert proc.stderr.strip().splitlines()[-1].startswith(
+        "demo: --config overrides ['total_steps'] do not apply")
