@@ -435,9 +435,9 @@ class GridEmbedder:
     ) -> tuple[np.ndarray, np.ndarray]:
         """tokens [B, N, D], keeps [C, B, 12, S] -> (z [C, B, E], pooled [C, B, D]) as numpy.
 
-        Identical keep masks are encoded once (an embedding depends on its mask only): a
-        reference model's transfer masks are its white-box masks, and classes can share an
-        evidence region (the demo's oracle rows: SBRAD and STACH, NORM and LBBB, ...).
+        Identical keep masks are encoded once (an embedding depends on its mask only): classes
+        can share an evidence region (the demo's oracle rows: SBRAD and STACH, NORM and LBBB,
+        ...) or a class-level lead set (the classwise rows).
         """
         keeps = np.asarray(keeps, np.float32)
         position: dict[bytes, int] = {}  # a mask's bytes -> its place among the distinct ones
