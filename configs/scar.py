@@ -230,7 +230,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     ev.class_rhos = (0.25, 0.5)  # budgets (share of the 12 leads / S segments; () = off)
     ev.class_units = ("lead",)  # lead and/or segment
     ev.class_rank_examples = 0  # rank (and fit the mask probe) on the first N val records (0 = all)
-    ev.mask_probe = True  # mask-only label probe of every masker (fitted on val_split masks)
+    # mask-only label probe (fitted on val_split masks, scored on test): the trained masker's
+    # masks, and the per-record protocol masks (white-box, transfer, random) at class_units
+    ev.mask_probe = True
     ev.mask_probe_c = 1.0  # its inverse L2 strength
     # zero-shot class embeddings: each class's phrasings averaged, then (center) the mean
     # class embedding subtracted; eval and predict use the same (chosen on validation: see

@@ -392,6 +392,12 @@ def _method_differences(results, score_files, model, num_samples, seed) -> dict[
     """{other: {condition: paired_difference}} from the seeds' scores.npz (compare)."""
     from scar_jax.evaluation import compare
 
+    missing = [str(score_files.get(s)) for s in sorted(results)
+               if s not in score_files or not os.path.exists(score_files[s])]
+    if missing:  # e.g. a report written before scores.npz existed: rerun its evaluation
+        logging.warning("seed summary without method differences: no per-example scores %s",
+                        missing)
+        return {}
     per_seed = {s: compare.load_scores(score_files[s]) for s in sorted(results)}
     models = sorted({m for _, by_model in per_seed.values() for m in by_model} - {model})
     first = next(iter(results.values()))

@@ -287,6 +287,10 @@ def test_seed_summary_reports_paired_method_differences_from_the_score_files(tmp
         assert diffs["random"][c]["ci"] == pytest.approx([1.0, 1.0])
     md = path.read_text()
     assert "| clean | +0.0000 [+0.0000, +0.0000] | **+1.0000 [+1.0000, +1.0000]** |" in md
+    # a seed without its scores.npz: no differences (logged), the mean / std part as before
+    files[1] = tmp_path / "nowhere" / "scores.npz"
+    demo.write_seed_summary(results, tmp_path, score_files=files, num_samples=50)
+    assert json.loads((tmp_path / "seeds.json").read_text())["differences"] == {}
 
 
 def test_update_results_replaces_only_the_generated_block(tmp_path):
