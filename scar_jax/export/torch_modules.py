@@ -34,6 +34,7 @@ NORMALIZE_KINDS = ("minmax", "zscore", "none")
 NORMALIZE_EPS = 1e-6
 CONV_STEM = ((16, 7), (32, 5))  # (channels, kernel), stride 2, no padding
 STEM_WAVE_SCALE, STEM_LEVEL_SCALE, STEM_SPREAD_SCALE = 4.0, 4.0, 10.0
+STEM_SPREAD_FLOOR = 1e-3  # normalize != 'none': the waveform branch divides by max(spread, this)
 NEG_INF = -1e30  # selector softmax fill for invisible tokens (as scar_jax.models.common)
 LOGIT_SCALE_MAX = 100.0  # the learned logit scale is capped at this (as scar_jax.losses)
 ECG_CONFIG = "ecg_tower.json"
@@ -175,6 +176,40 @@ def normalize_patches(
     return torch.where(keep4, out, torch.zeros_like(out))
 
 
+def renormalized_level_spread(
+    level: torch.Tensor,
+    spread: torch.Tensor,
+    pmin: torch.Tensor,
+    pmax: torch.Tensor,
+    kept: torch.Tensor,
+    kind: str,
+    eps: float = NORMALIZE_EPS,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-token mean/std [B, L, S] of the patches after normalize_patches(kind) over `kept`,
+    from the loaded patches' per-token mean, std, min and max (0 where not kept)."""
+    zero = torch.zeros_like(level)
+    if kind == "none":
+        return torch.where(kept, level, zero), torch.where(kept, spread, zero)
+    if kind == "minmax":
+        big = torch.finfo(level.dtype).max
+        lo = torch.where(kept, pmin, torch.full_like(pmin, big)).amin((1, 2), keepdim=True)
+        hi = torch.where(kept, pmax, torch.full_like(pmax, -big)).amax((1, 2), keepdim=True)
+        rng = hi - lo
+        inv = torch.where(rng > eps, 1.0 / torch.where(rng > eps, rng, 1.0), 0.0)
+        new_level, new_spread = (level - lo) * inv, spread * inv
+    elif kind == "zscore":
+        w = kept.to(level.dtype)
+        n = torch.clamp(w.sum(-1, keepdim=True), min=1.0)
+        mean = (level * w).sum(-1, keepdim=True) / n
+        second = ((spread.square() + (level - mean).square()) * w).sum(-1, keepdim=True)
+        sd = torch.sqrt(second / n)
+        inv = torch.where(sd > eps, 1.0 / torch.where(sd > eps, sd, 1.0), 0.0)
+        new_level, new_spread = (level - mean) * inv, spread * inv
+    else:
+        raise ValueError(f"normalize={kind!r}; expected one of {NORMALIZE_KINDS}.")
+    return torch.where(kept, new_level, zero), torch.where(kept, new_spread, zero)
+
+
 class ECGTower(nn.Module):
     """SCAR ECG tower: ecg [B, T, 12] (+ observed/keep masks) -> L2-normalised [B, E]."""
 
@@ -227,17 +262,29 @@ class ECGTower(nn.Module):
             self.selector_fc2 = nn.Linear(selector_hidden, 1)
         self.head = nn.Linear(width, embed_dim)
 
-    def conv_stem(self, patches: torch.Tensor) -> torch.Tensor:
-        """patches [B, L, S, P] -> conv-stem token features [B, L, S, 2C + 2]."""
+    def conv_stem(self, patches: torch.Tensor, kept: torch.Tensor) -> torch.Tensor:
+        """patches [B, L, S, P] (zero where unobserved), kept [B, L, S] -> conv-stem token
+        features [B, L, S, 2C + 2], level and scale normalised over the kept tokens."""
         b, num_leads, s, p = patches.shape
         level = patches.mean(-1, keepdim=True)
         spread = patches.std(-1, keepdim=True, unbiased=False)
-        h = ((patches - level) * STEM_WAVE_SCALE).reshape(-1, 1, p)
+        if self.normalize == "none":
+            h = (patches - level) * STEM_WAVE_SCALE
+        else:
+            h = (patches - level) / torch.clamp(spread, min=STEM_SPREAD_FLOOR)
+        h = h.reshape(-1, 1, p)
         for conv in self.stem:
             h = F.gelu(conv(h))
         pooled = torch.cat([h.amax(-1), h.mean(-1)], -1).reshape(b, num_leads, s, -1)
+        if self.normalize != "none":
+            pooled = torch.where(kept[..., None], pooled, torch.zeros_like(pooled))
+        lv, sp = renormalized_level_spread(
+            level[..., 0], spread[..., 0], patches.amin(-1), patches.amax(-1), kept,
+            self.normalize,
+        )
         return torch.cat(
-            [pooled, (level - 0.5) * STEM_LEVEL_SCALE, spread * STEM_SPREAD_SCALE], -1
+            [pooled, (lv[..., None] - 0.5) * STEM_LEVEL_SCALE, sp[..., None] * STEM_SPREAD_SCALE],
+            -1,
         )
 
     def embed_tokens(self, ecg: torch.Tensor, observed: torch.Tensor) -> torch.Tensor:
@@ -259,11 +306,12 @@ class ECGTower(nn.Module):
                 f"{self.max_segments}; crop the record to at most "
                 f"{self.max_segments * self.patch_size} samples."
             )
-        patches = normalize_patches(patches, observed, self.normalize)
         if self.stem_kind == "linear":
-            x = self.patch_embed(self.patch_norm(patches))
+            x = self.patch_embed(self.patch_norm(normalize_patches(patches, observed,
+                                                                   self.normalize)))
         else:
-            x = self.patch_embed(self.conv_stem(patches))
+            patches = torch.where(observed[..., None], patches, torch.zeros_like(patches))
+            x = self.patch_embed(self.conv_stem(patches, observed))
         x = x + self.lead_embed[None, :, None, :] + self.time_embed[None, None, :s, :]
         return x.reshape(b, num_leads * s, -1)
 
@@ -333,13 +381,15 @@ class ECGTower(nn.Module):
 class TextHead(nn.Module):
     """Pooling of BertModel outputs + projection + L2 norm -> [B, E]; holds the logit scale."""
 
-    def __init__(self, *, hidden_size: int, embed_dim: int, pooling: str, loss: str = "clip"):
+    def __init__(self, *, hidden_size: int, embed_dim: int, pooling: str, loss: str = "clip",
+                 head_bias: bool = True, normalize_features: bool = False):
         super().__init__()
         if pooling not in POOLINGS:
             raise ValueError(f"pooling={pooling!r}; expected one of {POOLINGS}.")
         self.pooling = pooling
         self.loss = loss
-        self.proj = nn.Linear(hidden_size, embed_dim)
+        self.normalize_features = normalize_features  # L2-normalise the pooled features first
+        self.proj = nn.Linear(hidden_size, embed_dim, bias=head_bias)
         self.logit_scale = nn.Parameter(torch.zeros(()))  # log of the scale, uncapped
         if loss == "siglip":
             self.logit_bias = nn.Parameter(torch.zeros(()))
@@ -367,7 +417,10 @@ class TextHead(nn.Module):
         pooler_output: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """BertModel outputs -> L2-normalised text embedding [B, E]."""
-        return l2_normalize(self.proj(self.pool(last_hidden_state, attention_mask, pooler_output)))
+        pooled = self.pool(last_hidden_state, attention_mask, pooler_output)
+        if self.normalize_features:
+            pooled = l2_normalize(pooled)
+        return l2_normalize(self.proj(pooled))
 
     def logits(self, z_ecg: torch.Tensor, z_txt: torch.Tensor) -> torch.Tensor:
         """ECG-text similarity logits [B_ecg, B_txt] with the learned (capped) scale."""

@@ -30,6 +30,10 @@ CONV_STEM = ((16, 7), (32, 5))
 # Input scales of the conv stem, for records min-max normalised to [0, 1] (typical beat
 # amplitude ~0.25): the patch minus its level x4, the level minus 0.5 x4, the scale x10.
 STEM_WAVE_SCALE, STEM_LEVEL_SCALE, STEM_SPREAD_SCALE = 4.0, 4.0, 10.0
+# With in-encoder normalisation (normalize != 'none') the conv stem's waveform branch sees
+# each patch standardised by its own spread (at least this floor), so its features do not
+# depend on the record's normalisation: the level and scale features carry the voltage.
+STEM_SPREAD_FLOOR = 1e-3
 
 
 def patchify(ecg: jax.Array, patch_size: int) -> jax.Array:
@@ -96,6 +100,44 @@ def normalize_patches(
         inv = jnp.where(sd > eps, 1.0 / jnp.where(sd > eps, sd, 1.0), 0.0)
         out = centred * inv[:, :, None, None]
     return jnp.where(kept[..., None], out, 0.0)
+
+
+def renormalized_level_spread(
+    level: jax.Array,
+    spread: jax.Array,
+    pmin: jax.Array,
+    pmax: jax.Array,
+    kept: jax.Array,
+    kind: str,
+    eps: float = NORMALIZE_EPS,
+) -> tuple[jax.Array, jax.Array]:
+    """Per-token mean/std [B, L, S] of the patches after `normalize_patches(kind)` over `kept`.
+
+    From the loaded patches' per-token level (mean), spread (std), min and max: the level
+    and scale features of the conv stem for any kept set, without redoing the convolutions.
+    Tokens that are not kept get 0.
+    """
+    kept = jnp.asarray(kept, bool)
+    if kind == "none":
+        return jnp.where(kept, level, 0.0), jnp.where(kept, spread, 0.0)
+    if kind == "minmax":
+        big = jnp.asarray(jnp.finfo(level.dtype).max, level.dtype)
+        lo = jnp.min(jnp.where(kept, pmin, big), axis=(1, 2), keepdims=True)
+        hi = jnp.max(jnp.where(kept, pmax, -big), axis=(1, 2), keepdims=True)
+        rng = hi - lo
+        inv = jnp.where(rng > eps, 1.0 / jnp.where(rng > eps, rng, 1.0), 0.0)
+        new_level, new_spread = (level - lo) * inv, spread * inv
+    elif kind == "zscore":  # every token has P samples: lead moments are token-moment means
+        w = kept.astype(level.dtype)
+        n = jnp.maximum(jnp.sum(w, -1, keepdims=True), 1.0)
+        mean = jnp.sum(level * w, -1, keepdims=True) / n
+        second = jnp.sum((jnp.square(spread) + jnp.square(level - mean)) * w, -1, keepdims=True)
+        sd = jnp.sqrt(second / n)
+        inv = jnp.where(sd > eps, 1.0 / jnp.where(sd > eps, sd, 1.0), 0.0)
+        new_level, new_spread = (level - mean) * inv, spread * inv
+    else:
+        raise ValueError(f"normalize={kind!r}; expected one of {NORMALIZE_KINDS}.")
+    return jnp.where(kept, new_level, 0.0), jnp.where(kept, new_spread, 0.0)
 
 
 def gather_kept(
@@ -172,22 +214,48 @@ class ECGEncoder(nn.Module):
             self.selector_fc2 = nn.Dense(1)
         self.head = nn.Dense(self.embed_dim)
 
-    def _conv_stem(self, patches: jax.Array) -> jax.Array:
-        """patches [B, L, S, P] -> per-token features [B, L, S, 2C + 2] of the conv stem.
+    def _conv_waveform(
+        self, patches: jax.Array
+    ) -> tuple[jax.Array, jax.Array, jax.Array]:
+        """patches [B, L, S, P] -> (pooled CNN features [B, L, S, 2C], level, spread [B, L, S]).
 
-        Shift-invariant waveform features (max and mean over positions of a small 1-D CNN on
-        the patch minus its level) plus the level and scale a patch LayerNorm would discard
-        (voltage and baseline are diagnostic: low QRS voltage, ST shift).
+        Shift-invariant waveform features: max and mean over positions of a small 1-D CNN on
+        the patch minus its level, scaled by STEM_WAVE_SCALE (normalize='none', the first
+        build's stem) or divided by its own spread (in-encoder normalisation: the features
+        then do not depend on the record's normalisation).
         """
         b, num_leads, s, p = patches.shape
         level = jnp.mean(patches, -1, keepdims=True)
         spread = jnp.std(patches, -1, keepdims=True)
-        h = ((patches - level) * STEM_WAVE_SCALE).reshape(-1, p, 1)
+        if self.normalize == "none":
+            h = (patches - level) * STEM_WAVE_SCALE
+        else:
+            h = (patches - level) / jnp.maximum(spread, STEM_SPREAD_FLOOR)
+        h = h.reshape(-1, p, 1)
         for conv in self.stem_convs:
             h = nn.gelu(conv(h), approximate=False)
         pooled = jnp.concatenate([jnp.max(h, 1), jnp.mean(h, 1)], -1).reshape(b, num_leads, s, -1)
+        return pooled, level[..., 0], spread[..., 0]
+
+    def _conv_stem(self, patches: jax.Array) -> jax.Array:
+        """patches [B, L, S, P] -> per-token features [B, L, S, 2C + 2] of the conv stem.
+
+        The waveform features plus the level and scale a patch LayerNorm would discard
+        (voltage and baseline are diagnostic: low QRS voltage, ST shift).
+        """
+        pooled, level, spread = self._conv_waveform(patches)
+        return self._conv_features(pooled, level, spread)
+
+    @staticmethod
+    def _conv_features(pooled: jax.Array, level: jax.Array, spread: jax.Array) -> jax.Array:
+        """Waveform features [B, L, S, 2C] + level, spread [B, L, S] -> [B, L, S, 2C + 2]."""
         return jnp.concatenate(
-            [pooled, (level - 0.5) * STEM_LEVEL_SCALE, spread * STEM_SPREAD_SCALE], -1
+            [
+                pooled,
+                (level[..., None] - 0.5) * STEM_LEVEL_SCALE,
+                spread[..., None] * STEM_SPREAD_SCALE,
+            ],
+            -1,
         )
 
     def embed_tokens(self, ecg: jax.Array, observed: jax.Array) -> jax.Array:
@@ -199,8 +267,18 @@ class ECGEncoder(nn.Module):
         never been recorded (METHOD §2); tokens embedded for one keep set are not valid for
         another.
         """
+        return self.tokens_from_stem(self.stem_features(ecg, observed), observed)
+
+    def stem_features(self, ecg: jax.Array, observed: jax.Array) -> dict[str, jax.Array]:
+        """The stem's work on the `observed` tokens that no kept subset changes.
+
+        ecg [B, T, L], observed [B, L, S] -> {'patches' [B, L, S, P] (zero where unobserved),
+        'observed'; conv stem: 'pooled' waveform features, per-token 'level', 'spread',
+        'min', 'max'}. `tokens_from_stem(features, kept)` then embeds any kept subset as
+        `embed_tokens(ecg, kept)` would, without re-running the convolutions.
+        """
         patches = patchify(ecg, self.patch_size)
-        b, num_leads, s, _ = patches.shape
+        _, num_leads, s, _ = patches.shape
         if num_leads != self.num_leads:
             raise ValueError(
                 f"ECG has {num_leads} leads; this encoder was built for "
@@ -211,11 +289,32 @@ class ECGEncoder(nn.Module):
                 f"{s} segments of {self.patch_size} samples exceed max_segments="
                 f"{self.max_segments}; raise model.ecg.max_segments."
             )
-        patches = normalize_patches(patches, observed, self.normalize)
+        observed = jnp.asarray(observed, bool)
+        patches = jnp.where(observed[..., None], patches, 0.0)
+        out = {"patches": patches, "observed": observed}
+        if self.stem == "conv":
+            out["pooled"], out["level"], out["spread"] = self._conv_waveform(patches)
+            out["min"], out["max"] = jnp.min(patches, -1), jnp.max(patches, -1)
+        return out
+
+    def tokens_from_stem(self, features: dict[str, jax.Array], kept: jax.Array) -> jax.Array:
+        """Token embeddings [B, L*S, D] of the kept tokens (a subset of the observed ones),
+        normalised over them only (METHOD §2)."""
+        kept = jnp.asarray(kept, bool) & features["observed"]
+        patches = features["patches"]
+        b, num_leads, s, _ = patches.shape
         if self.stem == "linear":
-            x = self.patch_embed(self.patch_norm(patches))
+            x = self.patch_norm(normalize_patches(patches, kept, self.normalize))
         else:
-            x = self.patch_embed(self._conv_stem(patches))
+            level, spread = renormalized_level_spread(
+                features["level"], features["spread"], features["min"], features["max"],
+                kept, self.normalize,
+            )
+            pooled = features["pooled"]
+            if self.normalize != "none":  # (none: the first build's stem, unchanged)
+                pooled = jnp.where(kept[..., None], pooled, 0.0)
+            x = self._conv_features(pooled, level, spread)
+        x = self.patch_embed(x)
         x = x + self.lead_embed[None, :, None, :] + self.time_embed[None, None, :s, :]
         return x.reshape(b, num_leads * s, -1)
 

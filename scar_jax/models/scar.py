@@ -210,7 +210,8 @@ class Model(nn.Module):
         observed = self.observed_tokens(ecg, batch["lead_observed"], batch.get("time_observed"))
         keep_obs = observed.astype(jnp.float32)
         z_txt, txt_aux = self.txt(batch, deterministic=not train)
-        tokens = self.ecg.embed_tokens(ecg, observed)
+        stem = self.ecg.stem_features(ecg, observed)  # the stem runs once for both views
+        tokens = self.ecg.tokens_from_stem(stem, observed)  # the masker's and the clean view's
 
         m, mask_aux = self.masker(
             tokens, z_txt, observed, tau=tau, rho=rho, use_random=use_random, swap=train
@@ -235,7 +236,8 @@ class Model(nn.Module):
             # over its kept tokens only (the forward keep is exactly 0/1).
             tokens_m = tokens
             if self.ecg.normalize != "none":
-                tokens_m = self.ecg.embed_tokens(ecg, jax.lax.stop_gradient(keep_masked) > 0)
+                kept = jax.lax.stop_gradient(keep_masked) > 0
+                tokens_m = self.ecg.tokens_from_stem(stem, kept)
             z_m, aux_m = self.ecg.encode(
                 tokens_m,
                 keep_masked,

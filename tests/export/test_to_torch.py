@@ -103,7 +103,7 @@ def test_strict_loading_and_files(text_source, tmp_path):
     assert to_torch.read_manifest(out_dir) == manifest
     # Tampering with a weight file is caught by the hashes.
     w = load_file(str(out_dir / "text_head.safetensors"))
-    w["proj.bias"] = w["proj.bias"] + 1.0
+    w["proj.weight"] = w["proj.weight"] + 1.0
     save_file(w, str(out_dir / "text_head.safetensors"))
     with pytest.raises(ValueError, match=r"changed since export.*text_head\.safetensors"):
         to_torch.read_manifest(out_dir)
@@ -279,6 +279,7 @@ def test_conv_stem_constants_agree():
     assert tm.STEMS == ecg_encoder.STEMS
     assert tm.NORMALIZE_KINDS == ecg_encoder.NORMALIZE_KINDS
     assert tm.NORMALIZE_EPS == ecg_encoder.NORMALIZE_EPS
+    assert tm.STEM_SPREAD_FLOOR == ecg_encoder.STEM_SPREAD_FLOOR
     assert (tm.STEM_WAVE_SCALE, tm.STEM_LEVEL_SCALE, tm.STEM_SPREAD_SCALE) == (
         ecg_encoder.STEM_WAVE_SCALE, ecg_encoder.STEM_LEVEL_SCALE, ecg_encoder.STEM_SPREAD_SCALE)
 
