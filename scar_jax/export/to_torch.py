@@ -156,7 +156,8 @@ def ecg_rules(depth: int, selector: str, stem: str = "linear") -> list[Rule]:
     return rules
 
 
-def text_rules(bert_config: text_encoder.BertConfig, pooling: str, loss: str) -> list[Rule]:
+def text_rules(bert_config: text_encoder.BertConfig, pooling: str, loss: str,
+               head_bias: bool = True) -> list[Rule]:
     """Rules for params['txt'] and the logit scale -> BertModel and TextHead state dicts.
 
     The BERT part is the inverse of text_encoder.hf_name_map (checked value by value on export).
@@ -167,6 +168,8 @@ def text_rules(bert_config: text_encoder.BertConfig, pooling: str, loss: str) ->
         transform = DENSE if path[-1] == "kernel" else IDENTITY
         rules.append(Rule(("txt", "bert") + path, TEXT, hf_name, transform))
     _dense(rules, ("txt", "head"), TEXT_HEAD, "proj")
+    if not head_bias:  # a bias-free text head (model.txt.head_bias=False)
+        rules.pop()
     rules.append(Rule(("logit_scale",), TEXT_HEAD, "logit_scale", IDENTITY))
     if loss == "siglip":
         rules.append(Rule(("logit_bias",), TEXT_HEAD, "logit_bias", IDENTITY))
@@ -204,6 +207,8 @@ def text_head_kwargs(
         "embed_dim": int(model_config.embed_dim),
         "pooling": str(model_config.txt.pooling),
         "loss": str(model_config.loss),
+        "head_bias": bool(model_config.txt.get("head_bias", True)),
+        "normalize_features": bool(model_config.txt.get("normalize_features", False)),
     }
 
 
@@ -225,7 +230,8 @@ def model_rules(config: ml_collections.ConfigDict) -> list[Rule]:
     bert_config = scar.bert_config_for(m.txt.checkpoint)
     depth = common.decode_variant(m.ecg.variant).depth
     stem = m.ecg.get("stem", "linear")
-    return ecg_rules(depth, m.selector.kind, stem) + text_rules(bert_config, m.txt.pooling, m.loss)
+    return ecg_rules(depth, m.selector.kind, stem) + text_rules(
+        bert_config, m.txt.pooling, m.loss, bool(m.txt.get("head_bias", True)))
 
 
 def torch_shapes(config: ml_collections.ConfigDict) -> dict[str, dict[str, tuple[int, ...]]]:

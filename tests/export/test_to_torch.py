@@ -262,10 +262,10 @@ def test_import_rejects_unknown_and_missing_tensors(mu_setup, tmp_path):
     rules, shapes = to_torch.model_rules(config), to_torch.flax_shapes(config)
     ignore = to_torch.pooler_names(config)
     tensors[to_torch.ECG]["blocks.9.ln1.weight"] = np.ones(32, np.float32)
-    del tensors[to_torch.TEXT_HEAD]["proj.bias"]
+    del tensors[to_torch.TEXT_HEAD]["proj.weight"]
     with pytest.raises(
         ValueError,
-        match=r"(?s)Missing torch tensor text_head:proj\.bias.*"
+        match=r"(?s)Missing torch tensor text_head:proj\.weight.*"
         r"ecg not read by any rule: \['blocks\.9\.ln1\.weight'\]",
     ):
         to_torch.torch_to_flax(tensors, rules, shapes, ignore=ignore)
