@@ -58,9 +58,9 @@ def test_models_share_masks_and_batching_changes_nothing(mu):
     # the reference is outside the comparison: a compared model as reference is refused
     with pytest.raises(ValueError, match="outside the comparison"):
         run.evaluate([a, b], data, _small_grid(mu.config), reference=a)
-    # one by one: the clean and lead-drop conditions through the model's own embed_ecg
-    z_cls = zeroshot.prompt_embeddings(
-        b.model, b.variables, zeroshot.tokenize_prompts("random-tiny", data.prompts, 16))
+    # one by one: the clean and lead-drop conditions through the model's own embed_ecg, scored
+    # against the class embeddings evaluate uses (phrasings averaged, centred as configured)
+    z_cls = run.class_embeddings(b, data.prompts, _small_grid(mu.config))
     token_obs = np.asarray(b.model.apply(b.variables, jnp.asarray(data.ecg),
                                          jnp.asarray(data.lead_observed),
                                          method=b.model.observed_tokens))
