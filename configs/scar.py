@@ -181,6 +181,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     o.b2 = 0.98
     o.grad_clip = 1.0
     o.masker_lr = 1e-4
+    # masker lr after the warm-up: constant | cosine | linear (decay to end_lr_factor). Adam
+    # normalises the gradient's size, so the adversary's pace is its lr; on the encoders'
+    # cosine it fell below 15 % of its peak over the last quarter of the demo's adversarial
+    # steps while the encoders kept adapting (issue 19 item 8); constant keeps it in the game
+    o.masker_schedule = "constant"
     o.minmax = config_files.choose("minmax", arg.minmax, ("fused", "alternating"))
     o.masker_steps = 1  # alternating: masker steps per encoder step
     o.schedule = "cosine"  # lr after linear warm-up: cosine | linear | constant

@@ -139,13 +139,16 @@ def encoder_tx(config: Any, enc_params: Any) -> tuple[optax.GradientTransformati
 def masker_tx(config: Any) -> tuple[optax.GradientTransformation, optax.Schedule]:
     """The masker's AdamW (its own lr, config.optim.masker_lr) and lr schedule.
 
-    Under `minmax = alternating` the masker takes masker_steps updates per step, so its
-    schedule is stretched by that factor.
+    The schedule after the warm-up is config.optim.masker_schedule (default constant: the
+    adversary keeps its learning rate to the end, issue 19 item 8; configs without the key:
+    optim.schedule, as the encoders). Under `minmax = alternating` the masker takes
+    masker_steps updates per step, so its schedule is stretched by that factor.
     """
     o = config.optim
     k = o.masker_steps if o.minmax == "alternating" else 1
+    kind = o.get("masker_schedule", o.schedule)
     schedule = lr_schedule(
-        o.masker_lr, o.warmup_steps * k, config.total_steps * k, o.schedule, o.end_lr_factor
+        o.masker_lr, o.warmup_steps * k, config.total_steps * k, kind, o.end_lr_factor
     )
     return _adamw(schedule, o.masker_weight_decay, o.b1, o.b2, o.grad_clip), schedule
 

@@ -172,3 +172,25 @@ def test_freeze_adamw_under_jit_matches_eager():
                                atol=1e-7, err_msg=path)
     if path.startswith("txt/bert/"):
       np.testing.assert_array_equal(np.asarray(v), np.asarray(flat(params)[path]))
+
+
+def test_masker_lr_is_constant_after_warmup_by_default():
+    """Issue 19 item 8: the adversary's lr no longer decays to 0 with the encoders' cosine
+    (the first build's masker lr was ~0 over its last adversarial steps); masker_schedule
+    cosine restores the decay."""
+    from configs import scar as scar_config
+
+    config = scar_config.get_config("runlocal,text=random-tiny")
+    config.total_steps, config.optim.warmup_steps = 100, 10
+    assert config.optim.masker_schedule == "constant"
+    _, sched = optim.masker_tx(config)
+    peak = config.optim.masker_lr
+    np.testing.assert_allclose([float(sched(s)) for s in (9, 50, 99, 200)], [peak] * 4,
+                               rtol=1e-6)
+    assert float(sched(0)) < peak  # the warm-up stays
+    config.optim.masker_schedule = "cosine"
+    _, sched = optim.masker_tx(config)
+    assert float(sched(99)) < 0.01 * peak
+    enc_sched = optim.lr_schedule(config.optim.lr, 10, 100, config.optim.schedule,
+                                  config.optim.end_lr_factor)  # what encoder_tx uses
+    assert float(enc_sched(99)) < 0.01 * config.optim.lr  # the encoders still decay
