@@ -1,9 +1,13 @@
 """The fused min-max update (METHOD §5-7): one forward/backward, both players' optax steps.
 
 `make_update_fn(model, config)` returns a pure `update_fn(state, batch, rng) -> (state,
-metrics)`. The objective J of `losses.scar_objective` is zero-sum: the encoders
-(ECG tower, text head, selector, logit scale) descend J; the masker ascends it,
-so its gradient is negated before its own optimizer is applied. Inside the step:
+metrics)`. The encoders (ECG tower, text head, selector, logit scale) descend the
+objective J of `losses.scar_objective`; the masker ascends only its own terms
+(`losses.MASKER_TERMS`: L_clip(masked), its entropy bonus and, through the clean
+view's straight-through keep, the first-order effect of its removals), so the
+selector and consistency terms never reach it (METHOD §7). Both gradients come
+from one forward pass (`jax.vjp`, one backward pass per player); the masker's is
+negated before its own optimizer is applied. Inside the step:
 the masker temperature from the step, random masks (same budget) for the first
 `masker.warmup_steps` steps, then a random mask for each example with
 probability `masker.p_rand`. `optim.minmax = alternating` (the ablation) runs

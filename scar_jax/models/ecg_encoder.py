@@ -8,6 +8,10 @@ pooling as a log-weight whose forward value is zero (log k - stop_gradient(log k
 the output is unchanged, but d/dk now carries the first-order effect of removing the
 token from attention and pooling, not only of shrinking its embedding (the masker's
 learning signal, METHOD §5).
+
+With `normalize` (minmax | zscore, = config.input.normalize) the patches are normalised
+inside the encoder over the kept tokens only, so a removed lead or span is one that was
+never recorded (METHOD §2): embed_tokens(ecg, kept) sees no statistic of removed data.
 """
 
 from __future__ import annotations
