@@ -251,10 +251,11 @@ class Model(nn.Module):
                 if "finding_feats" in batch:
                     z_f = self.txt.project(batch["finding_feats"])
                     findings = (z_f, batch["finding_ids"] >= 0)
-                else:  # generated batches (smoke, tests); the trainer always adds findings
-                    logging.warning(
-                        "model.selector.target='findings' but the batch has no finding_feats: "
-                        "the selector's target is the report embedding's (traced once)."
+                else:  # initialisation, evaluation, generated batches: training adds them
+                    logging.info(
+                        "selector target: this batch has no finding_feats (initialisation, "
+                        "evaluation or a generated batch), so the report embedding's is used; "
+                        "training batches carry findings (train.needs_findings)."
                     )
             out["sel_target"] = self._selector_target(aux, z_txt, findings)
             if "masked" in out:
