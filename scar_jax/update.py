@@ -122,6 +122,8 @@ def make_update_fn(
         metrics["mask/ratio"] = jnp.sum(removed) / jnp.maximum(jnp.sum(observed), 1.0)
         metrics["masker/entropy"] = ent
         metrics["masker/logit_std"] = out["masker"]["logit_std"]
+        if "swapped" in out["masker"]:  # masker.swap_share: examples given another's mask
+            metrics["mask/swapped_share"] = jnp.mean(out["masker"]["swapped"].astype(jnp.float32))
         masked = metrics.get("loss/clip_masked", jnp.zeros(()))
         metrics["masker/objective"] = weights.get("adv", 1.0) * masked + weights.get("ent", 0) * ent
         metrics["logit_scale"] = losses.capped_scale(out["logit_scale"])

@@ -358,9 +358,11 @@ def test_warmup_random_masks_then_mixing():
             assert float(metrics["grad_norm/masker"]) == 0.0  # random masks ignore its logits
         else:
             assert float(metrics["grad_norm/masker"]) > 0.0
-        # the same budget as the adversary's: rho in [0.25, 0.5] split over observed leads
+        # the same budget as the adversary's: rho in [0.3, 0.6] split over observed leads
         # and segments (joint unit, rounded per unit type)
         assert 0.1 < float(metrics["mask/ratio"]) < 0.8
+        if i >= 2:  # masker.swap_share (0.5) of the adversary's examples get another's mask
+            assert 0.0 <= float(metrics["mask/swapped_share"]) <= 1.0 - shares[-1]
     assert shares[:2] == [1.0, 1.0]
     assert all(s < 1.0 for s in shares[2:])
     # mixing draws: fraction over many steps is close to p_rand
