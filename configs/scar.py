@@ -20,7 +20,7 @@ batch (a few seconds on 2 CPU cores). Structural keys of `arg` (comma separated)
   runlocal    shrink everything for a CPU smoke run
 
 Every leaf can be overridden from the command line, e.g.
-`--config.model.masker.rho_max=0.6`; the config is locked, so a misspelled
+`--config.model.masker.rho_max=0.7`; the config is locked, so a misspelled
 key fails with an error naming it.
 """
 
