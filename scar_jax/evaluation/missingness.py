@@ -352,16 +352,20 @@ def margin_objective(scores: jax.Array, labels: jax.Array) -> jax.Array:
     return mp - mn
 
 
-def _tokens_method(module, ecg, observed):
-    """Model method: ecg [B, T, 12], observed [B, 12, S] -> tokens [B, N, D]."""
-    return module.ecg.embed_tokens(ecg, observed)
+def _stem_method(module, ecg, observed):
+    """Model method: ecg [B, T, 12], observed [B, 12, S] -> the stem's features of the observed
+    tokens (ECGEncoder.stem_features), from which any kept subset is embedded."""
+    return module.ecg.stem_features(ecg, observed)
 
 
-def _encode_method(module, tokens, keep, num_kept=None):
-    """Model method: tokens [B, N, D], keep [B, 12, S] -> (z [B, E], pooled [B, D]).
+def _encode_method(module, stem, keep, num_kept=None):
+    """Model method: stem features, keep [B, 12, S] -> (z [B, E], pooled [B, D]).
 
-    num_kept (static): encode only the gathered kept tokens, padded to this length.
+    The tokens are embedded from the stem over the kept tokens only (keep > 0), so a removal
+    equals "never recorded" (METHOD §2: no statistic of the kept signal depends on removed
+    data). num_kept (static): encode only the gathered kept tokens, padded to this length.
     """
+    tokens = module.ecg.tokens_from_stem(stem, jax.lax.stop_gradient(keep) > 0)
     z, aux = module.ecg.encode(tokens, keep, num_kept=num_kept)
     return z, aux["pre_logits"]
 
@@ -384,7 +388,7 @@ class GridEmbedder:
         if self.buckets < 0:
             raise ValueError(f"buckets={buckets} must be >= 0 (0 = no gathering).")
         self.traces = 0
-        self._tokens = jax.jit(lambda v, e, o: model.apply(v, e, o, method=_tokens_method))
+        self._tokens = jax.jit(lambda v, e, o: model.apply(v, e, o, method=_stem_method))
         self._grid = jax.jit(self._grid_fn, static_argnums=3)
         self._grad = jax.jit(self._grad_fn)
 
@@ -399,14 +403,14 @@ class GridEmbedder:
         return None if length >= n else length
 
     def _grid_fn(self, variables, tokens, keeps, num_kept=None):
-        """tokens [B, N, D], keeps [c, B, 12, S] -> (z [c, B, E], pooled [c, B, D])."""
+        """stem features of B examples, keeps [c, B, 12, S] -> (z [c, B, E], pooled [c, B, D])."""
         self.traces += 1  # runs only while tracing
         c, b = keeps.shape[:2]
         # Conditions are folded into the batch (as [c * B] examples) rather than vmapped:
         # XLA:CPU runs the plain batched encoder markedly faster than its vmapped form.
-        flat_tokens = jnp.broadcast_to(tokens[None], (c,) + tokens.shape).reshape(
-            (c * b,) + tokens.shape[1:]
-        )
+        flat_tokens = jax.tree.map(
+            lambda x: jnp.broadcast_to(x[None], (c,) + x.shape).reshape((c * b,) + x.shape[1:]),
+            tokens)
         flat_keeps = keeps.astype(jnp.float32).reshape((c * b,) + keeps.shape[2:])
         z, pooled = self.model.apply(variables, flat_tokens, flat_keeps, num_kept,
                                      method=_encode_method)
@@ -426,14 +430,16 @@ class GridEmbedder:
 
         return jax.grad(f)(keep) * keep
 
-    def tokens(self, ecg: np.ndarray, observed: np.ndarray) -> jax.Array:
-        """ecg [B, T, 12], observed [B, 12, S] -> token embeddings [B, N, D]."""
+    def tokens(self, ecg: np.ndarray, observed: np.ndarray) -> dict[str, jax.Array]:
+        """ecg [B, T, 12], observed [B, 12, S] -> the stem's features of the observed tokens:
+        every keep mask passed with them to `embed` / `importance` is embedded over its kept
+        tokens only (normalisation and stem statistics recomputed: removed = never recorded)."""
         return self._tokens(self.variables, jnp.asarray(ecg), jnp.asarray(observed))
 
     def embed(
         self, tokens: jax.Array, keeps: np.ndarray | jax.Array
     ) -> tuple[np.ndarray, np.ndarray]:
-        """tokens [B, N, D], keeps [C, B, 12, S] -> (z [C, B, E], pooled [C, B, D]) as numpy.
+        """stem features (`tokens`), keeps [C, B, 12, S] -> (z [C, B, E], pooled [C, B, D]) as numpy.
 
         Identical keep masks are encoded once (an embedding depends on its mask only): classes
         can share an evidence region (the demo's oracle rows: SBRAD and STACH, NORM and LBBB,

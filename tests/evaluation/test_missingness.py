@@ -273,3 +273,48 @@ def test_occlusion_importance_is_the_margin_drop(mu_model):
         np.testing.assert_allclose(imp[:, lead], base - margin(k), atol=2e-5)
     g = emb.importance(tok, obs, "token", z_cls, labels)
     assert g.shape == (8, 12 * S) and (g[~obs.reshape(8, -1)] == 0).all()
+
+
+@pytest.mark.parametrize("normalize", ["minmax", "zscore"])
+def test_grid_removal_equals_never_recorded_with_the_conv_stem(normalize):
+    """METHOD §2 for the evaluation grid: removing leads / a time span by keep mask gives the
+    embedding of the record loaded without them (the conv stem's level and scale features and
+    the normalisation are recomputed over what is kept). Fails when the grid embeds the
+    tokens once over the observed record (the conv stem then differs by up to 0.05)."""
+    from configs import scar as scar_config
+    from scar_jax.models import scar
+
+    config = scar_config.get_config("runlocal,text=random-tiny")
+    config.model.ecg.stem = "conv"
+    config.input.normalize = normalize
+    model = scar.build_model(config.model)
+    t = int(config.input.sample_rate * config.input.seconds)
+    init = {"ecg": jnp.zeros((2, t, 12)), "lead_observed": jnp.ones((2, 12), bool),
+            "input_ids": jnp.ones((2, 8), jnp.int32), "attention_mask": jnp.ones((2, 8), jnp.int32)}
+    variables = jax.jit(model.init)({"params": jax.random.key(3), "masker": jax.random.key(4)},
+                                    init)
+    ecg, lead_obs = ecg_batch(4, t)
+    ecg = ecg * np.linspace(0.2, 3.0, 12)[None, None, :]  # leads of other scales and levels
+    lead_obs = np.ones_like(lead_obs)
+    obs = np.asarray(model.apply(variables, jnp.asarray(ecg), jnp.asarray(lead_obs),
+                                 method=model.observed_tokens))
+    s = obs.shape[-1]
+    no_chest = obs.copy()
+    no_chest[:, 6:] = False
+    late_gone = obs.copy()
+    late_gone[:, :, s // 2:] = False
+    emb = miss.GridEmbedder(model, variables, chunk=2, buckets=0)
+    z, _ = emb.embed(emb.tokens(ecg, obs), np.stack([no_chest, late_gone]))
+
+    def never_recorded(lo, to):
+        out, _ = model.apply(variables, jnp.asarray(ecg), jnp.asarray(lo), jnp.asarray(to),
+                             method=model.embed_ecg)
+        return np.asarray(out)
+
+    chest_off = lead_obs.copy()
+    chest_off[:, 6:] = False
+    to_all = np.ones((4, t), bool)
+    to_late = to_all.copy()
+    to_late[:, (s // 2) * (t // s):] = False
+    np.testing.assert_allclose(z[0], never_recorded(chest_off, to_all), atol=1e-4)
+    np.testing.assert_allclose(z[1], never_recorded(lead_obs, to_late), atol=1e-4)
