@@ -237,7 +237,10 @@ def test_masker_none_equals_plain_clip_step():
         z_e, _ = model.apply(
             {"params": params}, batch["ecg"], batch["lead_observed"], method=model.embed_ecg
         )
-        feats = batch["txt_feats"] @ tr["txt_head"]["kernel"] + tr["txt_head"]["bias"]
+        x = batch["txt_feats"]
+        if config.model.txt.normalize_features:  # the head's input: L2-normalised features
+            x = x / jnp.linalg.norm(x, axis=-1, keepdims=True)
+        feats = x @ tr["txt_head"]["kernel"] + tr["txt_head"].get("bias", 0.0)
         z_t = feats / jnp.linalg.norm(feats, axis=-1, keepdims=True)
         logits = jnp.minimum(jnp.exp(tr["logit_scale"]), 100.0) * z_e @ z_t.T
         diag = jnp.diagonal(logits)
