@@ -462,14 +462,50 @@ def headline_tables(report_md: str) -> str:
     return "\n".join(out).strip()
 
 
+def differences_section(seeds_md: str) -> str:
+    """The paired differences section of a seeds.md (write_seed_summary), heading demoted to
+    level 4; empty when it has none."""
+    out, keep = [], False
+    for line in seeds_md.splitlines():
+        if line.startswith("#"):
+            keep = "minus each other method" in line
+            if keep:
+                out.append("#### " + line.lstrip("#").strip())
+            continue
+        if keep:
+            out.append(line)
+    return "\n".join(out).strip()
+
+
+def results_block(report_dir: str | os.PathLike, seeds: Sequence[int]) -> str:
+    """What --update_readme puts into docs/RESULTS.md: the headline tables of the report of
+    the first seed, and with several seeds the paired differences between methods over all of
+    them (report/seeds.md)."""
+    report_dir = pathlib.Path(report_dir)
+    seeds = list(seeds)
+    if len(seeds) == 1:
+        return (f"Seed {seeds[0]}.\n\n"
+                + headline_tables((report_dir / "results.md").read_text()))
+    first = report_dir / f"seed{seeds[0]}" / "results.md"
+    diffs = differences_section((report_dir / "seeds.md").read_text())
+    if not diffs:
+        raise ValueError(
+            f"{report_dir / 'seeds.md'} has no paired differences (a seed's scores.npz is "
+            "missing): rerun the demo on this workdir to re-evaluate, then --update_readme.")
+    return (f"Seeds {seeds}: the headline tables of seed {seeds[0]}, then the paired "
+            f"differences between methods over all seeds (mean ± std of every metric: "
+            f"report/seeds.md).\n\n" + headline_tables(first.read_text()) + "\n\n" + diffs)
+
+
 def update_results(
-    report_md: str | os.PathLike, results_md: str | os.PathLike | None = None
+    report_dir: str | os.PathLike, seeds: Sequence[int] = (0,),
+    results_md: str | os.PathLike | None = None,
 ) -> None:
-    """Replace the generated block of docs/RESULTS.md (or `results_md`) with the demo report's
-    headline tables (--update_readme)."""
+    """Replace the generated block of docs/RESULTS.md (or `results_md`) with results_block
+    (--update_readme)."""
     from scar_jax import generated_docs
 
     generated_docs.replace_block(
         results_md or generated_docs.RESULTS, RESULTS_BEGIN, RESULTS_END,
-        headline_tables(pathlib.Path(report_md).read_text()),
+        results_block(report_dir, seeds),
     )

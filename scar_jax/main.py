@@ -202,7 +202,7 @@ def run_command(argv):
         report = os.path.join(workdir, "report", "results.md" if len(seeds) == 1 else "seeds.md")
         print(f"Demo report: {report}")
         if _UPDATE_README.value:
-            demo.update_results(report)
+            demo.update_results(os.path.join(workdir, "report"), seeds)
     elif command == "smoke":
         from scar_jax import smoke
 

@@ -296,7 +296,8 @@ def test_seed_summary_reports_paired_method_differences_from_the_score_files(tmp
 def test_update_results_replaces_only_the_generated_block(tmp_path):
     readme = tmp_path / "RESULTS.md"
     readme.write_text(f"# T\nbefore\n{demo.RESULTS_BEGIN}\nold\n{demo.RESULTS_END}\nafter\n")
-    report = tmp_path / "results.md"
+    report = tmp_path / "report" / "results.md"
+    report.parent.mkdir()
     report.write_text(
         "# Evaluation\n\n## Zero-shot\n| a |\n## Targeting: share\n| dataset | x |\n|---|---|\n"
         "| syn · scar | masker/rho0.1 |\n| syn · scar | random/lead/rho0.1 |\n"
@@ -304,18 +305,44 @@ def test_update_results_replaces_only_the_generated_block(tmp_path):
         "| syn · scar | masker_mode/rho0.2 | 1.5 |\n| syn · scar | adversarial/whitebox/lead/rho0.1 "
         "| 1.1 |\n## Grid cost\n| g |\n"
     )
-    demo.update_results(report, readme)
+    demo.update_results(report.parent, [0], readme)
     text = readme.read_text()
     assert "old" not in text and "before" in text and text.endswith("after\n")
     assert "#### Zero-shot" in text and "| a |" in text and "#### Evaluation" not in text
     assert "masker/rho0.1" in text and "random/lead" not in text and "| g |" not in text
     assert "#### Targeting by class" in text and "masker_mode/rho0.2 | 1.5" in text
     assert "adversarial/whitebox" not in text
-    demo.update_results(report, readme)  # idempotent
+    demo.update_results(report.parent, [0], readme)  # idempotent
     assert readme.read_text() == text
     (tmp_path / "plain.md").write_text("no block\n")
     with pytest.raises(ValueError, match="generated-results block"):
-        demo.update_results(report, tmp_path / "plain.md")
+        demo.update_results(report.parent, [0], tmp_path / "plain.md")
+
+
+def test_update_results_with_several_seeds_takes_the_first_seeds_tables_and_the_differences(
+        tmp_path):
+    readme = tmp_path / "RESULTS.md"
+    readme.write_text(f"{demo.RESULTS_BEGIN}\n{demo.RESULTS_END}\n")
+    report = tmp_path / "report"
+    for s, value in ((3, "0.81"), (5, "0.99")):
+        (report / f"seed{s}").mkdir(parents=True)
+        (report / f"seed{s}" / "results.md").write_text(
+            f"# Evaluation\n## Zero-shot macro AUROC\n| scar | {value} |\n## Grid cost\n| g |\n")
+    seeds_md = ("# Mean ± std over seeds [3, 5]\n\n## scar minus each other method (paired)\n\n"
+                "| condition | scar − merl |\n|---|---|\n| clean | +0.0100 [+0.0010, +0.0200] |\n\n"
+                "## scar\n\n| metric | mean | std | n |\n| zeroshot | 0.9 | 0.1 | 2 |\n")
+    (report / "seeds.md").write_text(seeds_md)
+    demo.update_results(report, [3, 5], readme)
+    text = readme.read_text()
+    assert "Seeds [3, 5]" in text and "| scar | 0.81 |" in text and "0.99" not in text
+    assert "#### scar minus each other method (paired)" in text
+    assert "| clean | +0.0100 [+0.0010, +0.0200] |" in text
+    assert "| zeroshot | 0.9" not in text and "| g |" not in text
+    # a seed summary without differences (a scores.npz missing) is refused, not left empty
+    (report / "seeds.md").write_text("# Mean ± std over seeds [3, 5]\n\n## scar\n| m |\n")
+    with pytest.raises(ValueError, match="no paired differences"):
+        demo.update_results(report, [3, 5], readme)
+    assert readme.read_text() == text
 
 
 def test_run_demo_rejects_an_unknown_method_or_a_url_before_any_work(tmp_path, monkeypatch):
