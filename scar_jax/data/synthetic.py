@@ -206,6 +206,8 @@ CLASS_INFO: tuple[ClassInfo, ...] = (
     ),
 )  # fmt: skip
 CLASSES = tuple(c.name for c in CLASS_INFO)
+# classes whose secondary evidence generate_record's `secondary_strength` scales
+SECONDARY_KNOB_CLASSES = ("AMI", "IMI", "LMI", "RBBB", "AFIB", "LVOLT")
 _CI = {c.name: i for i, c in enumerate(CLASS_INFO)}
 
 
@@ -455,6 +457,15 @@ def _lobes(
     return np.matmul(z.transpose(0, 2, 1), amp.astype(np.float32))  # [B, W, C]
 
 
+def _overlap_add(buf: np.ndarray, beats: np.ndarray, starts: np.ndarray) -> None:
+    """buf [N, C] += beats [B, W, C], beat b starting at buf row starts[b] (clipped)."""
+    width = beats.shape[1]
+    for b, s in enumerate(starts):
+        lo, hi = max(s, 0), min(s + width, len(buf))
+        if hi > lo:
+            buf[lo:hi] += beats[b, lo - s : hi - s]
+
+
 def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 0.5 * (1.0 + np.tanh(0.5 * x))
 
@@ -510,8 +521,22 @@ def generate_record(
     missing_lead_fraction: float = 0.0,
     labels: np.ndarray | Sequence[str] | None = None,
     heart_rate: float | None = None,
+    secondary_strength: float = 1.0,
 ) -> Record:
-    """One record, a pure function of its arguments; `labels`/`heart_rate` override the draw."""
+    """One record, a pure function of its arguments; `labels`/`heart_rate` override the draw.
+
+    secondary_strength: the share of each class's signal kept in its secondary-only leads,
+    for the classes whose secondary evidence is an additive component (SECONDARY_KNOB_CLASSES:
+    the reciprocal ST change of AMI/IMI/LMI, RBBB's terminal S wave, AFIB's f-waves outside
+    II/aVF/V1, LVOLT's damping of the chest leads). 1 (the default) is the corpus as it
+    always was, bit for bit; 0 removes that evidence. The other classes' secondary evidence
+    is timing that every lead carries (rate, rhythm, PR, QRS width) and stays. Evidence maps
+    are unchanged: the regions say where the evidence would be."""
+    if not 0.0 <= secondary_strength <= 1.0:
+        raise ValueError(f"generate_record: secondary_strength must be in [0, 1], got "
+                         f"{secondary_strength}.")
+    knob = secondary_strength != 1.0
+    parts: list[tuple[str, np.ndarray]] = []  # (class, [T, 9] electrode component) if knob
     rng = record_rng(seed, split, index)
     fs = float(sampling_rate)
     num_samples = int(round(duration_s * fs))
@@ -600,6 +625,7 @@ def generate_record(
         q_lobes = q_lobes[:2] + [(0.105, 0.022, 0.022, rb)]
         t_local = np.array([-1.0, -0.7, -0.3, 0.0, 0.0, 0.0]) * t_amp * 1.2
     qrs_e = [(o, sl, sr, _dipole_to_electrodes(v)) for o, sl, sr, v in q_lobes]
+    rbbb_lobe = q_lobes[2] if has["RBBB"] else None
 
     # --- per-beat times -----------------------------------------------------------------
     rr_prev = np.diff(onsets, prepend=onsets[0] - mean_rr)
@@ -660,21 +686,35 @@ def generate_record(
 
     # ST plateau from J to T end (injury currents and non-specific drift)
     st_e = _dipole_to_electrodes(st_dipole)
+    injury = {}
     for c in ("AMI", "IMI", "LMI"):
         if has[c]:
-            st_e = st_e + _INJURY[c] * gain**0.5 * rng.uniform(0.18, 0.4)
+            injury[c] = _INJURY[c] * gain**0.5 * rng.uniform(0.18, 0.4)
+            st_e = st_e + injury[c]
     if not (has["AMI"] or has["IMI"] or has["LMI"]) and rng.random() < 0.15:
         st_e = st_e + _EARLY_REPOL * rng.uniform(0.05, 0.15)
     plateau = _sigmoid((tw - (j_point - onsets)[:, None]) / 0.008) * _sigmoid(
         ((t_end - onsets)[:, None] - tw) / 0.02
     )
     lobes += plateau.astype(np.float32)[:, :, None] * (on_sinus * st_e).astype(np.float32)[:, None]
-    for b in range(n):
-        s = starts[b] + pad
-        lo, hi = max(s, 0), min(s + width, len(buf))
-        if hi > lo:
-            buf[lo:hi] += lobes[b, lo - s : hi - s]
+    _overlap_add(buf, lobes, starts + pad)
     sig = buf[pad : pad + num_samples]  # [T, 9] electrode potentials
+
+    def component(beats: np.ndarray) -> np.ndarray:  # [B, W, 9] -> [T, 9], as `sig`
+        out = np.zeros_like(buf)
+        _overlap_add(out, beats, starts + pad)
+        return out[pad : pad + num_samples]
+
+    if knob:
+        for c, inj in injury.items():
+            parts.append((c, component(plateau.astype(np.float32)[:, :, None]
+                                       * (on_sinus * inj).astype(np.float32)[:, None])))
+        if rbbb_lobe is not None:
+            o, sl, sr, v = rbbb_lobe
+            full = lambda x: np.full((n, 1), x)  # noqa: E731
+            amp = (np.where(on_sinus, 1.0, 0.0) * _dipole_to_electrodes(v))[:, None]
+            parts.append(("RBBB", component(_lobes(tw, full(o), full(sl), full(sr), amp,
+                                                   sigma_aa))))
     t = np.arange(num_samples) / fs
 
     # --- atrial fibrillation f-waves --------------------------------------------------------
@@ -690,10 +730,15 @@ def generate_record(
             + np.r_[np.zeros(3), [1.0, 0.4, 0.1, 0.0, 0.0, 0.0]]
         )
         sig = sig + f[:, None] * f_e
+        if knob:
+            parts.append(("AFIB", f[:, None] * f_e))
 
     # --- damping (low voltage), noise and baseline wander per electrode -----------------
+    damp = 1.0
     if has["LVOLT"]:
         damp = np.r_[np.full(3, rng.uniform(0.25, 0.38)), np.full(6, rng.uniform(0.5, 0.65))]
+        if knob:  # the chest leads (LVOLT's secondary) damped by that share of it
+            damp[3:] = 1.0 - secondary_strength * (1.0 - damp[3:])
         sig = sig * damp
     wander = np.zeros((num_samples, 9))
     resp_f = rng.uniform(0.15, 0.35)
@@ -709,7 +754,11 @@ def generate_record(
         c = rng.uniform(0, duration_s)
         burst = np.exp(-0.5 * ((t - c) / rng.uniform(0.2, 0.6)) ** 2)
         noise += rng.standard_normal((num_samples, 9)) * burst[:, None] * rng.uniform(0.02, 0.06)
-    ecg = electrodes_to_leads(sig + wander + noise).astype(np.float32)
+    ecg = electrodes_to_leads(sig + wander + noise)
+    for c, part in parts:  # knob: scale each part in its class's secondary-only leads
+        only = (_LEAD_MASKS[1][_CI[c]] > 0) & (_LEAD_MASKS[0][_CI[c]] == 0)
+        ecg[:, only] += (secondary_strength - 1.0) * electrodes_to_leads(part * damp)[:, only]
+    ecg = ecg.astype(np.float32)
 
     # --- evidence maps ---------------------------------------------------------------------
     num_bins = int(round(duration_s / EVIDENCE_BIN_S))

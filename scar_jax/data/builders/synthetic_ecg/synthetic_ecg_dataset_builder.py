@@ -16,7 +16,7 @@ import tensorflow_datasets as tfds
 from absl import logging
 from tensorflow_datasets.core import shuffle as tfds_shuffle
 
-from scar_jax.data import preprocessing, synthetic
+from scar_jax.data import preprocessing, reports, synthetic
 from scar_jax.data.builders import wfdb_common
 
 ECG_SCALE = 0.001  # mV per int16 count (1 uV)
@@ -24,7 +24,10 @@ ECG_SCALE = 0.001  # mV per int16 count (1 uV)
 
 @dataclasses.dataclass(eq=False)
 class SyntheticEcgConfig(tfds.core.BuilderConfig):
-    """Sampling rate, record length, split sizes, share of records with missing leads, seed."""
+    """Sampling rate, record length, split sizes, share of records with missing leads, seed,
+    and the strength of the secondary evidence (synthetic.generate_record's
+    `secondary_strength`: 1 = the corpus as always, 0 = no secondary evidence for the
+    classes of synthetic.SECONDARY_KNOB_CLASSES)."""
 
     sampling_rate: int = 500
     duration_s: float = 10.0
@@ -33,6 +36,7 @@ class SyntheticEcgConfig(tfds.core.BuilderConfig):
     num_test: int = 1000
     missing_lead_fraction: float = 0.1
     seed: int = 0
+    secondary_strength: float = 1.0
 
     @property
     def num_samples(self) -> int:
@@ -50,12 +54,19 @@ def _config(name: str, rate: int, description: str, **kwargs) -> SyntheticEcgCon
 class Builder(tfds.core.GeneratorBasedBuilder):
     """Synthetic 12-lead ECGs with reports, multi-hot labels and evidence maps."""
 
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "Dipole generator, 12 classes, evidence maps at 0.1 s."}
+    VERSION = tfds.core.Version("2.0.0")
+    RELEASE_NOTES = {
+        "1.0.0": "Dipole generator, 12 classes, evidence maps at 0.1 s.",
+        "2.0.0": "report_id feature and per-split report tables (scar_jax.data.reports).",
+    }
     BUILDER_CONFIGS = [
         _config("500hz", 500, "10 s at 500 Hz, 8000/1000/1000 records (the default)."),
         _config("250hz", 250, "10 s at 250 Hz, 8000/1000/1000 records (the demo)."),
         _config("100hz", 100, "10 s at 100 Hz, 8000/1000/1000 records (fast smoke runs)."),
+        _config("100hz_sec50", 100, "As 100hz with the secondary evidence at half strength.",
+                secondary_strength=0.5),
+        _config("100hz_sec0", 100, "As 100hz without the secondary evidence of "
+                "synthetic.SECONDARY_KNOB_CLASSES.", secondary_strength=0.0),
         _config(
             "tiny", 100, "10 s at 100 Hz, 24/8/8 records (tests).",
             num_train=24, num_validation=8, num_test=8, missing_lead_fraction=0.25,
@@ -73,9 +84,6 @@ class Builder(tfds.core.GeneratorBasedBuilder):
         per_class = tfds.features.Tensor(
             shape=(cfg.num_bins, len(synthetic.CLASSES)), dtype=np.bool_, encoding=raw
         )
-        ecg = tfds.features.Tensor(
-            shape=(cfg.num_samples, synthetic.NUM_LEADS), dtype=np.int16, encoding=raw
-        )
         metadata = tfds.core.MetadataDict(
             classes=list(synthetic.CLASSES),
             class_info={c.name: c.as_dict() for c in synthetic.CLASS_INFO},
@@ -89,12 +97,12 @@ class Builder(tfds.core.GeneratorBasedBuilder):
             evidence={},
             seed=cfg.seed,
             missing_lead_fraction=cfg.missing_lead_fraction,
+            secondary_strength=cfg.secondary_strength,
         )
         return self.dataset_info_from_configs(
             features=wfdb_common.schema_features(
                 cfg.num_samples,
                 len(synthetic.CLASSES),
-                ecg=ecg,
                 evidence_primary=evidence,
                 evidence_secondary=evidence,
                 evidence_time_primary=per_class,
@@ -111,10 +119,12 @@ class Builder(tfds.core.GeneratorBasedBuilder):
         # ~0.95 GiB), so no split of this corpus needs TensorFlow up to ~8 GiB.
         limit = tfds_shuffle.MAX_MEM_BUFFER_SIZE
         tfds_shuffle.MAX_MEM_BUFFER_SIZE = max(limit, 8 << 30)
+        self._reports = reports.Collector()
         try:
-            return super()._download_and_prepare(dl_manager, download_config)
+            super()._download_and_prepare(dl_manager, download_config)
         finally:
             tfds_shuffle.MAX_MEM_BUFFER_SIZE = limit
+        wfdb_common.write_report_tables(self, self._reports)
 
     def _split_generators(self, dl_manager: tfds.download.DownloadManager):
         del dl_manager  # nothing to download
@@ -127,6 +137,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
         table = self.info.metadata["evidence"]
         for i in range(num):
             key, example = make_example(cfg, split, i)
+            example["report_id"] = self._reports.add(split, example["report"])
             table[key] = {
                 "primary": synthetic.pack_evidence(example["evidence_primary"]),
                 "secondary": synthetic.pack_evidence(example["evidence_secondary"]),
@@ -150,6 +161,7 @@ def make_example(cfg: SyntheticEcgConfig, split: str, index: int) -> tuple[str, 
         sampling_rate=cfg.sampling_rate,
         duration_s=cfg.duration_s,
         missing_lead_fraction=cfg.missing_lead_fraction,
+        secondary_strength=cfg.secondary_strength,
     )
     counts, n_clipped = preprocessing.to_int16(rec.ecg, ECG_SCALE)
     if n_clipped:
