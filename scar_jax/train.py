@@ -21,6 +21,7 @@ import contextlib
 import dataclasses
 import fcntl
 import hashlib
+import io
 import os
 import time
 from typing import Any, Callable, Mapping, Sequence
@@ -125,64 +126,100 @@ def exclusive_lock(path: str, what: str):
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def _report_features(
+def text_features(
     model: scar.Model, params: Any, config: ml_collections.ConfigDict, split: str, text_fn, mesh
-) -> np.ndarray:
-    """Pooled frozen-text features [N, H] of every report of `split`, in record index order.
+) -> pipeline.ReportFeatures:
+    """The frozen text tower's pooled features of `split`'s distinct reports (and, when
+    `needs_findings`, of their distinct findings), for the pipeline's txt_feats.
 
-    Each distinct report is embedded once. With config.train.text_cache_dir set and a text
-    tower loaded from a checkpoint (not the random one), the features are also kept on disk
-    under a hash of (checkpoint, pooling, max_len, reports), so runs that share a corpus and
-    a text tower (the demo's three methods, a sweep) embed the reports once; single-process
-    runs started together take a file lock, so one embeds while the others wait and read.
+    Reads the split's report table, written by its builder (scar_jax.data.reports): no
+    record is read. The embedding is split over the JAX processes (`embed_texts`). With
+    config.train.text_cache_dir set (a local folder or gs://...) and a text tower loaded from
+    a checkpoint (not the random one), each feature array is kept there under a hash of
+    (checkpoint, pooling, max_len, texts) (`cached_text_features`): runs and processes that
+    share a corpus and a text tower embed it once.
     """
-    source, _ = pipeline.load_source(
-        config.input.dataset, split, config.input.data_dir or None
-    )
-    texts = pipeline.report_texts(source)
-    unique, inverse = np.unique(np.asarray(texts, dtype=object).astype(str), return_inverse=True)
-    txt = config.model.txt
-
-    def embed() -> np.ndarray:
-        return _embed_reports(model, params, config, split, text_fn, mesh, unique)
-
-    if not config.train.text_cache_dir or txt.checkpoint == scar.RANDOM_TEXT:
-        return embed()[inverse]
-    key = hashlib.sha256(
-        "\n".join([str(txt.checkpoint), txt.pooling, str(txt.max_len), *unique]).encode()
-    ).hexdigest()[:24]
-    path = os.path.join(config.train.text_cache_dir, f"report_features_{key}.npy")
-    return cached_array(path, f"the report features of {split}", embed)[inverse]
-
-
-def _finding_features(
-    model: scar.Model, params: Any, config: ml_collections.ConfigDict, split: str, text_fn, mesh
-) -> tuple[np.ndarray, np.ndarray]:
-    """(finding ids [N, F], pooled frozen-text features [U, H] of the distinct findings) of
-    `split`'s reports (scar_jax.data.findings; F = config.model.txt.max_findings), cached on
-    disk like the report features."""
-    source, _ = pipeline.load_source(
-        config.input.dataset, split, config.input.data_dir or None
-    )
-    texts = pipeline.report_texts(source)
+    table = pipeline.report_table(config.input.dataset, split, config.input.data_dir or None)
+    feats = cached_text_features(model, params, config, table.texts, text_fn, mesh,
+                                 f"the {len(table)} distinct reports of {split}")
+    if not needs_findings(config):
+        return pipeline.ReportFeatures(table, feats)
     max_f = int(config.model.txt.max_findings)
-    unique, ids = findings_lib.finding_table(texts, max_f)
-    cut = findings_lib.cut_count(texts, max_f)
-    logging.info("%s: %d distinct findings in %d reports (%d reports have more than "
+    unique, ids = findings_lib.finding_table(table.texts, max_f)
+    cut = findings_lib.cut_count(table.texts, max_f)
+    logging.info("%s: %d distinct findings in %d distinct reports (%d reports have more than "
                  "model.txt.max_findings=%d; their later findings are not used)",
-                 split, len(unique), len(texts), cut, max_f)
+                 split, len(unique), len(table), cut, max_f)
+    f_feats = cached_text_features(model, params, config, unique, text_fn, mesh,
+                                   f"the {len(unique)} distinct findings of {split}")
+    return pipeline.ReportFeatures(table, feats, ids, f_feats)
 
-    def embed() -> np.ndarray:
-        return _embed_reports(model, params, config, split, text_fn, mesh, unique)
 
+def cached_text_features(
+    model: scar.Model, params: Any, config: ml_collections.ConfigDict, texts: Sequence[str],
+    text_fn, mesh, what: str,
+) -> np.ndarray:
+    """embed_texts(texts) [U, H], through the cache of config.train.text_cache_dir when it is
+    set and the text tower is a checkpoint's (the random tower's features depend on the seed)."""
     txt = config.model.txt
+
+    def compute() -> np.ndarray:
+        t0 = time.perf_counter()
+        out = embed_texts(model, params, texts, text_fn, mesh, max(config.batch_size, 8))
+        logging.info("embedded %s with the frozen text tower (%.1fs, %d processes)", what,
+                     time.perf_counter() - t0, jax.process_count())
+        return out
+
     if not config.train.text_cache_dir or txt.checkpoint == scar.RANDOM_TEXT:
-        return ids, embed()
+        return compute()
     key = hashlib.sha256(
-        "\n".join([str(txt.checkpoint), txt.pooling, str(txt.max_len), "findings", *unique]
-                  ).encode()).hexdigest()[:24]
-    path = os.path.join(config.train.text_cache_dir, f"finding_features_{key}.npy")
-    return ids, cached_array(path, f"the finding features of {split}", embed)
+        "\n".join([str(txt.checkpoint), txt.pooling, str(txt.max_len), *texts]).encode()
+    ).hexdigest()[:24]
+    path = epath.Path(config.train.text_cache_dir) / f"text_features_{key}.npy"
+    return cached_array(path, what, compute)
+
+
+def _process_rows(batch_sharding: jax.sharding.Sharding, rows: int) -> tuple[int, int]:
+    """[start, stop) of the rows of a [rows, ...] batch-sharded array this process holds."""
+    spans = sorted({(i[0].start or 0, rows if i[0].stop is None else i[0].stop)
+                    for i in batch_sharding.addressable_devices_indices_map((rows,)).values()})
+    for (_, stop), (start, _) in zip(spans, spans[1:]):
+        if stop != start:
+            raise ValueError(f"this process's batch rows are not contiguous: {spans}")
+    return spans[0][0], spans[-1][1]
+
+
+def embed_texts(
+    model: scar.Model, params: Any, texts: Sequence[str], text_fn, mesh, chunk: int
+) -> np.ndarray:
+    """Pooled frozen-text features [U, H] float32 of `texts`, the work split over processes.
+
+    The texts go in global chunks of `chunk` rows (rounded up to the batch axes' devices),
+    batch-sharded on `mesh`: every process tokenizes and feeds only its own rows of each
+    chunk; the chunk's features come back replicated (gathered) on every process. Runs
+    the same compiled program for every chunk (the last one padded with empty texts).
+    """
+    if not len(texts):
+        raise ValueError("embed_texts: no texts to embed (an empty report table?).")
+    divisor = sharding_lib.batch_divisor(mesh)
+    chunk = -(-max(int(chunk), 1) // divisor) * divisor
+    batch_sharding = sharding_lib.batch_sharding(mesh)
+    start, stop = _process_rows(batch_sharding, chunk)
+    fn = jax.jit(
+        lambda p, i, a: model.apply({"params": p}, i, a, method=update_lib._text_features),
+        out_shardings=sharding_lib.replicated(mesh),
+    )
+    out = []
+    for c0 in range(0, len(texts), chunk):
+        mine = [str(t) for t in texts[c0 + start : c0 + stop]]
+        tokens = text_fn(mine + [""] * (stop - start - len(mine)))
+        ids, mask = (np.asarray(tokens[k], np.int32) for k in ("input_ids", "attention_mask"))
+        shape = (chunk, ids.shape[1])
+        ids, mask = (jax.make_array_from_process_local_data(batch_sharding, x, shape)
+                     for x in (ids, mask))
+        feats = np.asarray(fn(params, ids, mask).addressable_data(0))
+        out.append(feats[: min(chunk, len(texts) - c0)])
+    return np.concatenate(out).astype(np.float32)
 
 
 def needs_findings(config: ml_collections.ConfigDict) -> bool:
@@ -198,43 +235,42 @@ def needs_findings(config: ml_collections.ConfigDict) -> bool:
     return float(config.loss_weights.get("find", 0.0)) > 0 or sel_findings
 
 
-def cached_array(path: str, what: str, compute: Callable[[], np.ndarray]) -> np.ndarray:
-    """The array kept in the .npy file `path`: read when it is there, else `compute()`d and
-    written atomically (by process 0). In a single-process run the check and the compute
-    hold a file lock (`exclusive_lock`), so runs started together compute it once while
-    the others wait and read it; several JAX processes compute together (a sharded
-    computation), so there none may wait on another and no lock is taken."""
+def cached_array(path: str | os.PathLike, what: str, compute: Callable[[], np.ndarray]
+                 ) -> np.ndarray:
+    """The array kept in the .npy file `path` (local or gs://, through epath): read when it
+    is there, else `compute()`d and written atomically by process 0.
+
+    In a single-process run on a local path the check and the compute hold a file lock
+    (`exclusive_lock`), so runs started together compute it once while the others wait and
+    read it. Several JAX processes compute together (a sharded computation): process 0's
+    view of the file decides for all of them (broadcast), so none waits on a collective the
+    others skip, and no lock is taken.
+    """
+    path = epath.Path(path)
+    local = "://" not in os.fspath(path)
     lock = (
-        exclusive_lock(path + ".lock", f"computing {what}")
-        if jax.process_count() == 1
+        exclusive_lock(os.fspath(path) + ".lock", f"computing {what}")
+        if jax.process_count() == 1 and local
         else contextlib.nullcontext()
     )
     with lock:
-        if os.path.exists(path):
+        found = path.exists()
+        if jax.process_count() > 1:
+            from jax.experimental import multihost_utils
+
+            found = bool(multihost_utils.broadcast_one_to_all(np.int32(found)))
+        if found:
             logging.info("%s from the cache %s", what, path)
-            return np.load(path)
+            return np.load(io.BytesIO(path.read_bytes()), allow_pickle=False)
         value = np.asarray(compute())
         if jax.process_index() == 0:
-            os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-            tmp = f"{path}.{os.getpid()}.tmp.npy"
-            np.save(tmp, value)
-            os.replace(tmp, path)  # atomic: a reader without the lock sees all of it or nothing
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.parent / f"{path.name}.{os.getpid()}.tmp"
+            buf = io.BytesIO()
+            np.save(buf, value)
+            tmp.write_bytes(buf.getvalue())
+            tmp.replace(path)  # atomic on a local disk: a reader sees all of it or nothing
     return value
-
-
-def _embed_reports(model, params, config, split, text_fn, mesh, unique) -> np.ndarray:
-    """Pooled frozen-text features [U, H] of the distinct reports `unique` (logged)."""
-    t0 = time.perf_counter()
-    feats = update_lib.compute_report_features(
-        model, params, text_fn(list(unique)), batch_size=max(config.batch_size, 8), mesh=mesh
-    )
-    logging.info(
-        "embedded %d distinct reports of %s with the frozen text tower (%.1fs)",
-        len(unique),
-        split,
-        time.perf_counter() - t0,
-    )
-    return np.asarray(feats)
 
 
 # --- validation ------------------------------------------------------------------------------
@@ -397,22 +433,17 @@ def train(
     text_fn = scar.text_tokenizer(config.model.txt.checkpoint, config.model.txt.max_len)
     cache = t_cfg.cache_text_features and update_lib.text_is_frozen(config, state.params)
     train_split, val_split = config.input.train_split, config.input.eval_split
+    if needs_findings(config) and not cache:
+        raise ValueError(
+            "loss_weights.find > 0 and model.selector.target='findings' (with the adaptive "
+            "selector's supervision on) need the frozen text tower's cached features "
+            "(train.cache_text_features=True and the BERT frozen by model.txt.freeze); "
+            "set loss_weights.find=0 and model.selector.target='report' to train the text "
+            "tower.")
     feats = {}
     if cache:
-        for split in {train_split, val_split} if t_cfg.eval_every else {train_split}:
-            feats[split] = _report_features(model, state.params, config, split, text_fn, mesh)
-    finding_feats = {}
-    if needs_findings(config):
-        if not cache:
-            raise ValueError(
-                "loss_weights.find > 0 and model.selector.target='findings' (with the adaptive "
-                "selector's supervision on) need the frozen text tower's cached features "
-                "(train.cache_text_features=True and the BERT frozen by model.txt.freeze); "
-                "set loss_weights.find=0 and model.selector.target='report' to train the text "
-                "tower.")
-        for split in feats:
-            finding_feats[split] = _finding_features(model, state.params, config, split,
-                                                     text_fn, mesh)
+        for split in sorted({train_split, val_split} if t_cfg.eval_every else {train_split}):
+            feats[split] = text_features(model, state.params, config, split, text_fn, mesh)
     data_seed = config.input.shuffle_seed if config.input.shuffle_seed >= 0 else config.seed
 
     def dataset(split: str, train_mode: bool):
@@ -424,7 +455,6 @@ def train(
             train=train_mode,
             text=None if cache else text_fn,
             report_features=feats.get(split),
-            finding_features=finding_feats.get(split),
         )
 
     train_iter = iter(dataset(train_split, True))

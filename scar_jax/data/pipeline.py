@@ -15,7 +15,8 @@ Per process the pipeline is (no TensorFlow anywhere):
   -> augment (train: random lead drop, random contiguous segment drop; applied only as
      lead_observed / time_observed = False, so they only turn observed into unobserved)
   -> normalise over what is still observed (int16 -> float32; unobserved stays 0)
-  -> report tokens (`text`) or cached report features (`report_features[index]`).
+  -> report tokens (`text`) or cached report features (`report_features`: a ReportFeatures
+     row per distinct report of the split, found by the record's `report_id`).
 
 `read_threads` batches are read ahead by threads; `worker_count` > 0 moves the work to
 grain worker processes (same batches, same iterator state); a script that uses workers
@@ -23,7 +24,7 @@ needs an `if __name__ == "__main__":` guard (workers are spawned).
 
 Batches are dicts of numpy arrays: ecg float32 [b, T, 12], lead_observed bool [b, 12],
 time_observed bool [b, T], labels bool [b, C], index int64 [b] (the record's index in the
-split, for caches), and input_ids / attention_mask int32 [b, L] or txt_feats float32 [b, H];
+split), and input_ids / attention_mask int32 [b, L] or txt_feats float32 [b, H];
 without either, report holds the texts (str [b]). Evaluation pipelines (train=False) read
 every record once (no shuffle, no augmentation), pad the last batch of every process to the
 same number of full batches and add valid bool [b] (False on padding, whose index is -1).
@@ -40,6 +41,7 @@ position with the iterator's own state (checkpoint it with the train state):
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import math
 import os
@@ -54,7 +56,7 @@ import tensorflow_datasets as tfds
 from absl import flags, logging
 from tensorflow_datasets.proto import tf_example_pb2
 
-from scar_jax.data import names, preprocessing
+from scar_jax.data import names, preprocessing, reports
 
 TextFn = Callable[[list[str]], Mapping[str, np.ndarray]]
 _RATE_IN_NAME = re.compile(r"(\d+)\s*hz", re.IGNORECASE)
@@ -74,34 +76,83 @@ def _register(name: str) -> None:
                 raise  # the builder exists but one of its own imports is missing
 
 
-def load_source(
-    dataset: str, split: str, data_dir: str | None = None
-) -> tuple[Any, tfds.core.DatasetInfo]:
-    """'synthetic_ecg/250hz', 'train' -> (random-access ArrayRecord source, DatasetInfo).
+class StaleDatasetError(ValueError):
+    """A dataset built by an older version of its builder, whose storage this code does not
+    read (the message says how to rebuild it)."""
 
-    data_dir None means $TFDS_DATA_DIR or ~/tensorflow_datasets. The dataset must have been
-    built (with file_format='array_record'); this never builds or downloads.
+
+def _rebuild_command(parsed: names.DatasetName, data_dir: str) -> str:
+    """The build command of `parsed` at the code's version into data_dir."""
+    cmd = (f"python -m scar_jax.main build --dataset="
+           f"{dataclasses.replace(parsed, version=None)} --data_dir={data_dir}")
+    return cmd if parsed.builder == "synthetic_ecg" else cmd + " --manual_dir=<the corpus folder>"
+
+
+def prepared_builder(dataset: str, data_dir: str | None = None) -> tfds.core.DatasetBuilder:
+    """'ptbxl/500hz' -> its built TFDS builder at the code's version (never builds).
+
+    A dataset built by an older builder version (another storage encoding, no report
+    tables) is refused with StaleDatasetError naming both versions and the rebuild command;
+    one not built at all is a FileNotFoundError saying how to build it.
     """
-    _register(names.check_builder(dataset).builder)
+    parsed = names.check_builder(dataset)
+    _register(parsed.builder)
     data_dir = data_dir or os.environ.get("TFDS_DATA_DIR") or None
     try:
-        builder = tfds.builder(dataset, data_dir=data_dir)
+        current = str(tfds.builder_cls(parsed.builder).VERSION)
+        if parsed.version and parsed.version != current:
+            raise StaleDatasetError(
+                f"Dataset {dataset!r} asks for version {parsed.version} of the "
+                f"{parsed.builder} builder; this code reads only version {current} (older "
+                "versions store the ECG as int64 lists and have no report tables). Drop the "
+                f"version from the name and rebuild: "
+                f"{_rebuild_command(parsed, data_dir or '~/tensorflow_datasets')}."
+            )
+        builder = tfds.builder(str(dataclasses.replace(parsed, version=None)), data_dir=data_dir)
     except tfds.core.registered.DatasetNotFoundError as e:
         raise ValueError(
             f"Unknown dataset {dataset!r} (no TFDS builder registered under that name and no "
             f"built copy in {data_dir or '~/tensorflow_datasets'}): {e}"
         ) from None
     if not builder.is_prepared():
+        root = builder.data_dir_root
+        older = sorted(p.parent.name for p in builder.data_path.parent.glob("*/dataset_info.json")
+                       if p.parent.name != current)
+        if older:
+            raise StaleDatasetError(
+                f"Dataset {dataset!r} in {builder.data_path.parent} was built with version "
+                f"{', '.join(older)} of the {parsed.builder} builder; this code reads only "
+                f"version {current} (the ECG as raw int16 bytes, report tables next to the "
+                f"records). Rebuild it: {_rebuild_command(parsed, root)}."
+            )
         raise FileNotFoundError(
             f"Dataset {dataset!r} is not built in {builder.data_dir}; build it first "
             f"(python -m scar_jax.main build --dataset={dataset} "
-            f"--data_dir={builder.data_dir_root}, adding --manual_dir=... for a real corpus) "
+            f"--data_dir={root}, adding --manual_dir=... for a real corpus) "
             "or point --config.input.data_dir / TFDS_DATA_DIR at the folder that holds it."
         )
+    return builder
+
+
+def load_source(
+    dataset: str, split: str, data_dir: str | None = None
+) -> tuple[Any, tfds.core.DatasetInfo]:
+    """'synthetic_ecg/250hz', 'train' -> (random-access ArrayRecord source, DatasetInfo).
+
+    data_dir None means $TFDS_DATA_DIR or ~/tensorflow_datasets. The dataset must have been
+    built (with file_format='array_record') by the code's builder version
+    (`prepared_builder`); this never builds or downloads.
+    """
+    builder = prepared_builder(dataset, data_dir)
     splits = list(builder.info.splits.keys())
     if split not in splits:
         raise ValueError(f"Dataset {dataset!r} has no split {split!r}; its splits are {splits}.")
     return builder.as_data_source(split=split), builder.info
+
+
+def report_table(dataset: str, split: str, data_dir: str | None = None) -> reports.Table:
+    """The distinct reports of a built split (the table its builder wrote; no record read)."""
+    return reports.read_table(prepared_builder(dataset, data_dir).data_path, split)
 
 
 def dataset_rate_and_length(info: tfds.core.DatasetInfo) -> tuple[int | None, int]:
@@ -169,6 +220,7 @@ def _decode_raw(example: Mapping[str, Any], num_samples: int) -> dict[str, Any]:
         "time_observed": np.arange(num_samples) < valid,
         "labels": np.asarray(example["labels"], bool),
         "report": _text(example["report"]),
+        "report_id": int(example["report_id"]),
     }
 
 
@@ -229,7 +281,8 @@ def augment(
     return out
 
 
-_FIELDS = ("ecg", "ecg_scale", "lead_observed", "valid_samples", "labels", "report", "id")
+_FIELDS = ("ecg", "ecg_scale", "lead_observed", "valid_samples", "labels", "report", "id",
+           "report_id")
 
 
 def parse_fields(raw: bytes) -> dict[str, Any]:
@@ -240,18 +293,18 @@ def parse_fields(raw: bytes) -> dict[str, Any]:
     """
     feats = tf_example_pb2.Example.FromString(raw).features.feature
     ecg = feats["ecg"]
-    if ecg.WhichOneof("kind") == "bytes_list":  # tfds Encoding.BYTES (large tensors)
-        counts = np.frombuffer(ecg.bytes_list.value[0], "<i2")
-    else:
-        counts = np.asarray(ecg.int64_list.value, np.int16)
+    if ecg.WhichOneof("kind") != "bytes_list":
+        raise ValueError("the record's ecg is not raw int16 bytes (a dataset of an older "
+                         "builder version): rebuild the dataset.")
     return {
-        "ecg": counts.reshape(-1, preprocessing.NUM_LEADS),
+        "ecg": np.frombuffer(ecg.bytes_list.value[0], "<i2").reshape(-1, preprocessing.NUM_LEADS),
         "ecg_scale": float(feats["ecg_scale"].float_list.value[0]),
         "lead_observed": np.asarray(feats["lead_observed"].int64_list.value, bool),
         "valid_samples": int(feats["valid_samples"].int64_list.value[0]),
         "labels": np.asarray(feats["labels"].int64_list.value, bool),
         "report": feats["report"].bytes_list.value[0],
         "id": feats["id"].bytes_list.value[0],
+        "report_id": int(feats["report_id"].int64_list.value[0]),
     }
 
 
@@ -280,8 +333,9 @@ class _SourceReader:
             np.array_equal(np.asarray(mine[k]), np.asarray(ref[k]))
             and np.asarray(mine[k]).dtype == np.asarray(ref[k]).dtype
             for k in _FIELDS
-            if k not in ("ecg_scale", "valid_samples")
-        ) and all(float(mine[k]) == float(ref[k]) for k in ("ecg_scale", "valid_samples"))
+            if k not in ("ecg_scale", "valid_samples", "report_id")
+        ) and all(float(mine[k]) == float(ref[k]) for k in ("ecg_scale", "valid_samples")
+                  ) and mine["report_id"] == int(ref["report_id"])
 
     def read(self, keys: list[int]) -> list[Mapping[str, Any]]:
         """Stored examples (dicts with at least _FIELDS) for `keys`."""
@@ -290,6 +344,37 @@ class _SourceReader:
         if hasattr(self.source, "__getitems__"):
             return list(self.source.__getitems__(keys))
         return [self.source[k] for k in keys]
+
+
+@dataclasses.dataclass(frozen=True)
+class ReportFeatures:
+    """Frozen-text features of a split's distinct reports, for training batches.
+
+    table: the split's report table (ids [U] sorted); features float32 [U, H] (row i:
+    report table.ids[i]); optionally finding_ids int32 [U, F] (-1 = none) into
+    finding_features float32 [V, H] (scar_jax.data.findings). Batches look rows up by
+    each record's report_id, so no per-record array is held.
+    """
+
+    table: reports.Table
+    features: np.ndarray
+    finding_ids: np.ndarray | None = None
+    finding_features: np.ndarray | None = None
+
+    def __post_init__(self):
+        u = len(self.table)
+        if np.ndim(self.features) != 2 or len(self.features) != u:
+            raise ValueError(f"ReportFeatures: features {np.shape(self.features)}; expected "
+                             f"[{u}, H] (one row per distinct report of the table).")
+        if (self.finding_ids is None) != (self.finding_features is None):
+            raise ValueError("ReportFeatures: give both finding_ids and finding_features.")
+        if self.finding_ids is not None:
+            f_ids, f_feats = np.asarray(self.finding_ids), np.asarray(self.finding_features)
+            if f_ids.ndim != 2 or len(f_ids) != u or f_feats.ndim != 2 or (
+                    f_ids.size and f_ids.max() >= len(f_feats)):
+                raise ValueError(
+                    f"ReportFeatures: finding ids {f_ids.shape} / features {f_feats.shape}; "
+                    f"expected ids [{u}, F] indexing the rows of features [V, H].")
 
 
 class _ReadBatch(grain.transforms.RandomMap):
@@ -302,13 +387,11 @@ class _ReadBatch(grain.transforms.RandomMap):
         length: int,
         train: bool,
         text: TextFn | None,
-        report_features: np.ndarray | None,
-        finding_features: tuple[np.ndarray, np.ndarray] | None = None,
+        report_features: ReportFeatures | None,
     ):
         self.reader = _SourceReader(source)
         self.cfg, self.length, self.train = dict(input_config), length, train
         self.text, self.features = text, report_features
-        self.findings = finding_features
 
     def _read(self, indices: np.ndarray) -> list[Mapping[str, Any]]:
         """Stored examples for `indices` (padding reads record 0)."""
@@ -350,14 +433,16 @@ class _ReadBatch(grain.transforms.RandomMap):
                 batch[key] = np.asarray(tokens[key], np.int32)
         elif self.features is not None:
             batch.pop("report")
-            feats = self.features[np.maximum(indices, 0)].astype(np.float32)
+            rf = self.features
+            rows = rf.table.rows([ex["report_id"] for ex in examples])
+            feats = rf.features[rows].astype(np.float32)
             feats[pad] = 0
             batch["txt_feats"] = feats
-        if self.findings is not None:
-            f_ids, f_feats = self.findings
-            ids = np.where(pad[:, None], -1, f_ids[np.maximum(indices, 0)])
-            batch["finding_ids"] = ids
-            batch["finding_feats"] = f_feats[np.maximum(ids, 0)] * (ids >= 0)[..., None]
+            if rf.finding_ids is not None:
+                ids = np.where(pad[:, None], -1, rf.finding_ids[rows])
+                batch["finding_ids"] = ids
+                batch["finding_feats"] = (rf.finding_features[np.maximum(ids, 0)]
+                                          * (ids >= 0)[..., None])
         return batch
 
 
@@ -388,8 +473,7 @@ def make_dataset(
     seed: int,
     train: bool,
     text: TextFn | None = None,
-    report_features: np.ndarray | None = None,
-    finding_features: tuple[np.ndarray, np.ndarray] | None = None,
+    report_features: ReportFeatures | None = None,
     num_epochs: int | None = None,
     process_index: int | None = None,
     process_count: int | None = None,
@@ -398,9 +482,9 @@ def make_dataset(
 
     num_epochs None: train repeats forever, eval reads every record once. process_index /
     process_count default to this JAX process; pass them to simulate several processes.
-    finding_features: (ids [N, F] int32, -1 = none; features [U, H]) of each record's report
-    findings (scar_jax.data.findings): batches then carry finding_ids [b, F] and
-    finding_feats [b, F, H] (zeros where the id is -1).
+    report_features: the frozen text tower's features of the split's distinct reports
+    (batches carry txt_feats [b, H] instead of report texts); with its findings, batches
+    also carry finding_ids [b, F] and finding_feats [b, F, H] (zeros where the id is -1).
     """
     if text is not None and report_features is not None:
         raise ValueError("make_dataset: pass either text (tokenize) or report_features, not both.")
@@ -418,21 +502,10 @@ def make_dataset(
     check_input_config(input_config, info)
     length = num_samples(input_config)
     n = len(source)
-    if report_features is not None:
-        report_features = np.asarray(report_features)
-        if report_features.ndim != 2 or report_features.shape[0] != n:
-            raise ValueError(
-                f"report_features has shape {report_features.shape}; expected [{n}, H] (one row "
-                f"per record of {input_config.dataset} {split}, in index order)."
-            )
-    if finding_features is not None:
-        f_ids, f_feats = (np.asarray(a) for a in finding_features)
-        if f_ids.ndim != 2 or f_ids.shape[0] != n or f_feats.ndim != 2 or (
-                f_ids.size and f_ids.max() >= f_feats.shape[0]):
-            raise ValueError(
-                f"finding_features: ids {f_ids.shape} / features {f_feats.shape}; expected ids "
-                f"[{n}, F] indexing the rows of features [U, H].")
-        finding_features = (f_ids.astype(np.int32), f_feats.astype(np.float32))
+    if report_features is not None and not isinstance(report_features, ReportFeatures):
+        raise TypeError(
+            f"report_features is a {type(report_features).__name__}; pass a "
+            "pipeline.ReportFeatures (features of the split's report table, by report_id).")
     indices = _process_indices(n, process_index, process_count, train, local_batch)
     if train and indices.size < local_batch:
         raise ValueError(
@@ -445,8 +518,7 @@ def make_dataset(
     ds = ds.repeat(num_epochs if train else (num_epochs or 1))
     # batches of indices first: one read, decode and normalisation per batch, not per record
     ds = ds.batch(local_batch, drop_remainder=True)
-    reader = _ReadBatch(source, input_config.to_dict(), length, train, text, report_features,
-                        finding_features)
+    reader = _ReadBatch(source, input_config.to_dict(), length, train, text, report_features)
     ds = ds.random_map(reader, seed=seed)
     threads = max(1, int(input_config.read_threads))
     ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=threads, prefetch_buffer_size=threads))
@@ -460,21 +532,6 @@ def make_dataset(
         "train (shuffled, augmented)" if train else "eval",
     )
     return ds
-
-
-def report_texts(source: Sequence[Mapping[str, Any]], chunk: int = 1024) -> list[str]:
-    """All reports of a source, in index order (for the report-feature cache).
-
-    Read as the training batches are (`_SourceReader`: raw records parsed field by field when
-    that agrees with tfds), in chunks of `chunk` records.
-    """
-    reader = _SourceReader(source)
-    n = len(source)
-    return [
-        _text(ex["report"])
-        for start in range(0, n, chunk)
-        for ex in reader.read(list(range(start, min(n, start + chunk))))
-    ]
 
 
 def global_batch(

@@ -10,11 +10,11 @@ from scar_jax.data import build
 
 def test_build_named_config_and_reuse(tmp_path):
     info = build.build_dataset("synthetic_ecg/tiny", data_dir=str(tmp_path))
-    assert info.full_name == "synthetic_ecg/tiny/1.0.0"
+    assert info.full_name == "synthetic_ecg/tiny/2.0.0"
     assert {s: info.splits[s].num_examples for s in info.splits} == {
         "train": 24, "validation": 8, "test": 8,
     }  # fmt: skip
-    files = sorted((tmp_path / "synthetic_ecg" / "tiny" / "1.0.0").iterdir())
+    files = sorted((tmp_path / "synthetic_ecg" / "tiny" / "2.0.0").iterdir())
     assert any(f.name.startswith("synthetic_ecg-train.array_record") for f in files)
     stamp = {f.name: os.stat(f).st_mtime_ns for f in files}
     again = build.build_dataset("synthetic_ecg/tiny", data_dir=str(tmp_path))  # reused
@@ -32,7 +32,7 @@ def test_build_derived_config(tmp_path):
     assert {s: info.splits[s].num_examples for s in info.splits} == {"train": 3, "validation": 2}
     import tensorflow_datasets as tfds
 
-    b = tfds.builder_from_directory(str(tmp_path / "synthetic_ecg" / info.config_name / "1.0.0"))
+    b = tfds.builder_from_directory(str(tmp_path / "synthetic_ecg" / info.config_name / "2.0.0"))
     ex = b.as_data_source("train")[0]
     assert ex["ecg"].shape == (1000, 12)
     assert b.info.metadata["seed"] == 5
@@ -42,7 +42,7 @@ def test_build_derived_config(tmp_path):
     assert named.config_name == "mine" and named.splits["test"].num_examples == 1
     # seed 5 made other records than the default seed 0
     seed0 = tfds.builder_from_directory(
-        str(tmp_path / "synthetic_ecg" / "mine" / "1.0.0")
+        str(tmp_path / "synthetic_ecg" / "mine" / "2.0.0")
     ).as_data_source("train")
     assert not np.array_equal(ex["ecg"], seed0[0]["ecg"])
     assert len(seed0) == 24

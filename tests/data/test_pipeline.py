@@ -1,5 +1,6 @@
 """The grain pipeline: determinism, resume, process sharding, augmentation, global batches."""
 
+import collections
 import re
 
 import jax
@@ -10,7 +11,7 @@ import tensorflow_datasets as tfds
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from configs import scar as scar_config
-from scar_jax.data import build, pipeline, preprocessing
+from scar_jax.data import build, pipeline, preprocessing, reports
 
 DATASET = "synthetic_ecg/tiny"  # 24 / 8 / 8 records of 10 s at 100 Hz
 BATCH = 8
@@ -196,33 +197,62 @@ def test_augmentation_only_turns_observed_into_unobserved(data_dir, info):
     assert dropped_leads > 0 and dropped_time > 0
 
 
-@pytest.mark.slow  # imports transformers for the real MiniLM tokenizer
-def test_report_features_and_tokens(data_dir, info):
-    from scar_jax.models import text_encoder
+def test_report_table_is_the_split_s_distinct_reports(data_dir):
+    """The builder's table holds exactly the distinct reports of the split's records, with
+    their counts, and every record's report_id is its report's id."""
+    for split in ("train", "validation"):
+        source, _ = pipeline.load_source(DATASET, split, data_dir)
+        table = pipeline.report_table(DATASET, split, data_dir)
+        records = [source[i] for i in range(len(source))]
+        texts = [ex["report"].decode() for ex in records]
+        for ex, text in zip(records, texts):
+            assert int(ex["report_id"]) == reports.report_id(text)
+        want = collections.Counter(texts)
+        assert sorted(table.texts) == sorted(want)
+        assert dict(zip(table.texts, table.counts.tolist())) == dict(want)
+        assert table.rows([reports.report_id(t) for t in texts]).tolist() == [
+            table.texts.index(t) for t in texts]
 
+
+def test_report_features_by_report_id_and_tokens(data_dir, info):
     cfg = input_config(data_dir, info)
     source, _ = pipeline.load_source(DATASET, "train", data_dir)
-    texts = pipeline.report_texts(source)
-    assert texts == [source[i]["report"].decode() for i in range(len(source))]
-    feats = np.random.default_rng(0).normal(size=(len(source), 5)).astype(np.float32)
+    texts = [source[i]["report"].decode() for i in range(len(source))]
+    table = pipeline.report_table(DATASET, "train", data_dir)
+    feats = np.random.default_rng(0).normal(size=(len(table), 5)).astype(np.float32)
+    f_ids = np.full((len(table), 3), -1, np.int32)
+    f_ids[:, 0] = np.arange(len(table)) % 2
+    f_feats = np.array([[1.0, 2.0], [3.0, 4.0]], np.float32)
+    rf = pipeline.ReportFeatures(table, feats, f_ids, f_feats)
     (b,) = take(pipeline.make_dataset(cfg, "train", global_batch_size=BATCH, seed=0, train=True,
-                                      report_features=feats), 1)
-    np.testing.assert_array_equal(b["txt_feats"], feats[b["index"]])
+                                      report_features=rf), 1)
+    rows = [table.texts.index(texts[i]) for i in b["index"]]
+    np.testing.assert_array_equal(b["txt_feats"], feats[rows])
+    np.testing.assert_array_equal(b["finding_ids"], f_ids[rows])
+    np.testing.assert_array_equal(b["finding_feats"][:, 0], f_feats[np.arange(len(table)) % 2][rows])
+    assert not b["finding_feats"][:, 1:].any()
     assert "report" not in b
-    tok = text_encoder.load_tokenizer(text_encoder.minilm_folder())
 
-    def tokenize(reports):
-        return text_encoder.tokenize(tok, reports, 16)
+    def tokenize(reports_):
+        return {"input_ids": np.array([[len(r), 7] for r in reports_]),
+                "attention_mask": np.ones((len(reports_), 2))}
 
     (b,) = take(pipeline.make_dataset(cfg, "train", global_batch_size=BATCH, seed=0, train=True,
                                       text=tokenize), 1)
     want = tokenize([texts[i] for i in b["index"]])
-    assert b["input_ids"].dtype == np.int32 and b["input_ids"].shape == (BATCH, 16)
+    assert b["input_ids"].dtype == np.int32 and b["input_ids"].shape == (BATCH, 2)
     np.testing.assert_array_equal(b["input_ids"], want["input_ids"])
-    np.testing.assert_array_equal(b["attention_mask"], want["attention_mask"])
-    with pytest.raises(ValueError, match=rf"expected \[{len(source)}, H\]"):
+    with pytest.raises(ValueError, match=rf"expected \[{len(table)}, H\]"):
+        pipeline.ReportFeatures(table, feats[:-1])
+    with pytest.raises(TypeError, match="pass a pipeline.ReportFeatures"):
         pipeline.make_dataset(cfg, "train", global_batch_size=BATCH, seed=0, train=True,
-                              report_features=feats[:-1])
+                              report_features=feats)
+    # records of another build (ids not in the table) fail by name
+    other = reports.Table(table.ids[:1], table.texts[:1], table.counts[:1])
+    ds = pipeline.make_dataset(cfg, "train", global_batch_size=BATCH, seed=0, train=True,
+                               report_features=pipeline.ReportFeatures(other, feats[:1]))
+    with pytest.raises(KeyError, match="not in the report table"):
+        take(ds, 1)
 
 
 def test_config_disagreeing_with_the_dataset_fails_naming_both(data_dir, info):
@@ -238,7 +268,7 @@ def test_config_disagreeing_with_the_dataset_fails_naming_both(data_dir, info):
     # the error says which command builds it, there (the README's train command fails so
     # on a fresh machine)
     with pytest.raises(FileNotFoundError, match=re.escape(
-            f"not built in {data_dir}/empty/{DATASET}/1.0.0; build it first (python -m "
+            f"not built in {data_dir}/empty/{DATASET}/2.0.0; build it first (python -m "
             f"scar_jax.main build --dataset={DATASET} --data_dir={data_dir}/empty,")):
         pipeline.load_source(DATASET, "train", data_dir + "/empty")
     with pytest.raises(ValueError, match="Unknown dataset 'no_such_ecg/x'"):
@@ -266,13 +296,13 @@ def test_global_batch_on_8_devices(data_dir, info):
 
 
 
-@pytest.mark.parametrize("encoding", ["NONE", "BYTES"])  # int64 lists | raw bytes
-def test_parse_fields_equals_tfds_decoding(encoding):
+def test_parse_fields_equals_tfds_decoding():
     f = tfds.features
     rng = np.random.default_rng(0)
     features = f.FeaturesDict(
         {
-            "ecg": f.Tensor(shape=(50, 12), dtype=np.int16, encoding=f.Encoding[encoding]),
+            "ecg": f.Tensor(shape=(50, 12), dtype=np.int16, encoding=f.Encoding.BYTES),
+            "report_id": f.Scalar(dtype=np.int64),
             "ecg_scale": f.Scalar(dtype=np.float32),
             "lead_observed": f.Tensor(shape=(12,), dtype=np.bool_),
             "valid_samples": f.Scalar(dtype=np.int32),
@@ -288,6 +318,7 @@ def test_parse_fields_equals_tfds_decoding(encoding):
         "lead_observed": rng.random(12) > 0.3,
         "valid_samples": 41,
         "report": "sinus rhythm, ST élévation",
+        "report_id": reports.report_id("sinus rhythm, ST élévation"),
         "labels": np.array([1, 0, 0, 1, 0], bool),
         "id": "rec/7",
         "evidence": rng.random((4, 12)) > 0.5,
@@ -300,6 +331,11 @@ def test_parse_fields_equals_tfds_decoding(encoding):
         np.testing.assert_array_equal(mine[key], example[key], err_msg=key)
     assert mine["report"] == ref["report"] == example["report"].encode()
     assert mine["id"] == b"rec/7" and mine["valid_samples"] == 41
+    assert mine["report_id"] == int(ref["report_id"]) == example["report_id"]
+    # the storage of older builders (ecg as int64 lists) is refused by name
+    old = f.FeaturesDict({**features, "ecg": f.Tensor(shape=(50, 12), dtype=np.int16)})
+    with pytest.raises(ValueError, match="not raw int16 bytes.*rebuild"):
+        pipeline.parse_fields(old.serialize_example(example))
     assert mine["ecg_scale"] == float(np.float32(0.00123))
 
 

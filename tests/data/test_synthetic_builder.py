@@ -132,6 +132,6 @@ def test_same_corpus_whatever_the_build(built, tmp_path):
 
 
 def test_data_source_by_name(built):
-    root = str(pathlib.Path(built.data_dir).parents[2])  # <root>/synthetic_ecg/tiny/1.0.0
+    root = str(pathlib.Path(built.data_dir).parents[2])  # <root>/synthetic_ecg/tiny/2.0.0
     ds = tfds.data_source("synthetic_ecg/tiny", split="test", data_dir=root)
     assert len(ds) == 8

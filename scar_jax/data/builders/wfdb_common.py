@@ -28,7 +28,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 from absl import logging
 
-from scar_jax.data import preprocessing
+from scar_jax.data import preprocessing, reports
 
 REASONS = {
     "missing_file": "the header or the signal file does not exist",
@@ -48,6 +48,9 @@ REASONS = {
     "nan": "a lead has a NaN/Inf run longer than the repair limit",
     "flat": "a lead is constant",
     "no_observed_lead": "after masking, no lead is left",
+    "bad_metadata": "a field of the record's row in the metadata table is missing or does "
+    "not parse",
+    "outside_corpus": "a path in the metadata table points outside the corpus folder",
 }
 LEAD_REASONS = ("nan", "flat")
 UNITS_TO_MV = {"v": 1e3, "mv": 1.0, "uv": 1e-3, "µv": 1e-3, "μv": 1e-3, "nv": 1e-6}
@@ -98,6 +101,21 @@ def parse_dx(value: str | None) -> list[str]:
     if not value:
         return []
     return [c.strip() for c in value.replace(";", ",").split(",") if c.strip()]
+
+
+def corpus_path(root: str, relative: str, what: str) -> str:
+    """root + a path read from a metadata table -> the joined path; RecordError
+    'outside_corpus' when it leaves the corpus folder (an absolute path, '..', a link out).
+
+    `what` names where the path was read (e.g. 'ptbxl_database.csv filename_hr')."""
+    relative = str(relative).strip()
+    joined = os.path.join(root, relative)
+    real_root = os.path.realpath(root)
+    real = os.path.realpath(joined)
+    if os.path.isabs(relative) or os.path.commonpath([real_root, real]) != real_root:
+        raise RecordError("outside_corpus", joined,
+                          f"{what} {relative!r} resolves to {real}, outside {real_root}")
+    return joined
 
 
 def _signal_file(header, record_path: str) -> str:
@@ -358,18 +376,31 @@ class WfdbBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         if kwargs.get("file_format") is None:
             kwargs["file_format"] = "array_record"
         self.hygiene = Hygiene(type(self).name, strict=strict, bad_lead_policy=bad_lead_policy)
+        self.reports = reports.Collector()
         super().__init__(**kwargs)
 
     def _download_and_prepare(self, dl_manager, download_config=None):
-        """Generates the splits; writes the skip manifest; logs and stores the counts."""
+        """Generates the splits; writes the skip manifest and the report tables; logs and
+        stores the counts."""
         self.hygiene.open(os.fspath(self.data_path))
+        self.reports.reset()
         super()._download_and_prepare(dl_manager, download_config)
         self.info.metadata["record_counts"] = self.hygiene.log_summary()
+        write_report_tables(self, self.reports)
 
-    def _keep(self, key: str, example: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-        """Counts a kept example and returns (key, example) for the generator to yield."""
+    def _keep(self, split: str, key: str, example: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        """Counts a kept example, gives it its report_id (collected into `split`'s report
+        table) and returns (key, example) for the generator to yield."""
         self.hygiene.kept += 1
+        example["report_id"] = self.reports.add(split, example["report"])
         return key, example
+
+
+def write_report_tables(builder: tfds.core.DatasetBuilder, collector: reports.Collector) -> None:
+    """After generation: every split's report table next to its files (scar_jax.data.reports),
+    named in info.metadata['report_tables']."""
+    splits = list(builder.info.splits.keys())
+    builder.info.metadata["report_tables"] = collector.write(builder.data_path, splits)
 
 
 def read_manifest(path: str) -> list[dict[str, str]]:
@@ -379,10 +410,17 @@ def read_manifest(path: str) -> list[dict[str, str]]:
 
 
 def schema_features(num_samples: int, num_classes: int | None, **extra):
-    """The `scar_jax.data` example schema as tfds features (+ corpus-specific `extra`)."""
+    """The `scar_jax.data` example schema as tfds features (+ corpus-specific `extra`).
+
+    ecg is stored as raw little-endian int16 bytes (Encoding.BYTES; the shape is in the
+    schema): a tf.train.Example int64 list would cost ~5 bytes per sample. report_id is the
+    report's id in the split's report table (scar_jax.data.reports).
+    """
     f = tfds.features
     feats = {
-        "ecg": f.Tensor(shape=(num_samples, preprocessing.NUM_LEADS), dtype=np.int16),
+        "ecg": f.Tensor(shape=(num_samples, preprocessing.NUM_LEADS), dtype=np.int16,
+                        encoding=f.Encoding.BYTES),
+        "report_id": f.Scalar(dtype=np.int64),
         "ecg_scale": f.Scalar(dtype=np.float32),
         "lead_observed": f.Tensor(shape=(preprocessing.NUM_LEADS,), dtype=np.bool_),
         "valid_samples": f.Scalar(dtype=np.int32),

@@ -9,7 +9,7 @@ import tracemalloc
 import numpy as np
 import pytest
 
-from scar_jax.data import preprocessing
+from scar_jax.data import preprocessing, reports
 from scar_jax.data.builders import wfdb_common
 from scar_jax.data.builders.mimic_iv_ecg import make_dummy_data
 from scar_jax.data.builders.mimic_iv_ecg import mimic_iv_ecg_dataset_builder as mimic
@@ -185,7 +185,7 @@ def test_sharded_build_resumes_after_interruption(tmp_path, monkeypatch):
     assert mimic.build_sharded(root, data_dir, 3, **FIXTURE) == [1, 2]  # shard 0 not redone
     assert len(calls) == 30 - n_shard0
     out = mimic.merge_shards(data_dir, 3, **FIXTURE)
-    assert out == os.path.join(data_dir, "mimic_iv_ecg", "default", "1.0.0")
+    assert out == os.path.join(data_dir, "mimic_iv_ecg", "default", str(mimic.Builder.VERSION))
     merged = mimic.Builder(config="default", data_dir=data_dir)
     got = read_all(merged)
     want = read_all(build(mimic.Builder, root, tmp_path / "whole", config()))
@@ -194,7 +194,20 @@ def test_sharded_build_resumes_after_interruption(tmp_path, monkeypatch):
         for k, ex in want[split].items():
             np.testing.assert_array_equal(got[split][k]["ecg"], ex["ecg"])
             assert got[split][k]["report"] == ex["report"]
+            assert got[split][k]["report_id"] == ex["report_id"]
+        # the merged report table is the union of the shards' (counts added up)
+        table = reports.read_table(merged.data_path, split)
+        whole = reports.read_table(build_dir(tmp_path / "whole"), split)
+        np.testing.assert_array_equal(table.ids, whole.ids)
+        np.testing.assert_array_equal(table.counts, whole.counts)
+        assert table.texts == whole.texts and table.counts.sum() == len(want[split])
     assert merged.info.metadata["record_counts"]["kept"] == 30
+    assert merged.info.metadata["report_tables"] == {
+        s: reports.table_name(s) for s in want}
+
+
+def build_dir(data_dir):
+    return mimic.Builder(config=config(), data_dir=str(data_dir)).data_path
 
 
 def test_default_config_and_counts_logged_at_the_end(tmp_path, caplog):

@@ -27,27 +27,55 @@ SPLIT_FILE = "split.csv"
 CONDITIONS = "ConditionNames_SNOMED-CT.csv"
 
 
-def read_conditions(path: str) -> dict[str, str]:
-    """ConditionNames_SNOMED-CT.csv -> {SNOMED code: acronym}; acronyms of one code join by '/'."""
+def read_conditions(path: str, hygiene: wfdb_common.Hygiene | None = None) -> dict[str, str]:
+    """ConditionNames_SNOMED-CT.csv -> {SNOMED code: acronym}; acronyms of one code join by '/'.
+
+    A row without an acronym or with a code that is not a number is left out and reported
+    to `hygiene` (skip manifest, reason bad_metadata); without one it raises.
+    """
     out: dict[str, list[str]] = collections.defaultdict(list)
     with open(path, newline="", encoding="utf-8-sig") as f:
-        for row in csv.DictReader(f):
-            code, acronym = row["Snomed_CT"].strip(), row["Acronym Name"].strip()
+        reader = csv.DictReader(f)
+        lacking = [c for c in ("Acronym Name", "Snomed_CT") if c not in (reader.fieldnames or [])]
+        if lacking:
+            raise ValueError(f"{path} lacks the columns {lacking}; is this ecg-arrhythmia 1.0.0?")
+        for line, row in enumerate(reader, start=2):
+            code = (row.get("Snomed_CT") or "").strip()
+            acronym = (row.get("Acronym Name") or "").strip()
+            if not code.isdigit() or not acronym:
+                err = wfdb_common.RecordError(
+                    "bad_metadata", f"{path}:{line}",
+                    f"condition row (Acronym Name {acronym!r}, Snomed_CT {code!r}) needs an "
+                    "acronym and a numeric code")
+                if hygiene is None:
+                    raise err
+                hygiene.skip(f"{CONDITIONS}:{line}", err)
+                continue
             if acronym not in out[code]:
                 out[code].append(acronym)
     return {c: "/".join(a) for c, a in out.items()}
 
 
 def read_dx(header_path: str) -> list[str] | None:
-    """The `#Dx:` codes of a header, read as text (fast pre-pass); None if unreadable."""
+    """The `#Dx:` codes of a header, read as text (fast pre-pass); None if unreadable.
+
+    A header without a `#Dx:` line, or with a code that is not a number, raises
+    RecordError('bad_metadata').
+    """
     try:
         with open(header_path, encoding="utf-8") as f:
             for line in f:
                 if line.lstrip("#").strip().startswith("Dx:"):
-                    return wfdb_common.parse_dx(line.split(":", 1)[1])
+                    codes = wfdb_common.parse_dx(line.split(":", 1)[1])
+                    bad = [c for c in codes if not c.isdigit()]
+                    if bad:
+                        raise wfdb_common.RecordError(
+                            "bad_metadata", header_path, f"#Dx: codes {bad} are not SNOMED-CT "
+                            "codes (numbers)")
+                    return codes
     except (OSError, UnicodeDecodeError):
         return None
-    return []
+    raise wfdb_common.RecordError("bad_metadata", header_path, "no #Dx: comment line")
 
 
 def exact_labels(codes: list[str], class_codes: list[str]) -> set[str]:
@@ -83,8 +111,12 @@ class Builder(wfdb_common.WfdbBuilder):
     """Chapman-Shaoxing-Ningbo from a local copy (manual_dir); ArrayRecord, no TensorFlow."""
 
     name = "chapman_shaoxing"
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "ecg-arrhythmia 1.0.0, exact SNOMED matching, seeded split."}
+    VERSION = tfds.core.Version("2.0.0")
+    RELEASE_NOTES = {
+        "1.0.0": "ecg-arrhythmia 1.0.0, exact SNOMED matching, seeded split.",
+        "2.0.0": "ECG as raw int16 bytes; report_id + per-split report tables; a header "
+        "without a parseable #Dx: line or a malformed condition row is skipped (bad_metadata).",
+    }
     BUILDER_CONFIGS = [
         CsnConfig(name="min10", min_count=10, description="classes with >= 10 records"),
         CsnConfig(name="all", min_count=1, description="every condition present"),
@@ -109,11 +141,18 @@ class Builder(wfdb_common.WfdbBuilder):
         cond_path = os.path.join(root, CONDITIONS)
         if not os.path.exists(cond_path):
             raise FileNotFoundError(f"{cond_path} not found. {self.MANUAL_DOWNLOAD_INSTRUCTIONS}")
-        names = read_conditions(cond_path)
+        names = read_conditions(cond_path, self.hygiene)
         heads = sorted(glob.glob(os.path.join(root, "WFDBRecords", "**", "*.hea"), recursive=True))
         if not heads:
             raise FileNotFoundError(f"No WFDBRecords/**/*.hea under {root}.")
-        dx = {os.path.basename(h)[:-4]: read_dx(h) or [] for h in heads}
+        dx, malformed = {}, set()
+        for h in heads:
+            rid = os.path.basename(h)[:-4]
+            try:
+                dx[rid] = read_dx(h) or []
+            except wfdb_common.RecordError as e:  # in the split (others keep theirs), not built
+                self.hygiene.skip(rid, e)
+                dx[rid], malformed = [], malformed | {rid}
         counts = collections.Counter(c for codes in dx.values() for c in set(codes))
         unknown = sorted(c for c in counts if c not in names)
         class_codes = sorted((c for c, n in counts.items()
@@ -132,13 +171,14 @@ class Builder(wfdb_common.WfdbBuilder):
         with open(os.path.join(self.data_path, SPLIT_FILE), "w") as f:
             f.write("id,split\n" + "".join(f"{r},{assign[r]}\n" for r in sorted(dx)))
         return {
-            split: self._generate_examples(
-                [h for h in heads if assign[os.path.basename(h)[:-4]] == split], class_codes
-            )
+            split: self._generate_examples(split, [
+                h for h in heads if assign[os.path.basename(h)[:-4]] == split
+                and os.path.basename(h)[:-4] not in malformed
+            ], class_codes)
             for split in FRACTIONS
         }
 
-    def _generate_examples(self, heads, class_codes):
+    def _generate_examples(self, split: str, heads, class_codes):
         for head in heads:
             rid = os.path.basename(head)[:-4]
             try:
@@ -152,4 +192,4 @@ class Builder(wfdb_common.WfdbBuilder):
             codes = wfdb_common.parse_dx(wfdb_common.parse_comments(record.comments).get("Dx"))
             ex = dict(signal, report="", id=rid, patient_id="")
             ex["labels"] = wfdb_common.multi_hot(exact_labels(codes, class_codes), class_codes)
-            yield self._keep(rid, ex)
+            yield self._keep(split, rid, ex)

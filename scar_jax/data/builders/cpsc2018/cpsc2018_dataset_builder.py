@@ -59,18 +59,64 @@ def _original_record(path: str) -> wfdb_common.Record:
     return wfdb_common.Record(data.T, list(preprocessing.LEAD_NAMES), RATE, [], path)
 
 
-def find_records(root: str) -> dict[str, tuple[str, list[str] | None]]:
-    """{record id: (path without extension, classes or None = read #Dx later)}, either layout."""
+def parse_reference_row(row: dict, root: str) -> tuple[str, str, list[str]]:
+    """One REFERENCE.csv row -> (record id, path without extension, class names); a malformed
+    row raises RecordError ('bad_metadata' naming the field, 'outside_corpus' for a
+    Recording that leaves root)."""
+    if None in row:  # csv.DictReader puts cells beyond the header under None
+        raise wfdb_common.RecordError("bad_metadata", "REFERENCE.csv",
+                                      f"{len(row[None])} cells more than the header has")
+    rid = (row.get("Recording") or "").strip()
+    if not rid:
+        raise wfdb_common.RecordError("bad_metadata", "REFERENCE.csv", "no Recording")
+    names = []
+    for field in ("First_label", "Second_label", "Third_label"):
+        value = (row.get(field) or "").strip()
+        if not value:
+            continue
+        try:
+            number = float(value)
+        except ValueError:
+            number = 0.0
+        if not (number.is_integer() and 1 <= number <= len(real_labels.CPSC2018_CLASSES)):
+            raise wfdb_common.RecordError(
+                "bad_metadata", "REFERENCE.csv",
+                f"{field} {value!r} of {rid} is not a class number 1-"
+                f"{len(real_labels.CPSC2018_CLASSES)}")
+        names.append(real_labels.CPSC2018_CLASSES[int(number) - 1])
+    if not names:
+        raise wfdb_common.RecordError("no_label", "REFERENCE.csv", f"{rid} has no label")
+    path = wfdb_common.corpus_path(root, rid, "REFERENCE.csv Recording")
+    return rid, path, names
+
+
+def find_records(
+    root: str, hygiene: wfdb_common.Hygiene | None = None
+) -> dict[str, tuple[str, list[str] | None]]:
+    """{record id: (path without extension, classes or None = read #Dx later)}, either layout.
+
+    A malformed REFERENCE.csv row is left out and reported to `hygiene` (skip manifest);
+    without one it raises.
+    """
     ref = os.path.join(root, "REFERENCE.csv")
     if os.path.exists(ref):
         out = {}
         with open(ref, newline="") as f:
-            for row in csv.DictReader(f):
-                labels = [row.get(k, "") for k in ("First_label", "Second_label", "Third_label")]
-                names = [real_labels.CPSC2018_CLASSES[int(float(v)) - 1]
-                         for v in labels if v and v.strip()]
-                rid = row["Recording"].strip()
-                out[rid] = (os.path.join(root, rid), names)
+            reader = csv.DictReader(f)
+            if "Recording" not in (reader.fieldnames or []):
+                raise ValueError(f"{ref} has no Recording column; is this the ICBEB 2018 "
+                                 "REFERENCE.csv?")
+            for line, row in enumerate(reader, start=2):
+                try:
+                    rid, path, names = parse_reference_row(row, root)
+                except wfdb_common.RecordError as e:
+                    if hygiene is None:
+                        raise
+                    key = (row.get("Recording") or "").strip() or f"line{line}"
+                    file = e.file if e.reason == "outside_corpus" else f"{ref}:{line}"
+                    hygiene.skip(key, wfdb_common.RecordError(e.reason, file, e.detail))
+                    continue
+                out[rid] = (path, names)
         return out
     heads = glob.glob(os.path.join(root, "**", "*.hea"), recursive=True)
     if not heads:
@@ -86,8 +132,12 @@ class Builder(wfdb_common.WfdbBuilder):
     """CPSC2018 from a local copy (manual_dir); ArrayRecord, no TensorFlow needed."""
 
     name = "cpsc2018"
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "Challenge 2020 and original layouts; seeded 70/10/20 split."}
+    VERSION = tfds.core.Version("2.0.0")
+    RELEASE_NOTES = {
+        "1.0.0": "Challenge 2020 and original layouts; seeded 70/10/20 split.",
+        "2.0.0": "ECG as raw int16 bytes; report_id + per-split report tables; a malformed "
+        "REFERENCE.csv row is skipped (bad_metadata / outside_corpus), not fatal.",
+    }
     BUILDER_CONFIGS = [
         Cpsc2018Config(name="10s", seconds=10, description="first 10 s; shorter: unobserved pad"),
         Cpsc2018Config(name="60s", seconds=60, description="whole records up to 60 s"),
@@ -113,18 +163,19 @@ class Builder(wfdb_common.WfdbBuilder):
 
     def _split_generators(self, dl_manager: tfds.download.DownloadManager):
         root = os.fspath(dl_manager.manual_dir)
-        records = find_records(root)
+        records = find_records(root, self.hygiene)
         # No patient ids exist in CPSC2018: each recording is its own group.
         assign = wfdb_common.seeded_split(list(records), FRACTIONS, self.builder_config.seed)
         os.makedirs(self.data_path, exist_ok=True)
         with open(os.path.join(self.data_path, SPLIT_FILE), "w") as f:
             f.write("id,split\n" + "".join(f"{r},{assign[r]}\n" for r in sorted(records)))
         return {
-            split: self._generate_examples({r: v for r, v in records.items() if assign[r] == split})
+            split: self._generate_examples(
+                split, {r: v for r, v in records.items() if assign[r] == split})
             for split in FRACTIONS
         }
 
-    def _generate_examples(self, records):
+    def _generate_examples(self, split: str, records):
         cfg = self.builder_config
         for rid, (path, names) in sorted(records.items()):
             try:
@@ -149,4 +200,4 @@ class Builder(wfdb_common.WfdbBuilder):
                 continue
             ex = dict(signal, report="", id=rid, patient_id="")
             ex["labels"] = wfdb_common.multi_hot(names, real_labels.CPSC2018_CLASSES)
-            yield self._keep(rid, ex)
+            yield self._keep(split, rid, ex)

@@ -30,6 +30,7 @@ from typing import Iterator
 import tensorflow_datasets as tfds
 from absl import logging
 
+from scar_jax.data import reports
 from scar_jax.data.builders import wfdb_common
 
 RATE = 500
@@ -116,8 +117,11 @@ def report_index(root: str, cache_dir: str) -> str:
         missing = [c for c in ("study_id",) + REPORT_COLUMNS if c not in (rows.fieldnames or [])]
         if missing:
             raise ValueError(f"{src} lacks columns {missing}; is this MIMIC-IV-ECG 1.0?")
-        batch = []
+        batch, no_study = [], 0
         for row in rows:
+            if not (row.get("study_id") or "").strip():
+                no_study += 1  # its record (if any) is skipped as missing_metadata
+                continue
             parts = [row[c] or "" for c in REPORT_COLUMNS]
             bad = any(_SURROGATE.search(p) for p in parts)
             report = "" if bad else clean_report(parts)
@@ -126,6 +130,8 @@ def report_index(root: str, cache_dir: str) -> str:
                 db.executemany("INSERT OR REPLACE INTO reports VALUES (?, ?, ?)", batch)
                 batch = []
         db.executemany("INSERT OR REPLACE INTO reports VALUES (?, ?, ?)", batch)
+    if no_study:
+        logging.warning("%s: %d rows without a study_id left out", src, no_study)
     db.execute("INSERT INTO meta VALUES ('source', ?)", (stamp,))
     db.commit()
     db.close()
@@ -133,19 +139,50 @@ def report_index(root: str, cache_dir: str) -> str:
     return path
 
 
-def iter_rows(root: str, split: str | None, config: MimicConfig) -> Iterator[dict[str, str]]:
-    """Streams record_list.csv rows of one split (None: all) and of the config's shard."""
+def row_problem(row: dict) -> str | None:
+    """What is wrong with a record_list.csv row (None: nothing): a missing or non-numeric
+    subject_id / study_id, no path, cells beyond the header."""
+    if None in row:  # csv.DictReader puts cells beyond the header under None
+        return f"{len(row[None])} cells more than the header has"
+    for field in ("subject_id", "study_id"):
+        value = (row.get(field) or "").strip()
+        if not value.isdigit():
+            return f"{field} {row.get(field)!r} is not a number"
+    if not (row.get("path") or "").strip():
+        return "no path"
+    return None
+
+
+def iter_rows(
+    root: str,
+    split: str | None,
+    config: MimicConfig,
+    hygiene: wfdb_common.Hygiene | None = None,
+) -> Iterator[dict[str, str]]:
+    """Streams record_list.csv rows of one split (None: all) and of the config's shard.
+
+    A malformed row (`row_problem`) is never yielded; the pass over all splits (split None)
+    reports it to `hygiene` as bad_metadata, once, in the shard that owns its line.
+    """
     shards = {i: 1 / config.num_shards for i in range(config.num_shards)}
-    with open(os.path.join(root, "record_list.csv"), newline="", encoding="utf-8") as f:
-        for row in csv.DictReader(f):
-            subject, study = row["subject_id"].strip(), row["study_id"].strip()
-            if split is not None and wfdb_common.hashed_split(
-                subject, config.fractions, config.seed
-            ) != split:
-                continue
+    src = os.path.join(root, "record_list.csv")
+    with open(src, newline="", encoding="utf-8") as f:
+        for line, row in enumerate(csv.DictReader(f), start=2):
+            problem = row_problem(row)
+            study = (row.get("study_id") or "").strip() if problem is None else f"line{line}"
             if config.num_shards > 1 and wfdb_common.hashed_split(
                 study, shards, 0
             ) != config.shard_index:
+                continue
+            if problem is not None:
+                if split is None and hygiene is not None:
+                    key = (row.get("study_id") or "").strip() or f"line{line}"
+                    hygiene.skip(key, wfdb_common.RecordError(
+                        "bad_metadata", f"{src}:{line}", problem))
+                continue
+            if split is not None and wfdb_common.hashed_split(
+                row["subject_id"].strip(), config.fractions, config.seed
+            ) != split:
                 continue
             yield row
 
@@ -157,11 +194,11 @@ def iter_examples(
     db = sqlite3.connect(db_path)
     for row in iter_rows(root, split, config):
         subject, study = row["subject_id"].strip(), row["study_id"].strip()
-        path = os.path.join(root, row["path"].strip())
         found = db.execute(
             "SELECT report, bad FROM reports WHERE study_id=?", (study,)
         ).fetchone()
         try:
+            path = wfdb_common.corpus_path(root, row["path"], "record_list.csv path")
             if found is None:
                 raise wfdb_common.RecordError(
                     "missing_metadata", path, "study not in machine_measurements.csv"
@@ -192,8 +229,12 @@ class Builder(wfdb_common.WfdbBuilder):
     """MIMIC-IV-ECG from a local copy (manual_dir); streaming, shardable, ArrayRecord."""
 
     name = "mimic_iv_ecg"
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "MIMIC-IV-ECG 1.0 with cleaned machine reports."}
+    VERSION = tfds.core.Version("2.0.0")
+    RELEASE_NOTES = {
+        "1.0.0": "MIMIC-IV-ECG 1.0 with cleaned machine reports.",
+        "2.0.0": "ECG as raw int16 bytes; report_id + per-split report tables; a malformed "
+        "record_list.csv row is skipped (bad_metadata / outside_corpus), not fatal.",
+    }
     BUILDER_CONFIGS = [MimicConfig(name="default", description="98/2 subject split, whole corpus")]
     MANUAL_DOWNLOAD_INSTRUCTIONS = """
     Download MIMIC-IV-ECG 1.0 from https://physionet.org/content/mimic-iv-ecg/1.0/ and pass
@@ -217,12 +258,12 @@ class Builder(wfdb_common.WfdbBuilder):
         cfg = self.builder_config
         # One streaming pass over the CSV: TFDS cannot write an empty split (small shards).
         present = {wfdb_common.hashed_split(r["subject_id"].strip(), cfg.fractions, cfg.seed)
-                   for r in iter_rows(root, None, cfg)}
+                   for r in iter_rows(root, None, cfg, self.hygiene)}
         return {s: self._generate_examples(root, db_path, s) for s in cfg.fractions if s in present}
 
     def _generate_examples(self, root: str, db_path: str, split: str):
         for key, ex in iter_examples(root, db_path, split, self.builder_config, self.hygiene):
-            yield self._keep(key, ex)
+            yield self._keep(split, key, ex)
 
 
 def build_sharded(
@@ -299,6 +340,8 @@ def merge_shards(data_dir: str, num_shards: int, **config_kwargs) -> str:
         split_infos.append(splits_lib.SplitInfo(
             name=split, shard_lengths=lengths, num_bytes=nbytes, filename_template=template
         ))
+        reports.write_table(out, split, reports.merge(
+            [reports.read_table(b.data_path, split) for b in shards if split in b.info.splits]))
     for b in shards:
         for k, v in b.info.metadata.get("record_counts", {}).items():
             counts[k] = counts.get(k, 0) + v
@@ -306,6 +349,7 @@ def merge_shards(data_dir: str, num_shards: int, **config_kwargs) -> str:
     final.info.set_splits(splits_lib.SplitDict(split_infos))
     final.info.metadata["record_counts"] = counts
     final.info.metadata["merged_from_shards"] = num_shards
+    final.info.metadata["report_tables"] = {s: reports.table_name(s) for s in names}
     final.info.write_to_directory(out)
     with open(os.path.join(out, wfdb_common.MANIFEST_NAME), "w", encoding="utf-8") as f:
         for b in shards:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import csv
 import dataclasses
 import os
 from typing import Any
@@ -87,8 +88,12 @@ class Builder(wfdb_common.WfdbBuilder):
     """PTB-XL from a local PhysioNet copy (manual_dir); ArrayRecord, no TensorFlow needed."""
 
     name = "ptbxl"
-    VERSION = tfds.core.Version("1.0.3")
-    RELEASE_NOTES = {"1.0.3": "PTB-XL 1.0.3, four label sets, strat_fold splits."}
+    VERSION = tfds.core.Version("2.0.0")
+    RELEASE_NOTES = {
+        "1.0.3": "PTB-XL 1.0.3, four label sets, strat_fold splits.",
+        "2.0.0": "ECG as raw int16 bytes; report_id + per-split report tables; a malformed "
+        "ptbxl_database.csv row is skipped (bad_metadata / outside_corpus), not fatal.",
+    }
     BUILDER_CONFIGS = [
         PtbxlConfig(name="500hz", rate=500, description="records500, 5000 samples"),
         PtbxlConfig(name="100hz", rate=100, description="records100, 1000 samples"),
@@ -129,21 +134,20 @@ class Builder(wfdb_common.WfdbBuilder):
                 f"{db_path} not found: --manual_dir must be the PTB-XL root. "
                 f"{self.MANUAL_DOWNLOAD_INSTRUCTIONS}"
             )
-        db = pd.read_csv(db_path, index_col="ecg_id")
         maps = label_maps(pd.read_csv(os.path.join(root, "scp_statements.csv"), index_col=0))
+        rows = read_database(db_path, root, self.builder_config.filename_column, maps,
+                             self.hygiene)
         return {
-            split: self._generate_examples(root, db[db.strat_fold.isin(folds)], maps)
+            split: self._generate_examples(split, [r for r in rows if r["strat_fold"] in folds])
             for split, folds in SPLIT_FOLDS.items()
         }
 
-    def _generate_examples(self, root: str, db, maps):
+    def _generate_examples(self, split: str, rows: list[dict[str, Any]]):
         cfg = self.builder_config
-        for ecg_id, row in db.iterrows():
-            key = str(int(ecg_id))
+        for row in rows:
+            key = row["id"]
             try:
-                record = wfdb_common.read_record(
-                    os.path.join(root, str(row[cfg.filename_column])), rate=cfg.rate
-                )
+                record = wfdb_common.read_record(row["path"], rate=cfg.rate)
             except wfdb_common.RecordError as e:
                 self.hygiene.skip(key, e)
                 continue
@@ -152,17 +156,86 @@ class Builder(wfdb_common.WfdbBuilder):
             )
             if signal is None:
                 continue
-            labels = derive_labels(row["scp_codes"], maps)
+            labels = row["labels"]
             ex = dict(signal)
-            report = row["report"]
-            ex["report"] = "" if not isinstance(report, str) else report.strip()
+            ex["report"] = row["report"]
             for name, classes in real_labels.PTBXL_LABEL_SETS.items():
                 ex[f"labels_{name}"] = wfdb_common.multi_hot(labels[name], classes)
                 ex[f"has_{name}"] = bool(labels[name])
             ex["labels"] = ex["labels_superdiagnostic"]
             ex["id"] = key
-            ex["patient_id"] = str(int(row["patient_id"])) if row["patient_id"] == row[
-                "patient_id"] else ""
-            ex["ecg_id"] = np.int32(ecg_id)
+            ex["patient_id"] = row["patient_id"]
+            ex["ecg_id"] = np.int32(row["ecg_id"])
             ex["strat_fold"] = np.int32(row["strat_fold"])
-            yield self._keep(key, ex)
+            yield self._keep(split, key, ex)
+
+
+_REQUIRED = ("ecg_id", "patient_id", "report", "scp_codes", "strat_fold", "filename_lr",
+             "filename_hr")
+
+
+def _whole_number(value: str, field: str) -> int:
+    """'15709' or '15709.0' -> 15709; anything else raises ValueError naming the field."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{field} {value!r} is not a number") from None
+    if not np.isfinite(number) or number != int(number):
+        raise ValueError(f"{field} {value!r} is not a whole number")
+    return int(number)
+
+
+def parse_row(row: dict, root: str, filename_column: str, maps) -> dict[str, Any]:
+    """One ptbxl_database.csv row -> {id, ecg_id, patient_id, report, labels, strat_fold,
+    path}; a malformed row raises RecordError ('bad_metadata' naming the field, or
+    'outside_corpus' for a record path that leaves root)."""
+    where = "ptbxl_database.csv"
+    if None in row:  # csv.DictReader puts cells beyond the header under None
+        raise wfdb_common.RecordError("bad_metadata", where, f"{len(row[None])} cells more "
+                                      "than the header has")
+    missing = [k for k in _REQUIRED if row.get(k) is None]
+    if missing:
+        raise wfdb_common.RecordError("bad_metadata", where, f"no field {missing}")
+    try:
+        ecg_id = _whole_number(row["ecg_id"], "ecg_id")
+        fold = _whole_number(row["strat_fold"], "strat_fold")
+        if not 1 <= fold <= 10:
+            raise ValueError(f"strat_fold {fold} is not in 1..10")
+        patient = row["patient_id"].strip()
+        patient = str(_whole_number(patient, "patient_id")) if patient else ""
+        try:
+            codes = ast.literal_eval(row["scp_codes"])
+        except (ValueError, SyntaxError, MemoryError, RecursionError):
+            raise ValueError(f"scp_codes {row['scp_codes']!r} is not a dict literal") from None
+        if not isinstance(codes, dict):
+            raise ValueError(f"scp_codes {row['scp_codes']!r} is not a dict literal")
+        if not row[filename_column].strip():
+            raise ValueError(f"{filename_column} is empty")
+    except ValueError as e:
+        raise wfdb_common.RecordError("bad_metadata", where, str(e)) from None
+    path = wfdb_common.corpus_path(root, row[filename_column], f"{where} {filename_column}")
+    return {"id": str(ecg_id), "ecg_id": ecg_id, "patient_id": patient,
+            "report": row["report"].strip(), "labels": derive_labels(codes, maps),
+            "strat_fold": fold, "path": path}
+
+
+def read_database(path: str, root: str, filename_column: str, maps,
+                  hygiene: wfdb_common.Hygiene) -> list[dict[str, Any]]:
+    """ptbxl_database.csv -> its parsed rows (`parse_row`); a malformed row is skipped and
+    listed in the skip manifest under its reason, never aborting the build. A table without
+    the required columns raises."""
+    out = []
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        lacking = [k for k in _REQUIRED if k not in (reader.fieldnames or [])]
+        if lacking:
+            raise ValueError(f"{path} lacks the columns {lacking}; is this PTB-XL 1.0.3?")
+        for line, row in enumerate(reader, start=2):
+            key = (row.get("ecg_id") or "").strip() or f"line{line}"
+            try:
+                out.append(parse_row(row, root, filename_column, maps))
+            except wfdb_common.RecordError as e:
+                hygiene.skip(key, wfdb_common.RecordError(
+                    e.reason, e.file if e.reason == "outside_corpus" else f"{path}:{line}",
+                    e.detail))
+    return out
