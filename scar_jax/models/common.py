@@ -1,4 +1,10 @@
-"""Shared building blocks: size presets, masked pre-LN transformer, masked softmax."""
+"""Shared building blocks: size presets, attention, masked pre-LN transformer, masked softmax.
+
+Mixed precision (`dtype`, config `model.dtype`): parameters stay float32 (flax's
+param_dtype) and so does the optimizer state; the Dense kernels and the attention's
+q/k/v compute in `dtype`. The residual stream, LayerNorm statistics, attention
+logits and softmax, pooling, heads and losses stay float32.
+"""
 
 from __future__ import annotations
 
@@ -9,9 +15,80 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from absl import logging
 
 # Large negative used instead of -inf so fully masked rows stay finite.
 NEG_INF = -1e30
+
+DTYPES = ("float32", "bfloat16", "auto")  # config model.dtype
+# config model.attention: how attention is computed (see `attention`)
+ATTENTION = ("xla", "cudnn", "auto", "einsum")
+
+
+def compute_dtype(name: str, backend: str | None = None) -> Any:
+    """config model.dtype -> the compute dtype; 'auto' = bfloat16 off CPU, float32 on CPU.
+
+    `backend` (default: jax.default_backend(), read when the model is built, so after
+    jax.distributed.initialize) decides 'auto'.
+    """
+    if name not in DTYPES:
+        raise ValueError(f"model.dtype={name!r}; expected one of {DTYPES}.")
+    if name == "auto":
+        name = "float32" if (backend or jax.default_backend()) == "cpu" else "bfloat16"
+    return jnp.dtype(name)
+
+
+def _einsum_attention(q, k, v, mask, bias):
+    """The reference: float32 logits and softmax, masked keys at the most negative float."""
+    scores = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32)
+    scores = scores * (q.shape[-1] ** -0.5)
+    if bias is not None:
+        scores = scores + bias
+    scores = jnp.where(mask, scores, jnp.finfo(jnp.float32).min)
+    probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
+    return jnp.einsum("bhqk,bkhd->bqhd", probs, v)
+
+
+def attention(
+    q: jax.Array,
+    k: jax.Array,
+    v: jax.Array,
+    visible: jax.Array,
+    key_bias: jax.Array | None = None,
+    implementation: str = "xla",
+) -> jax.Array:
+    """Multi-head attention over the visible keys: q, k, v [B, N, H, Dh] -> [B, N, H, Dh].
+
+    visible [B, Nk] bool: keys with False take no part (a row with no visible key attends
+    uniformly, finite); key_bias [B, Nk] float32 is added to every query's logit of that key.
+    implementation: 'xla' = jax.nn.dot_product_attention (float32 logits and softmax for
+    bfloat16 inputs); 'cudnn' = its cuDNN flash attention (GPU, bfloat16/float16 only);
+    'auto' = cuDNN on GPU with half-precision inputs when it accepts the shapes (at trace
+    time), else xla; 'einsum' = the plain reference (float32 logits and softmax).
+    """
+    if implementation not in ATTENTION:
+        raise ValueError(f"attention={implementation!r}; expected one of {ATTENTION}.")
+    mask = visible[:, None, None, :]  # [B, 1, Nq, Nk] over heads and queries
+    bias = None if key_bias is None else key_bias[:, None, None, :].astype(jnp.float32)
+    if implementation == "einsum":
+        return _einsum_attention(q, k, v, mask, bias)
+    half = q.dtype in (jnp.bfloat16, jnp.float16)
+    if implementation == "cudnn" or (
+        implementation == "auto" and half and jax.default_backend() == "gpu"
+    ):
+        b, n = q.shape[:2]
+        # cuDNN wants the bias at full [B, 1, Nq, Nk] and in the inputs' dtype.
+        bias_c = None if bias is None else jnp.broadcast_to(bias, (b, 1, n, k.shape[1]))
+        bias_c = None if bias_c is None else bias_c.astype(q.dtype)
+        try:
+            return jax.nn.dot_product_attention(
+                q, k, v, bias=bias_c, mask=mask, implementation="cudnn"
+            )
+        except (NotImplementedError, ValueError, RuntimeError) as e:
+            if implementation == "cudnn":
+                raise
+            logging.warning("cuDNN attention refused %s (%s); using XLA's.", q.shape, e)
+    return jax.nn.dot_product_attention(q, k, v, bias=bias, mask=mask, implementation="xla")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,12 +153,14 @@ class EncoderBlock(nn.Module):
     """Pre-LN block; `visible` [B, N] bool excludes keys from attention.
 
     `key_bias` [B, N] (optional) is added to every query's attention logits of key n.
+    `attention` picks the attention's implementation (see `attention`).
     """
 
     num_heads: int
     mlp_dim: int
     dropout: float = 0.0
     dtype: Any = jnp.float32
+    attention: str = "xla"
 
     @nn.compact
     def __call__(
@@ -91,18 +170,22 @@ class EncoderBlock(nn.Module):
         deterministic: bool = True,
         key_bias: jax.Array | None = None,
     ):
-        mask = visible[:, None, None, :]  # [B, 1, Nq, Nk] broadcast over heads and queries.
-        attention_fn = nn.dot_product_attention
-        if key_bias is not None:
-            attention_fn = functools.partial(attention_fn, bias=key_bias[:, None, None, :])
+        attention_fn = functools.partial(
+            _mha_attention, visible=visible, key_bias=key_bias, implementation=self.attention
+        )
         y = nn.LayerNorm(name="ln1")(x)
         y = nn.MultiHeadDotProductAttention(
             num_heads=self.num_heads, dtype=self.dtype, attention_fn=attention_fn, name="attn"
-        )(y, y, mask=mask, deterministic=True)
+        )(y, y, deterministic=True)
         x = x + nn.Dropout(self.dropout)(y, deterministic)
         y = nn.LayerNorm(name="ln2")(x)
         y = MlpBlock(self.mlp_dim, self.dropout, self.dtype, name="mlp")(y, deterministic)
         return x + nn.Dropout(self.dropout)(y, deterministic)
+
+
+def _mha_attention(query, key, value, *, visible, key_bias, implementation):
+    """nn.MultiHeadDotProductAttention's attention_fn: `attention` on its q, k, v."""
+    return attention(query, key, value, visible, key_bias, implementation)
 
 
 class Encoder(nn.Module):
@@ -117,6 +200,7 @@ class Encoder(nn.Module):
     dropout: float = 0.0
     remat: bool = False
     dtype: Any = jnp.float32
+    attention: str = "xla"
 
     @nn.compact
     def __call__(
@@ -129,7 +213,8 @@ class Encoder(nn.Module):
         block_cls = nn.remat(EncoderBlock, static_argnums=(3,)) if self.remat else EncoderBlock
         for i in range(self.depth):
             x = block_cls(
-                self.num_heads, self.mlp_dim, self.dropout, self.dtype, name=f"block_{i}"
+                self.num_heads, self.mlp_dim, self.dropout, self.dtype, self.attention,
+                name=f"block_{i}",
             )(x, visible, deterministic, key_bias)
         return nn.LayerNorm(name="ln_final")(x)
 

@@ -179,7 +179,8 @@ class ECGEncoder(nn.Module):
     keep_attention_grad: bool = True
     stem: str = "linear"
     normalize: str = "none"
-    dtype: Any = jnp.float32
+    dtype: Any = jnp.float32  # compute dtype of the convs and Dense kernels (common.py)
+    attention: str = "xla"  # common.attention's implementation
 
     def setup(self):
         if self.normalize not in NORMALIZE_KINDS:
@@ -211,7 +212,7 @@ class ECGEncoder(nn.Module):
         if self.selector == "cls":
             self.cls = self.param("cls", init, (1, 1, v.width))
         self.encoder = common.Encoder(
-            v.depth, v.num_heads, v.mlp_dim, self.dropout, self.remat, self.dtype
+            v.depth, v.num_heads, v.mlp_dim, self.dropout, self.remat, self.dtype, self.attention
         )
         if self.selector == "adaptive":
             self.selector_fc1 = nn.Dense(self.selector_hidden)

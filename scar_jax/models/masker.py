@@ -204,7 +204,8 @@ class Masker(nn.Module):
     bisection_iters: int = 40
     condition: str = "ecg"
     swap_share: float = 0.0
-    dtype: Any = jnp.float32
+    dtype: Any = jnp.float32  # compute dtype of its transformer; logits, top-k in float32
+    attention: str = "xla"  # common.attention's implementation
 
     def setup(self):
         if self.kind not in KINDS:
@@ -227,7 +228,8 @@ class Masker(nn.Module):
             if self.condition == "report":
                 self.cond_proj = nn.Dense(self.width, dtype=self.dtype)
             self.encoder = common.Encoder(
-                self.depth, self.num_heads, 2 * self.width, dtype=self.dtype
+                self.depth, self.num_heads, 2 * self.width, dtype=self.dtype,
+                attention=self.attention,
             )
             self.out = nn.Dense(1, kernel_init=nn.initializers.normal(0.02))
 

@@ -29,6 +29,9 @@ from scar_jax.models import masker as masker_lib
 from scar_jax.models import text_encoder
 
 LOSSES = ("clip", "siglip")
+# The masked view's gather length is rounded up to this (accelerator-friendly shapes; cuDNN
+# attention with a bias needs even lengths); the extra slots are padding, never attended.
+GATHER_MULTIPLE = 8
 SELECTOR_TARGETS = ("report", "findings")
 
 
@@ -62,9 +65,13 @@ class TextTower(nn.Module):
     embed_dim: int = 256
     head_bias: bool = True  # the projection head's bias (False: a shared offset is impossible)
     normalize_features: bool = False  # L2-normalise the pooled features before the head
+    dtype: Any = jnp.float32  # BERT's compute dtype (pooled features and head: float32)
+    attention: str = "xla"  # common.attention's implementation
 
     def setup(self):
-        self.bert = text_encoder.BertEncoder(self.bert_config, pooling=self.pooling)
+        self.bert = text_encoder.BertEncoder(
+            self.bert_config, pooling=self.pooling, dtype=self.dtype, attention=self.attention
+        )
         self.head = nn.Dense(self.embed_dim, use_bias=self.head_bias)
 
     def features(
@@ -116,7 +123,7 @@ class Model(nn.Module):
     selector_tau: float = 0.1
     selector_target: str = "report"  # report | findings (METHOD §6)
     clean_signal: float = 1.0
-    gather_kept: bool = False  # masked view on the gathered kept tokens (static length)
+    gather_kept: bool = True  # masked view on the gathered kept tokens (static length)
 
     def setup(self):
         if self.loss not in LOSSES:
@@ -147,17 +154,19 @@ class Model(nn.Module):
         )
 
     def num_kept(self, token_shape: tuple[int, ...]) -> int | None:
-        """Static gather length for the masked view: the most tokens any budget keeps."""
+        """Static gather length for the masked view: the most tokens any budget keeps,
+        rounded up to a multiple of GATHER_MULTIPLE (at most every token)."""
         if not self.gather_kept or self.masker.kind == "none":
             return None
         *_, num_leads, num_segments = token_shape
-        return masker_lib.max_kept_tokens(
+        kept = masker_lib.max_kept_tokens(
             self.masker.unit,
             num_leads,
             num_segments,
             self.masker.rho_min,
             self.masker.joint_lead_share,
         )
+        return min(-(-kept // GATHER_MULTIPLE) * GATHER_MULTIPLE, num_leads * num_segments)
 
     def embed_text(self, text: Mapping[str, jax.Array], *, deterministic: bool = True):
         """Report / prompt embedding [B, E] and aux."""
@@ -384,6 +393,11 @@ def build_model(config: ml_collections.ConfigDict) -> Model:
     """Model from `config.model` (see configs/scar.py for every field)."""
     e, t, m = config.ecg, config.txt, config.masker
     bert_config = bert_config_for(t.checkpoint)
+    # mixed precision and the attention implementation (configs before them: float32, xla)
+    dtype = common.compute_dtype(config.get("dtype", "float32"))
+    attention = config.get("attention", "xla")
+    if attention not in common.ATTENTION:
+        raise ValueError(f"model.attention={attention!r}; expected one of {common.ATTENTION}.")
     ecg = ecg_encoder.ECGEncoder(
         variant=e.variant,
         patch_size=e.patch_size,
@@ -397,10 +411,13 @@ def build_model(config: ml_collections.ConfigDict) -> Model:
         keep_attention_grad=e.get("keep_attention_grad", True),
         stem=e.get("stem", "linear"),
         normalize=e.get("normalize", "none"),  # checkpoints from before it: no renormalisation
+        dtype=dtype,
+        attention=attention,
     )
     txt = TextTower(bert_config, pooling=t.pooling, embed_dim=config.embed_dim,
                     head_bias=bool(t.get("head_bias", True)),
-                    normalize_features=bool(t.get("normalize_features", False)))
+                    normalize_features=bool(t.get("normalize_features", False)),
+                    dtype=dtype, attention=attention)
     masker = masker_lib.Masker(
         kind=m.kind,
         unit=m.unit,
@@ -415,6 +432,8 @@ def build_model(config: ml_collections.ConfigDict) -> Model:
         bisection_iters=m.bisection_iters,
         condition=m.get("condition", "report"),  # checkpoints from before it: report-conditioned
         swap_share=m.get("swap_share", 0.0),
+        dtype=dtype,
+        attention=attention,
     )
     return Model(
         ecg=ecg,
@@ -428,5 +447,5 @@ def build_model(config: ml_collections.ConfigDict) -> Model:
         selector_tau=config.selector.tau,
         selector_target=config.selector.get("target", "report"),
         clean_signal=m.clean_signal,
-        gather_kept=e.gather_kept,
+        gather_kept=e.get("gather_kept", False),  # checkpoints from before it: off
     )
