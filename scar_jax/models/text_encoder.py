@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
+from scar_jax.models import common
 from scar_jax.models import hf_checkpoint
 
 POOLINGS = ("cls", "pooler", "mean")
@@ -128,10 +129,16 @@ class BertEmbeddings(nn.Module):
 
 
 class BertSelfAttention(nn.Module):
-    """Multi-head attention with additive key mask: [B, L, H], [B, L] -> [B, L, H]."""
+    """Multi-head attention over the unmasked keys: [B, L, H], [B, L] -> [B, L, H].
+
+    `attention` as common.attention (float32 logits and softmax in every implementation).
+    With attention dropout in training (not deterministic, attention_probs_dropout_prob > 0)
+    it runs the einsum path, the only one that can drop attention probabilities.
+    """
 
     config: BertConfig
     dtype: Any = jnp.float32
+    attention: str = "xla"
 
     @nn.compact
     def __call__(self, x: jax.Array, attention_mask: jax.Array, deterministic: bool):
@@ -140,10 +147,13 @@ class BertSelfAttention(nn.Module):
         split = lambda name: nn.Dense(c.hidden_size, dtype=self.dtype, name=name)(x).reshape(
                 *x.shape[:2], heads, head_dim)
         q, k, v = split("query"), split("key"), split("value")
-        scores = jnp.einsum("bqhd,bkhd->bhqk", q, k) * (head_dim ** -0.5)
+        visible = attention_mask > 0
+        if deterministic or c.attention_probs_dropout_prob == 0:
+            return common.attention(q, k, v, visible, None, self.attention).reshape(x.shape)
+        scores = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32)
         # As HF: masked keys get the most negative float added before the softmax.
-        bias = (1.0 - attention_mask.astype(jnp.float32)) * jnp.finfo(jnp.float32).min
-        probs = jax.nn.softmax(scores.astype(jnp.float32) + bias[:, None, None, :], axis=-1)
+        bias = (1.0 - visible.astype(jnp.float32)) * jnp.finfo(jnp.float32).min
+        probs = jax.nn.softmax(scores * (head_dim ** -0.5) + bias[:, None, None, :], axis=-1)
         probs = nn.Dropout(c.attention_probs_dropout_prob)(probs.astype(self.dtype), deterministic)
         return jnp.einsum("bhqk,bkhd->bqhd", probs, v).reshape(x.shape)
 
@@ -167,10 +177,11 @@ class BertAttention(nn.Module):
 
     config: BertConfig
     dtype: Any = jnp.float32
+    attention: str = "xla"
 
     @nn.compact
     def __call__(self, x: jax.Array, attention_mask: jax.Array, deterministic: bool):
-        attn = BertSelfAttention(self.config, self.dtype, name="self")
+        attn = BertSelfAttention(self.config, self.dtype, self.attention, name="self")
         y = attn(x, attention_mask, deterministic)
         return BertResidualOutput(self.config, self.dtype, name="output")(y, x, deterministic)
 
@@ -180,11 +191,13 @@ class BertLayer(nn.Module):
 
     config: BertConfig
     dtype: Any = jnp.float32
+    attention: str = "xla"
 
     @nn.compact
     def __call__(self, x: jax.Array, attention_mask: jax.Array, deterministic: bool):
         c = self.config
-        x = BertAttention(c, self.dtype, name="attention")(x, attention_mask, deterministic)
+        x = BertAttention(c, self.dtype, self.attention, name="attention")(
+            x, attention_mask, deterministic)
         y = nn.Dense(c.intermediate_size, dtype=self.dtype, name="intermediate")(x)
         y = _activation(c.hidden_act)(y)
         return BertResidualOutput(c, self.dtype, name="output")(y, x, deterministic)
@@ -195,11 +208,12 @@ class BertStack(nn.Module):
 
     config: BertConfig
     dtype: Any = jnp.float32
+    attention: str = "xla"
 
     @nn.compact
     def __call__(self, x: jax.Array, attention_mask: jax.Array, deterministic: bool):
         for i in range(self.config.num_hidden_layers):
-            layer = BertLayer(self.config, self.dtype, name=f"layer_{i}")
+            layer = BertLayer(self.config, self.dtype, self.attention, name=f"layer_{i}")
             x = layer(x, attention_mask, deterministic)
         return x
 
@@ -222,6 +236,7 @@ class BertEncoder(nn.Module):
     config: BertConfig
     pooling: str = "cls"
     dtype: Any = jnp.float32
+    attention: str = "xla"  # common.attention's implementation
 
     @nn.compact
     def __call__(self, input_ids: jax.Array, attention_mask: jax.Array,
@@ -233,7 +248,7 @@ class BertEncoder(nn.Module):
             token_type_ids = jnp.zeros_like(input_ids)
         x = BertEmbeddings(self.config, self.dtype, name="embeddings")(
                 input_ids, token_type_ids, deterministic)
-        stack = BertStack(self.config, self.dtype, name="encoder")
+        stack = BertStack(self.config, self.dtype, self.attention, name="encoder")
         hidden = stack(x, attention_mask, deterministic)
         hidden = hidden.astype(jnp.float32)
         aux = {"hidden": hidden}
