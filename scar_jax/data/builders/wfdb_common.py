@@ -396,6 +396,15 @@ class WfdbBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         return key, example
 
 
+def non_empty_splits(name: str, splits: Mapping[str, Any]) -> dict[str, Any]:
+    """{split: its records} without the splits that have none (TFDS cannot write an empty
+    split: every row of one may be malformed); each one left out is logged."""
+    for split in [s for s, records in splits.items() if not len(records)]:
+        logging.warning("%s: no valid record is in the %s split; the split is left out",
+                        name, split)
+    return {s: records for s, records in splits.items() if len(records)}
+
+
 def write_report_tables(builder: tfds.core.DatasetBuilder, collector: reports.Collector) -> None:
     """After generation: every split's report table next to its files (scar_jax.data.reports),
     named in info.metadata['report_tables']."""

@@ -51,3 +51,33 @@ def _quiet_wfdb_warnings():
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", module="wfdb")
         yield
+
+
+def edit_csv(path: str, edit) -> None:
+    """Rewrites a metadata table: edit(header, rows) changes the rows (lists of cells) in place;
+    a row may get more or fewer cells than the header (a malformed row)."""
+    import csv
+
+    with open(path, newline="", encoding="utf-8") as f:
+        header, *rows = list(csv.reader(f))
+    edit(header, rows)
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        csv.writer(f).writerows([header, *rows])
+
+
+def copy_record(src: str, dst: str) -> None:
+    """Copies a WFDB record's files '<src>.*' to '<dst>.*' (another folder, same stem)."""
+    import glob
+    import shutil
+
+    os.makedirs(os.path.dirname(dst), exist_ok=True)
+    for f in glob.glob(src + ".*"):
+        shutil.copy(f, dst + os.path.splitext(f)[1])
+
+
+def manifest(builder) -> dict[str, tuple[str, str]]:
+    """{id: (reason, file)} of a build's skipped records."""
+    from scar_jax.data.builders import wfdb_common
+
+    lines = wfdb_common.read_manifest(os.path.join(builder.data_path, wfdb_common.MANIFEST_NAME))
+    return {m["id"]: (m["reason"], m["file"]) for m in lines if m["action"] == "skipped"}

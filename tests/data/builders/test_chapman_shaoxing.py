@@ -10,7 +10,7 @@ from scar_jax.data.builders import wfdb_common
 from scar_jax.data.builders.chapman_shaoxing import chapman_shaoxing_dataset_builder as csn
 from scar_jax.data.builders.chapman_shaoxing import make_dummy_data
 
-from .conftest import build, dummy_dir, millivolts, read_all
+from .conftest import build, dummy_dir, edit_csv, manifest, millivolts, read_all
 
 
 @pytest.fixture(scope="module")
@@ -58,3 +58,31 @@ def test_lead_order_and_prompts(built_all):
     assert prompts[3] == list(real_labels.PROMPTS["chapman_shaoxing"]["AF"])
     assert all(isinstance(p, list) and len(p) >= 3 for p in prompts)
     assert len(make_dummy_data.RECORDS) == sum(len(v) for v in data.values())
+
+
+def test_malformed_dx_and_condition_rows_are_skipped_by_name(tmp_path):
+    """A header whose #Dx: code is not a number, one without a #Dx: line and a condition row
+    without a code are skipped with reason bad_metadata; every other record is built, in
+    the same split as in the clean build."""
+    import os
+
+    root = tmp_path / "csn"
+    make_dummy_data.main(str(root))
+    folder = root / "WFDBRecords" / "01" / "010"
+    for rid, edit in (("JS00003", lambda t: t.replace("#Dx: 164890007", "#Dx: 16489x007")),
+                      ("JS00006", lambda t: "\n".join(
+                          x for x in t.split("\n") if not x.startswith("#Dx")))):
+        hea = folder / f"{rid}.hea"
+        hea.write_text(edit(hea.read_text()))
+    edit_csv(str(root / csn.CONDITIONS), lambda header, rows: rows.append(["XX", "nothing", ""]))
+    b = build(csn.Builder, str(root), tmp_path / "tfds", "all")
+    skipped = manifest(b)
+    line = len(make_dummy_data.CONDITIONS) + 2
+    assert {k: v[0] for k, v in skipped.items()} == {
+        "JS00003": "bad_metadata", "JS00006": "bad_metadata",
+        f"{csn.CONDITIONS}:{line}": "bad_metadata"}
+    assert skipped["JS00006"][1] == os.path.join(str(folder), "JS00006.hea")
+    data = read_all(b)
+    clean = read_all(build(csn.Builder, dummy_dir("chapman_shaoxing"), tmp_path / "c", "all"))
+    assert {s: sorted(v) for s, v in data.items()} == {
+        s: sorted(set(v) - {"JS00003", "JS00006"}) for s, v in clean.items()}

@@ -12,7 +12,7 @@ from scar_jax.data.builders import wfdb_common
 from scar_jax.data.builders.cpsc2018 import cpsc2018_dataset_builder as cpsc
 from scar_jax.data.builders.cpsc2018 import make_dummy_data
 
-from .conftest import build, dummy_dir, millivolts, read_all
+from .conftest import build, dummy_dir, edit_csv, manifest, millivolts, read_all
 
 
 @pytest.fixture(scope="module")
@@ -72,3 +72,41 @@ def test_original_reference_layout(tmp_path):
         assert ex[rid]["ecg"].shape == (30000, 12)
     ref = wfdb_common.synthetic_ecg(8, 500, seed=103)  # A0004, stored in mV
     np.testing.assert_allclose(millivolts(ex["A0004"])[:4000], ref, atol=0.51e-3)
+
+
+def test_malformed_reference_rows_are_skipped_by_name(tmp_path):
+    """REFERENCE.csv rows whose label does not parse (a word, class 12), with no Recording,
+    or whose Recording points outside the corpus folder (a valid file, copied out) are
+    skipped with a named reason; the other records are built as before."""
+    root = tmp_path / "cpsc"
+    make_dummy_data.main(str(root))
+    orig = root / "original"
+    (tmp_path / "A0003.mat").write_bytes((orig / "A0003.mat").read_bytes())
+
+    def edit(header, rows):
+        by_id = {r[0]: r for r in rows}
+        by_id["A0001"][1] = "AF"
+        by_id["A0002"][2] = "12"
+        by_id["A0003"][0] = "../A0003"
+        rows.append(["", "1", "", ""])
+
+    edit_csv(str(orig / "REFERENCE.csv"), edit)
+    b = build(cpsc.Builder, str(orig), tmp_path / "tfds", "60s")
+    skipped = manifest(b)
+    assert {k: v[0] for k, v in skipped.items()} == {
+        "A0001": "bad_metadata", "A0002": "bad_metadata", "../A0003": "outside_corpus",
+        "line12": "bad_metadata"}
+    assert skipped["A0001"][1].endswith("REFERENCE.csv:2")
+    assert skipped["../A0003"][1] == os.path.join(str(orig), "../A0003")
+    data = read_all(b)
+    kept = {k: v for split in data.values() for k, v in split.items()}
+    assert sorted(kept) == [f"A{i:04d}" for i in range(4, 11)]
+    # the skipped rows keep their place in the seeded split: the others' splits are the
+    # clean build's (whose only validation record is A0001: that split is left out here)
+    clean = read_all(build(cpsc.Builder, dummy_dir("cpsc2018", "original"), tmp_path / "c", "60s"))
+    assert {s: sorted(v) for s, v in data.items()} == {
+        s: sorted(set(v) & set(kept)) for s, v in clean.items() if set(v) & set(kept)}
+    assert clean["validation"].keys() == {"A0001"}
+    for rid in kept:
+        want = sorted(real_labels.CPSC2018_CLASSES[v - 1] for v in make_dummy_data.ORIGINAL[rid][1])
+        assert _names(kept[rid]) == want

@@ -14,7 +14,7 @@ from scar_jax.data.builders import wfdb_common
 from scar_jax.data.builders.mimic_iv_ecg import make_dummy_data
 from scar_jax.data.builders.mimic_iv_ecg import mimic_iv_ecg_dataset_builder as mimic
 
-from .conftest import build, dummy_dir, millivolts, read_all
+from .conftest import build, copy_record, dummy_dir, edit_csv, manifest, millivolts, read_all
 
 # The dummy corpus has 12 subjects: the default 2 % validation would be empty.
 FIXTURE = dict(validation_fraction=0.25, seed=1)
@@ -219,3 +219,36 @@ def test_default_config_and_counts_logged_at_the_end(tmp_path, caplog):
     # 2 % validation: no fixture subject hashes there, and an empty split is left out.
     assert {s: len(v) for s, v in data.items()} == {"train": 11}
     assert "record counts" in caplog.text and "truncated/skipped" in caplog.text
+
+
+def test_malformed_record_list_rows_are_skipped_by_name(tmp_path):
+    """record_list.csv rows with no subject_id, a study_id that is not a number, a cell too
+    many, or a path outside the corpus folder (relative '..' or absolute, to a valid record
+    copied out) are skipped with a named reason, once; every other record is built."""
+    root = tmp_path / "mimic"
+    kinds = make_dummy_data.write_corpus(str(root), n_good=16, broken=False, seed=0)
+    studies = sorted(kinds)
+    out = tmp_path / "outside" / "rec"
+
+    def edit(header, rows):
+        col = {c: i for i, c in enumerate(header)}
+        by_study = {r[col["study_id"]]: r for r in rows}
+        copy_record(str(root / by_study[studies[6]][col["path"]]), str(out))
+        by_study[studies[1]][col["subject_id"]] = ""
+        by_study[studies[2]][col["study_id"]] = "4000x026"
+        by_study[studies[3]].append("surplus")
+        by_study[studies[6]][col["path"]] = "../outside/rec"
+        by_study[studies[7]][col["path"]] = str(out)
+
+    edit_csv(str(root / "record_list.csv"), edit)
+    b = build(mimic.Builder, str(root), tmp_path / "tfds", config())
+    skipped = manifest(b)
+    assert {k: v[0] for k, v in skipped.items()} == {
+        studies[1]: "bad_metadata", "4000x026": "bad_metadata", studies[3]: "bad_metadata",
+        studies[6]: "outside_corpus", studies[7]: "outside_corpus"}
+    assert skipped[studies[6]][1] == os.path.join(str(root), "../outside/rec")
+    assert skipped[studies[1]][1].endswith("record_list.csv:3")
+    assert len(wfdb_common.read_manifest(os.path.join(b.data_path, wfdb_common.MANIFEST_NAME))
+               ) == 5  # each once, though the rows are read once per split
+    kept = sorted(k for v in read_all(b).values() for k in v)
+    assert kept == [studies[0], studies[4], studies[5]] + studies[8:]

@@ -170,13 +170,12 @@ class Builder(wfdb_common.WfdbBuilder):
         os.makedirs(self.data_path, exist_ok=True)
         with open(os.path.join(self.data_path, SPLIT_FILE), "w") as f:
             f.write("id,split\n" + "".join(f"{r},{assign[r]}\n" for r in sorted(dx)))
-        return {
-            split: self._generate_examples(split, [
-                h for h in heads if assign[os.path.basename(h)[:-4]] == split
-                and os.path.basename(h)[:-4] not in malformed
-            ], class_codes)
+        by_split = wfdb_common.non_empty_splits(self.name, {
+            split: [h for h in heads if assign[os.path.basename(h)[:-4]] == split
+                    and os.path.basename(h)[:-4] not in malformed]
             for split in FRACTIONS
-        }
+        })
+        return {s: self._generate_examples(s, h, class_codes) for s, h in by_split.items()}
 
     def _generate_examples(self, split: str, heads, class_codes):
         for head in heads:

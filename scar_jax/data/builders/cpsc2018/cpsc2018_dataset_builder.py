@@ -95,8 +95,9 @@ def find_records(
 ) -> dict[str, tuple[str, list[str] | None]]:
     """{record id: (path without extension, classes or None = read #Dx later)}, either layout.
 
-    A malformed REFERENCE.csv row is left out and reported to `hygiene` (skip manifest);
-    without one it raises.
+    A malformed REFERENCE.csv row is reported to `hygiene` (skip manifest; without one it
+    raises) and, when it names a Recording, kept as (None, None): it takes its place in the
+    seeded split, so the other records' splits do not depend on it, but is not built.
     """
     ref = os.path.join(root, "REFERENCE.csv")
     if os.path.exists(ref):
@@ -115,6 +116,8 @@ def find_records(
                     key = (row.get("Recording") or "").strip() or f"line{line}"
                     file = e.file if e.reason == "outside_corpus" else f"{ref}:{line}"
                     hygiene.skip(key, wfdb_common.RecordError(e.reason, file, e.detail))
+                    if (row.get("Recording") or "").strip():
+                        out[key] = (None, None)
                     continue
                 out[rid] = (path, names)
         return out
@@ -169,11 +172,11 @@ class Builder(wfdb_common.WfdbBuilder):
         os.makedirs(self.data_path, exist_ok=True)
         with open(os.path.join(self.data_path, SPLIT_FILE), "w") as f:
             f.write("id,split\n" + "".join(f"{r},{assign[r]}\n" for r in sorted(records)))
-        return {
-            split: self._generate_examples(
-                split, {r: v for r, v in records.items() if assign[r] == split})
+        by_split = wfdb_common.non_empty_splits(self.name, {
+            split: {r: v for r, v in records.items() if assign[r] == split and v[0]}
             for split in FRACTIONS
-        }
+        })
+        return {s: self._generate_examples(s, r) for s, r in by_split.items()}
 
     def _generate_examples(self, split: str, records):
         cfg = self.builder_config

@@ -137,10 +137,10 @@ class Builder(wfdb_common.WfdbBuilder):
         maps = label_maps(pd.read_csv(os.path.join(root, "scp_statements.csv"), index_col=0))
         rows = read_database(db_path, root, self.builder_config.filename_column, maps,
                              self.hygiene)
-        return {
-            split: self._generate_examples(split, [r for r in rows if r["strat_fold"] in folds])
-            for split, folds in SPLIT_FOLDS.items()
-        }
+        by_split = wfdb_common.non_empty_splits(self.name, {
+            s: [r for r in rows if r["strat_fold"] in folds] for s, folds in SPLIT_FOLDS.items()
+        })
+        return {s: self._generate_examples(s, r) for s, r in by_split.items()}
 
     def _generate_examples(self, split: str, rows: list[dict[str, Any]]):
         cfg = self.builder_config
