@@ -21,6 +21,7 @@ import ml_collections
 import numpy as np
 
 from scar_jax.data import preprocessing
+from scar_jax.leads import LEAD_NAMES
 from scar_jax.data.builders import wfdb_common
 
 WFDB_SUFFIXES = (".hea", ".dat", ".mat")
@@ -160,11 +161,10 @@ def predict(
     record = read_ecg_file(path)
     batch = prepare_input(record, config.input)
     classes = labels_lib.classes(dataset)
-    table = labels_lib.prompts(dataset)
     model = scar_model.build_model(config.model)
     # the class embeddings eval scores with: phrasings averaged, centred as config.eval says
     z_cls = scar_model.class_embeddings(
-        model, variables, [table[c] for c in classes],
+        model, variables, labels_lib.class_prompts(dataset, classes),
         text_checkpoint=config.model.txt.checkpoint, max_len=int(config.model.txt.max_len),
         center=bool(config.eval.get("center_prompts", False)))
     scores = zero_shot_scores(model, variables, batch, z_cls)[0]
@@ -173,7 +173,7 @@ def predict(
     return Prediction(
         scores={c: float(s) for c, s in zip(classes, scores)},
         lead_observed={
-            n: bool(o) for n, o in zip(preprocessing.LEAD_NAMES, batch["lead_observed"][0])
+            n: bool(o) for n, o in zip(LEAD_NAMES, batch["lead_observed"][0])
         },
         valid_seconds=float(batch["time_observed"][0].sum()) / int(config.input.sample_rate),
         file=path,

@@ -257,8 +257,7 @@ def run_command(argv):
     elif command == "predict":
         from scar_jax import checkpointing, inference
 
-        params, saved = checkpointing.restore_params(_require(_CHECKPOINT, command))
-        variables = {"params": params}
+        variables, saved = checkpointing.load_checkpoint(_require(_CHECKPOINT, command))
         if saved is not None and "model" in saved:
             config = ml_collections.ConfigDict(saved)
             if _VERBOSE.value:

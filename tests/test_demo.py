@@ -263,7 +263,7 @@ def test_seed_summary_mean_and_std(tmp_path):
 def test_seed_summary_reports_paired_method_differences_from_the_score_files(tmp_path):
     """scar == merl in every seed (difference exactly 0); scar perfect and random reversed
     (difference exactly 1 in every resample); the per-seed files come from save_scores."""
-    from scar_jax.evaluation import run as eval_run
+    from scar_jax.evaluation import compare
 
     rng = np.random.default_rng(0)
     labels = rng.random((30, 3)) > 0.5
@@ -275,7 +275,7 @@ def test_seed_summary_reports_paired_method_differences_from_the_score_files(tmp
         noise = rng.normal(size=labels.shape)
         scores = {"scar": {c: perfect for c in conds}, "merl": {c: perfect for c in conds},
                   "random": {c: -perfect + 0 * noise for c in conds}}
-        files[seed] = eval_run.save_scores(tmp_path / f"seed{seed}", labels, scores)
+        files[seed] = compare.save_scores(tmp_path / f"seed{seed}", labels, scores)
         results[seed] = {"conditions": [{"name": c} for c in conds],
                          "models": {m: {"zeroshot": {"clean": {"auroc": 0.5}}} for m in scores}}
     path = demo.write_seed_summary(results, tmp_path, score_files=files, num_samples=50)

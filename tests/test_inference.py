@@ -168,8 +168,7 @@ def test_predict_scores_with_the_class_embeddings_eval_uses(setup, center):
     p = inference.predict(config, variables, path, "synthetic_ecg")
     spec = run.ModelSpec.from_config("m", config, variables)
     classes = labels.classes("synthetic_ecg")
-    z_cls = run.class_embeddings(spec, [labels.prompts("synthetic_ecg")[c] for c in classes],
-                                 config.eval)
+    z_cls = spec.class_embeddings([labels.prompts("synthetic_ecg")[c] for c in classes], center)
     batch = inference.prepare_input(inference.read_ecg_file(path), config.input)
     z, _ = spec.model.apply(variables, batch["ecg"], batch["lead_observed"],
                             batch["time_observed"], method=scar.Model.embed_ecg)

@@ -3,6 +3,7 @@
     labels.classes("synthetic_ecg")          # ('NORM', 'AMI', ...)
     labels.prompts("synthetic_ecg/250hz")    # {class: (phrasing, ...)}; the config part is optional
     labels.prompts("ptbxl/superdiagnostic")  # real corpora from scar_jax.data.real_labels
+    labels.class_prompts("cpsc2018", ["AF"])  # [(phrasing, ...)] per class: eval and predict
 
 A dataset name is parsed by scar_jax.data.names ('builder[/config][:version]') and looked
 up by its full name, then without the version, then by its builder. The synthetic corpus is
@@ -15,7 +16,7 @@ Corpora whose classes are only known once built (Chapman-Shaoxing) are registere
 
 Every class has one or more phrasings (a prompt ensemble): zero-shot scores a class by the
 mean of its phrasings' embeddings (scar_jax.models.scar.class_embeddings), in eval and
-predict alike.
+predict alike; both read the phrasings through `class_prompts(dataset, classes)`.
 """
 
 from __future__ import annotations
@@ -118,6 +119,38 @@ def classes(dataset: str) -> tuple[str, ...]:
 def prompts(dataset: str) -> dict[str, Phrasings]:
     """{class name: its zero-shot phrasings} of `dataset`, in class order."""
     return dict(_lookup(dataset)[1])
+
+
+def class_prompts(dataset: str, classes: Sequence[str] | None = None) -> list[Phrasings]:
+    """The zero-shot phrasings of every class, in the order of `classes` (default: the
+    dataset's own, `classes(dataset)`): the one prompt lookup of eval, predict and diagnostics.
+
+    Read from the registry (`prompts(dataset)`); a class it lacks (a label set read from a
+    built dataset's metadata) falls back to real_labels' curated table of the corpus; a class
+    with no prompt at all fails with a message naming it.
+    """
+    if classes is None:
+        classes = _lookup(dataset)[0]
+    try:
+        table = prompts(dataset)
+    except KeyError:
+        table = {}
+    out, missing = [], []
+    for c in classes:
+        p = table.get(c)
+        if p is None:
+            real = importlib.import_module("scar_jax.data.real_labels")
+            try:
+                p = as_phrasings(real.prompts(names_lib.parse(dataset).builder, c))
+            except KeyError:
+                missing.append(c)
+        out.append(p)
+    if missing:
+        raise KeyError(
+            f"No prompt for classes {missing} of {dataset}; add them to "
+            "scar_jax/data/real_labels.py PROMPTS or register them in scar_jax/data/labels.py."
+        )
+    return out
 
 
 def registered() -> tuple[str, ...]:

@@ -1001,7 +1001,7 @@ def _view_keep(
     """[T, 12] bool keep mask of one probe view of a record, from its class's oracle regions.
 
     primary / secondary: [bins, 12] the class's regions in this record (the evaluation grid's
-    oracle-region rule, scar_jax.evaluation.run.oracle_regions). 'full': the observed leads;
+    oracle-region rule, scar_jax.evaluation.regions.oracle_regions). 'full': the observed leads;
     'no_primary': without the primary region; 'secondary_only': the secondary region only
     (less any primary overlap).
     """
@@ -1034,7 +1034,7 @@ def evidence_probe(
     Returns {class: {view: test AUROC}}.
     """
     from scar_jax.evaluation import linear_probe, zeroshot
-    from scar_jax.evaluation.run import oracle_regions
+    from scar_jax.evaluation.regions import oracle_regions
 
     names = list(classes or CLASSES)
     recs = {

@@ -2,7 +2,7 @@
 
 A per-record removal picked from the record's own positive labels puts the label into the
 mask, so AUROC claims rest on class-level removals instead: for class c's AUROC, the same
-region is removed from every test record. The oracle rows (run.oracle_regions) use the
+region is removed from every test record. The oracle rows (regions.oracle_regions) use the
 corpus's own region of c; the rows here use the leads (or segments) that matter most for
 c to a model, ranked on the VALIDATION split, never on test:
 

@@ -16,7 +16,7 @@ is the mean over seeds of the full-split differences; the interval is the percen
 interval of the replicates. Identical methods give exactly 0 (every replicate);
 per-example values shifted by a constant c give exactly c.
 
-Per-example scores come from the `scores.npz` that `run.save_scores` writes beside each
+Per-example scores come from the `scores.npz` that `save_scores` writes beside each
 results.json: `labels` [N, K] and `<model>|<condition>` [N, K] zero-shot scores.
 """
 
@@ -112,6 +112,23 @@ def score_key(model: str, condition: str) -> str:
     if _SEP in model:
         raise ValueError(f"model name {model!r} must not contain {_SEP!r}.")
     return f"{model}{_SEP}{condition}"
+
+
+def save_scores(out_dir: str | os.PathLike, labels: np.ndarray,
+                scores: Mapping[str, Mapping[str, np.ndarray]]) -> str:
+    """Per-example zero-shot scores of every model and condition into out_dir/scores.npz
+    (labels [N, K] and '<model>|<condition>' [N, K] float32): the seed summary's paired
+    bootstrap of method differences reads them (load_scores)."""
+    arrays = {"labels": np.asarray(labels, bool)}
+    for model, by_cond in scores.items():
+        for cond, sc in by_cond.items():
+            arrays[score_key(model, cond)] = np.asarray(sc, np.float32)
+    out = epath.Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / SCORES_FILE
+    with path.open("wb") as f:
+        np.savez_compressed(f, **arrays)
+    return str(path)
 
 
 def load_scores(path: str | os.PathLike) -> tuple[np.ndarray, dict[str, dict[str, np.ndarray]]]:

@@ -285,26 +285,6 @@ def region_keep(observed: np.ndarray, region: np.ndarray) -> np.ndarray:
     return observed & ~np.asarray(region, bool)
 
 
-def targeting(removed: np.ndarray, primary: np.ndarray, observed: np.ndarray) -> dict[str, float]:
-    """Share of removed tokens inside the primary region vs the share expected by chance.
-
-    removed, primary, observed: [B, 12, S] bool. Chance for an example is the primary
-    share of its observed tokens. Averaged over examples with a primary region and at
-    least one removal; `lift` = share / chance.
-    """
-    removed = removed & observed
-    primary = primary & observed
-    n_rem = removed.sum((1, 2))
-    n_prim = primary.sum((1, 2))
-    ok = (n_rem > 0) & (n_prim > 0)
-    if not ok.any():
-        return {"share": float("nan"), "chance": float("nan"), "lift": float("nan"), "n": 0}
-    share = (removed & primary).sum((1, 2))[ok] / n_rem[ok]
-    chance = n_prim[ok] / observed.sum((1, 2))[ok]
-    s, c = float(share.mean()), float(chance.mean())
-    return {"share": s, "chance": c, "lift": s / c if c > 0 else float("nan"), "n": int(ok.sum())}
-
-
 def condition_keep(
     cond: Condition,
     observed: np.ndarray,

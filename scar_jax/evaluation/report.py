@@ -20,7 +20,7 @@ import numpy as np
 from absl import logging
 from etils import epath
 
-from scar_jax.models import ecg_encoder
+from scar_jax.leads import LEAD_NAMES, NUM_LEADS
 
 _COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#17becf")
 
@@ -75,7 +75,7 @@ def markdown(results_by_dataset: Mapping[str, Mapping[str, Any]]) -> str:
             lines += ["", f"{d}: classes without both positives and negatives, skipped: "
                       + ", ".join(r["skipped_classes"])]
 
-    lines += ["", "## CMRS (our definition: README / METHOD §8)", "",
+    lines += ["", "## CMRS (our definition: docs/METHOD.md, Evaluation)", "",
               "| dataset · model | adversary | CMRS | CMRS_rho | drift ratio | rank retention |",
               "|---|---|---|---|---|---|"]
     for d, m in cols:
@@ -390,7 +390,7 @@ def plot_traces(traces: Mapping[str, Any], path: str | os.PathLike, key: str | N
     for i, ax in enumerate(axes[0]):
         x = ex[i]
         span = np.nanmax(np.abs(x - np.nanmedian(x, 0))) or 1.0
-        for lead in range(ecg_encoder.NUM_LEADS):
+        for lead in range(NUM_LEADS):
             off = -lead
             if not observed[i, lead].any():
                 ax.text(0.0, off, "absent", fontsize=7, color="grey", va="center")
@@ -404,7 +404,7 @@ def plot_traces(traces: Mapping[str, Any], path: str | os.PathLike, key: str | N
                                                ec="#1f77b4", lw=0.8))
             y = (x[:, lead] - np.median(x[:, lead])) / span * 0.45 + off
             ax.plot(t, y, color="black", lw=0.6)
-        ax.set_yticks(-np.arange(12), ecg_encoder.LEAD_NAMES)
+        ax.set_yticks(-np.arange(12), LEAD_NAMES)
         ax.set_ylim(-11.7, 0.7)
         ax.set_xlim(0, t[-1])
         ax.set_xlabel("seconds")

@@ -1,20 +1,22 @@
-"""The evaluation driver: every model on the same masks, zero-shot, CMRS, probes, report.
+"""The evaluation grid: every model on the same masks, zero-shot, CMRS, probes, report.
 
 `evaluate(models, data, eval_config, reference=...)` works on in-memory arrays
-(`EvalData`); `run_eval(config, checkpoints, dataset, split, out_dir)` loads a
-built dataset through the input pipeline and checkpoints through
-`scar_jax.checkpointing`, then writes the report (`scar_jax.evaluation.report`).
+(`scar_jax.evaluation.data.EvalData`); `run_eval(config, checkpoints, dataset, split,
+out_dir)` loads a built dataset's splits (`scar_jax.evaluation.data.load_split`) and
+checkpoints (`scar_jax.checkpointing.load_checkpoint`), then writes the report
+(`scar_jax.evaluation.report`) and the per-example scores (`compare.save_scores`).
 
 Per batch, every model-independent mask is drawn once and shared by all models;
 transfer-adversarial masks are ranked once by the reference model; white-box
 masks are ranked by each evaluated model. All of a model's conditions then run
 through one compiled encoder call per chunk of conditions (folded into its batch).
+The rooms around it: the oracle regions (`regions`), the trained masker's removals
+(`adversary`), targeting (`targeting`) and the grid's cost (`cost`).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
 import os
 import time
@@ -26,44 +28,22 @@ import ml_collections
 import numpy as np
 from absl import logging
 
+from scar_jax import checkpointing
 from scar_jax import metrics as metrics_lib
+from scar_jax.evaluation import adversary
 from scar_jax.evaluation import classwise as classwise_lib
 from scar_jax.evaluation import cmrs as cmrs_lib
 from scar_jax.evaluation import compare
+from scar_jax.evaluation import cost as cost_lib
 from scar_jax.evaluation import diagnostics
 from scar_jax.evaluation import linear_probe
 from scar_jax.evaluation import missingness as miss
+from scar_jax.evaluation import regions as regions_lib
+from scar_jax.evaluation import targeting
 from scar_jax.evaluation import zeroshot
-from scar_jax.models import ecg_encoder
+from scar_jax.evaluation.data import EvalData, head, load_split, observed_tokens, pad
+from scar_jax.leads import LEAD_NAMES, NUM_LEADS
 from scar_jax.models import scar as scar_model
-
-
-@dataclasses.dataclass
-class EvalData:
-    """A split in memory: ecg [N, T, 12] float32, lead_observed [N, 12], labels [N, K].
-
-    Optional: time_observed [N, T] bool; evidence_primary / evidence_secondary
-    [N, nbins, 12] bool (per record, 0.1 s bins; masker / adversary targeting);
-    class_primary / class_secondary [K, nbins, 12] or [K, N, nbins, 12] bool (class c's
-    region, for the oracle protocols); report_tokens {input_ids, attention_mask} [N, L].
-    """
-
-    ecg: np.ndarray
-    lead_observed: np.ndarray
-    labels: np.ndarray
-    class_names: list[str]
-    prompts: list[str]
-    time_observed: np.ndarray | None = None
-    evidence_primary: np.ndarray | None = None
-    evidence_secondary: np.ndarray | None = None
-    class_primary: np.ndarray | None = None
-    class_secondary: np.ndarray | None = None
-    report_tokens: dict[str, np.ndarray] | None = None
-    sample_rate: float = 500.0
-    bin_seconds: float = 0.1
-
-    def __len__(self) -> int:
-        return int(self.ecg.shape[0])
 
 
 @dataclasses.dataclass
@@ -87,49 +67,13 @@ class ModelSpec:
             int(config.model.txt.max_len),
         )
 
-
-def _observed_tokens(data: EvalData, sl: slice, patch_size: int) -> np.ndarray:
-    """Observed token grid [b, 12, S] of the examples in `sl`."""
-    to = None if data.time_observed is None else data.time_observed[sl]
-    return np.asarray(
-        ecg_encoder.token_observed(data.lead_observed[sl], data.ecg.shape[1], patch_size, to)
-    )
-
-
-def _pad(x: np.ndarray, n: int) -> np.ndarray:
-    """Pad axis 0 of x to n rows with zeros."""
-    if x.shape[0] == n:
-        return x
-    return np.concatenate([x, np.zeros((n - x.shape[0],) + x.shape[1:], x.dtype)])
-
-
-def _region_tokens(region: np.ndarray | None, data: EvalData, patch: int, s: int, sl: slice):
-    """Class regions [K, nbins, 12] or [K, N, nbins, 12] -> token grid [K, 1|b, 12, S] or None."""
-    if region is None:
-        return None
-    if region.ndim == 4:  # per example: only this batch's rows are converted
-        region = region[:, sl]
-    tok = miss.evidence_to_tokens(region, patch, data.sample_rate, s, data.bin_seconds)
-    return tok[:, None] if tok.ndim == 3 else tok
-
-
-def _masker_removals(module, ecg, lead_observed, text, rho, tau, noise_scale):
-    """Model method: the trained masker's hard removal [B, 12, S] at budget rho, given the report.
-
-    Jitted per model in `evaluate` (rho, tau and noise_scale are traced; noise_scale 0 gives the
-    adversary's mode, its noise-free top-k)."""
-    observed = module.observed_tokens(ecg, lead_observed)
-    z_txt, _ = module.txt(text)
-    tokens = module.ecg.embed_tokens(ecg, observed)
-    rho_b = jnp.full((ecg.shape[0],), rho, jnp.float32)
-    _, aux = module.masker(tokens, z_txt, observed, tau=tau, rho=rho_b, noise_scale=noise_scale)
-    return aux["m_hard"] > 0
-
-
-def _apply_masker(model, variables, ecg, lead_observed, text, rho, tau, noise_scale, rng):
-    """model.apply of _masker_removals with the 'masker' rng (jitted per model)."""
-    return model.apply(variables, ecg, lead_observed, text, rho, tau, noise_scale,
-                       method=_masker_removals, rngs={"masker": rng})
+    def class_embeddings(self, phrasings: Sequence[Sequence[str]], center: bool) -> np.ndarray:
+        """Zero-shot class embeddings [K, E] of this model from each class's phrasings
+        (scar_jax.data.labels.class_prompts), averaged and centred as `center` says: the same
+        computation as predict's (scar_jax.models.scar.class_embeddings)."""
+        return scar_model.class_embeddings(
+            self.model, self.variables, phrasings, text_checkpoint=self.text_checkpoint,
+            max_len=self.max_len, center=center)
 
 
 def evaluate(
@@ -171,15 +115,16 @@ def evaluate(
 
     embedders = {m.name: miss.GridEmbedder(m.model, m.variables, cfg.chunk,
                                              cfg.grid_buckets) for m in models}
-    z_cls = {m.name: class_embeddings(m, data.prompts, cfg) for m in models}
+    center = bool(cfg.get("center_prompts", False))
+    z_cls = {m.name: m.class_embeddings(data.prompts, center) for m in models}
     ref_emb = ref_zcls = None
     if reference is not None:
         ref_emb = miss.GridEmbedder(reference.model, reference.variables, cfg.chunk,
                                      cfg.grid_buckets)
-        ref_zcls = class_embeddings(reference, data.prompts, cfg)
+        ref_zcls = reference.class_embeddings(data.prompts, center)
 
     masker_fns = {
-        m.name: jax.jit(functools.partial(_apply_masker, m.model))
+        m.name: adversary.masker_fn(m.model)
         for m in models if m.model.masker.kind == "adversarial"
     }
     class_rhos = tuple(float(r) for r in cfg.get("class_rhos", ())) if rank_data else ()
@@ -201,14 +146,14 @@ def evaluate(
     val_ranks, class_regions, rd = {}, {}, None
     if rank_data is not None and (cw_conds or probe_masks):
         t0 = time.perf_counter()
-        rd = _head(rank_data, int(cfg.get("class_rank_examples", 0)))
+        rd = head(rank_data, int(cfg.get("class_rank_examples", 0)))
         val_ranks = _rank_validation(models, embedders, z_cls, masker_fns, reference, ref_emb,
                                      ref_zcls, rd, cfg, patch, class_units, probe_masks)
         for c in cw_conds:
             for who in (["reference"] if c.mode == "transfer" else [m.name for m in models]):
                 units = classwise_lib.top_units(val_ranks[who].importance[c.unit], c.rho)
                 class_regions[who, c.name] = classwise_lib.units_to_region(
-                    units, c.unit, ecg_encoder.NUM_LEADS, s)
+                    units, c.unit, NUM_LEADS, s)
         timing["class_rank_s"] = time.perf_counter() - t0
     test_masks = {m.name: {} for m in models}  # the mask-only probe's test masks [b, 12 * S]
     shared_masks: dict[str, list[np.ndarray]] = {}  # model-independent ones (random, transfer)
@@ -220,17 +165,18 @@ def evaluate(
     for start in range(0, n, bs):
         sl = slice(start, min(start + bs, n))
         b = sl.stop - sl.start
-        observed = _pad(_observed_tokens(data, sl, patch), bs)
-        ecg = _pad(np.nan_to_num(data.ecg[sl]).astype(np.float32), bs)
-        labels = _pad(np.asarray(data.labels[sl], bool), bs)
+        observed = pad(observed_tokens(data, sl, patch), bs)
+        ecg = pad(np.nan_to_num(data.ecg[sl]).astype(np.float32), bs)
+        labels = pad(np.asarray(data.labels[sl], bool), bs)
         index = np.arange(start, start + bs)
         keeps = {c.name: miss.condition_keep(c, observed, index, cfg.seed) for c in static}
         primary = class_primary = None
         if data.evidence_primary is not None:
-            primary = _pad(
+            primary = pad(
                 miss.evidence_to_tokens(data.evidence_primary[sl], patch, data.sample_rate, s,
                                         data.bin_seconds), bs)
-            class_primary = _class_region_batch(regions["primary"], data, patch, s, sl, bs)
+            class_primary = targeting.class_region_batch(regions["primary"], data, patch, s,
+                                                         sl, bs)
         t0 = time.perf_counter()
         if ref_emb is not None:
             ref_tok = ref_emb.tokens(ecg, observed)
@@ -244,11 +190,11 @@ def evaluate(
         oracle_keeps = {}
         for c in conds:
             if c.family == "oracle":
-                reg = _region_tokens(regions[c.region], data, patch, s, sl)
+                reg = regions_lib.region_tokens(regions[c.region], data, patch, s, sl)
                 if reg is None:
                     continue
                 if reg.shape[1] != 1:
-                    reg = np.stack([_pad(r, bs) for r in reg])
+                    reg = np.stack([pad(r, bs) for r in reg])
                 oracle_keeps[c.name] = [miss.region_keep(observed, reg[j]) for j in range(k_cls)]
         for c in cw_conds:  # class-level regions of the reference: the same for every model
             if c.mode == "transfer":
@@ -312,7 +258,8 @@ def evaluate(
             masker_removed = {}  # the trained masker's removals, for targeting and the probe
             if (data.report_tokens is not None and m.name in masker_fns
                     and (primary is not None or probe_masks)):
-                run_masker = _masker_on(m, masker_fns[m.name], data, cfg, bs, int(cfg.seed))
+                run_masker = adversary.masker_on(masker_fns[m.name], m.variables, data, cfg, bs,
+                                                int(cfg.seed))
                 for rho in cfg.rhos:
                     for prefix, noise in (("masker", 1.0), ("masker_mode", 0.0)):
                         masker_removed[f"{prefix}/rho{rho:g}"] = run_masker(ecg, observed, sl,
@@ -325,16 +272,18 @@ def evaluate(
                     if c.family in ("adversarial", "random"):
                         removed = observed & ~mk[c.name]
                         target_stats[m.name].setdefault(c.name, []).append(
-                            _target_counts(removed, primary, observed)[:b])
+                            targeting.target_counts(removed, primary, observed)[:b])
                         if class_primary is not None and c.family == "adversarial":
                             class_stats[m.name].setdefault(c.name, []).append(
-                                _class_target_counts(removed, class_primary, observed, labels)[:b])
+                                targeting.class_target_counts(removed, class_primary, observed,
+                                                              labels)[:b])
                 for name, removed in masker_removed.items():
                     target_stats[m.name].setdefault(name, []).append(
-                        _target_counts(removed, primary, observed)[:b])
+                        targeting.target_counts(removed, primary, observed)[:b])
                     if class_primary is not None:
                         class_stats[m.name].setdefault(name, []).append(
-                            _class_target_counts(removed, class_primary, observed, labels)[:b])
+                            targeting.class_target_counts(removed, class_primary, observed,
+                                                          labels)[:b])
             if start == 0 and n_trace:
                 for name, _ in names:
                     if name in mk and (name.startswith("adversarial") or name == "clean"):
@@ -357,8 +306,8 @@ def evaluate(
                 traces["primary"] = primary[: min(n_trace, b)]
 
     results = _aggregate(models, data, cfg, conds, sc, zs, target_stats, class_stats)
-    _add_lead_local(results, classwise_lib.lead_local_classes(data.class_primary,
-                                                              data.class_names))
+    targeting.add_lead_local(
+        results, classwise_lib.lead_local_classes(data.class_primary, data.class_names))
     if rd is not None:
         results["classwise"] = _classwise_summary(cw_conds, class_regions, val_ranks, rd, s)
     if probe_masks:
@@ -376,7 +325,8 @@ def evaluate(
         results["mask_probe"] = classwise_lib.mask_probes(
             shared_val, cat(shared_masks), rd.labels, data.labels, data.class_names, c_probe)
         timing["mask_probe_s"] = time.perf_counter() - t0
-    results["timing"] = _measure_cost(embedders[models[0].name], data, cfg, patch, static, timing)
+    results["timing"] = cost_lib.measure_cost(embedders[models[0].name], data, cfg, patch,
+                                              static, timing)
     results["timing"].update({k: timing[k] for k in ("class_rank_s", "mask_probe_s")
                               if k in timing})
     for m in models:
@@ -413,38 +363,9 @@ def _check_reference(models: Sequence[ModelSpec], reference: ModelSpec | None) -
                 "transfer rows are then omitted).")
 
 
-def _head(data: EvalData, n: int) -> EvalData:
-    """The first n records of a split (n = 0: all); class regions are dropped (not needed)."""
-    if not n or n >= len(data):
-        return dataclasses.replace(data, class_primary=None, class_secondary=None)
-    cut = lambda x: None if x is None else x[:n]  # noqa: E731
-    return dataclasses.replace(
-        data, ecg=data.ecg[:n], lead_observed=data.lead_observed[:n], labels=data.labels[:n],
-        time_observed=cut(data.time_observed), evidence_primary=cut(data.evidence_primary),
-        evidence_secondary=cut(data.evidence_secondary), class_primary=None,
-        class_secondary=None,
-        report_tokens=None if data.report_tokens is None else {
-            k: v[:n] for k, v in data.report_tokens.items()})
-
-
 def _flat_removed(removed: np.ndarray, b: int) -> np.ndarray:
     """Removed tokens [bs, 12, S] -> the first b rows flattened [b, 12 * S] bool."""
     return np.asarray(removed, bool)[:b].reshape(b, -1)
-
-
-def _masker_on(m: ModelSpec, fn, data: EvalData, cfg, bs: int, seed: int):
-    """f(ecg, observed, sl, rho, noise) -> the trained masker's removal [bs, 12, S] of the rows
-    sl of `data` (its report tokens; rng folded from `seed` and the batch start)."""
-
-    def f(ecg, observed, sl, rho, noise):
-        text = {k: jnp.asarray(_pad(v[sl], bs)) for k, v in data.report_tokens.items()}
-        lo = jnp.asarray(_pad(np.asarray(data.lead_observed[sl], bool), bs))
-        removed = np.asarray(fn(m.variables, jnp.asarray(ecg), lo, text, jnp.float32(rho),
-                                jnp.float32(cfg.masker_tau), jnp.float32(noise),
-                                jax.random.fold_in(jax.random.key(seed), sl.start)))
-        return removed & observed
-
-    return f
 
 
 def _rank_validation(models, embedders, z_cls, masker_fns, reference, ref_emb, ref_zcls,
@@ -452,13 +373,14 @@ def _rank_validation(models, embedders, z_cls, masker_fns, reference, ref_emb, r
     """classwise.rank_on_split of every model (and of the reference, as 'reference') on the
     validation split rd: class importance, and the masks of the mask-only probe."""
     bs = int(cfg.batch_size)
-    obs_fn = lambda sl: _observed_tokens(rd, sl, patch)  # noqa: E731
+    obs_fn = lambda sl: observed_tokens(rd, sl, patch)  # noqa: E731
     rhos = tuple(cfg.rhos) if probe_masks else ()
     out = {}
     for i, m in enumerate(models):
         masker = None
         if probe_masks and m.name in masker_fns and rd.report_tokens is not None:
-            masker = _masker_on(m, masker_fns[m.name], rd, cfg, bs, int(cfg.seed) + 1)
+            masker = adversary.masker_on(masker_fns[m.name], m.variables, rd, cfg, bs,
+                                         int(cfg.seed) + 1)
         out[m.name] = classwise_lib.rank_on_split(
             embedders[m.name], z_cls[m.name], rd, obs_fn, units=class_units, rhos=rhos,
             batch_size=bs, masker=masker,
@@ -479,87 +401,11 @@ def _classwise_summary(cw_conds, class_regions, val_ranks, rd: EvalData, s: int)
         cond = next(c for c in cw_conds if c.name == name)
         for j, cls in enumerate(rd.class_names):
             if cond.unit == "lead":
-                picked = [ecg_encoder.LEAD_NAMES[i] for i in np.flatnonzero(reg[j].any(1))]
+                picked = [LEAD_NAMES[i] for i in np.flatnonzero(reg[j].any(1))]
             else:
                 picked = [f"s{i}" for i in np.flatnonzero(reg[j].any(0))]
             units.setdefault(who, {}).setdefault(name, {})[cls] = picked
     return {"ranked_on": {"examples": len(rd), "rankers": sorted(val_ranks)}, "units": units}
-
-
-def _add_lead_local(results: dict[str, Any], lead_local: Sequence[str]) -> None:
-    """Mark the classes whose primary evidence is local to leads and add, per remover, the
-    macro lift over those classes only (`targeting_by_class[...]['lead_local_macro_lift']`)."""
-    results["lead_local_classes"] = list(lead_local)
-    for res in results["models"].values():
-        for t in res.get("targeting_by_class", {}).values():
-            lifts = [t["classes"][c]["lift"] for c in lead_local
-                     if c in t["classes"] and t["classes"][c]["n"]
-                     and math.isfinite(t["classes"][c]["lift"])]
-            t["lead_local_macro_lift"] = float(np.mean(lifts)) if lifts else float("nan")
-
-
-def save_scores(out_dir: str | os.PathLike, labels: np.ndarray,
-                scores: Mapping[str, Mapping[str, np.ndarray]]) -> str:
-    """Per-example zero-shot scores of every model and condition into out_dir/scores.npz
-    (labels [N, K] and '<model>|<condition>' [N, K] float32): the seed summary's paired
-    bootstrap of method differences reads them (scar_jax.evaluation.compare)."""
-    from etils import epath
-
-    arrays = {"labels": np.asarray(labels, bool)}
-    for model, by_cond in scores.items():
-        for cond, sc in by_cond.items():
-            arrays[compare.score_key(model, cond)] = np.asarray(sc, np.float32)
-    out = epath.Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / compare.SCORES_FILE
-    with path.open("wb") as f:
-        np.savez_compressed(f, **arrays)
-    return str(path)
-
-
-def _target_counts(removed: np.ndarray, primary: np.ndarray, observed: np.ndarray) -> np.ndarray:
-    """Per example [b, 4]: removed, removed in primary, primary observed, observed token counts."""
-    primary = primary & observed
-    return np.stack(
-        [removed.sum((1, 2)), (removed & primary).sum((1, 2)), primary.sum((1, 2)),
-         observed.sum((1, 2))], -1)
-
-
-def _class_region_batch(region, data, patch, s, sl, bs) -> np.ndarray | None:
-    """Every class's region as tokens for the batch `sl`, padded: [K, bs, 12, S] bool or None."""
-    reg = _region_tokens(region, data, patch, s, sl)
-    if reg is None:
-        return None
-    if reg.shape[1] == 1:
-        return np.broadcast_to(reg, (reg.shape[0], bs) + reg.shape[2:])
-    return np.stack([_pad(r, bs) for r in reg])
-
-
-def _class_target_counts(removed: np.ndarray, class_region: np.ndarray, observed: np.ndarray,
-                         labels: np.ndarray) -> np.ndarray:
-    """Per example and class [b, K, 4] count rows (as _target_counts) against class k's own
-    region [K, b, 12, S]; rows of examples that are not positive for k are zero (skipped)."""
-    rows = np.stack([_target_counts(removed, class_region[k], observed)
-                     for k in range(class_region.shape[0])], 1)
-    return rows * np.asarray(labels, bool)[:, :, None]
-
-
-def _targeting_by_class(rows: np.ndarray, classes: Sequence[str]) -> dict[str, Any]:
-    """[N, K, 4] count rows -> per class share / chance / lift over its positives, and the
-    macro mean of the lifts over classes with at least one counted positive."""
-    out = {c: _targeting_from_counts(rows[:, k]) for k, c in enumerate(classes)}
-    lifts = [v["lift"] for v in out.values() if v["n"] and math.isfinite(v["lift"])]
-    return {"classes": out, "macro_lift": float(np.mean(lifts)) if lifts else float("nan")}
-
-
-def _targeting_from_counts(rows: np.ndarray) -> dict[str, float]:
-    """Aggregate [N, 4] count rows into share / chance / lift (as missingness.targeting)."""
-    ok = (rows[:, 0] > 0) & (rows[:, 2] > 0)
-    if not ok.any():
-        return {"share": float("nan"), "chance": float("nan"), "lift": float("nan"), "n": 0}
-    share = float(np.mean(rows[ok, 1] / rows[ok, 0]))
-    chance = float(np.mean(rows[ok, 2] / rows[ok, 3]))
-    return {"share": share, "chance": chance, "lift": share / chance, "n": int(ok.sum())}
 
 
 def _aggregate(models, data, cfg, conds, sc, zs, target_stats, class_stats) -> dict[str, Any]:
@@ -602,76 +448,12 @@ def _aggregate(models, data, cfg, conds, sc, zs, target_stats, class_stats) -> d
         head = res["cmrs"].get(f"{cfg.cmrs_mode}/{cfg.cmrs_unit}")
         res["cmrs_headline"] = head["cmrs"] if head else float("nan")
         for name, rows in target_stats[m.name].items():
-            res["targeting"][name] = _targeting_from_counts(np.concatenate(rows))
+            res["targeting"][name] = targeting.targeting_from_counts(np.concatenate(rows))
         res["targeting_by_class"] = {
-            name: _targeting_by_class(np.concatenate(rows), data.class_names)
+            name: targeting.targeting_by_class(np.concatenate(rows), data.class_names)
             for name, rows in class_stats[m.name].items()
         }
         out["models"][m.name] = res
-    return out
-
-
-def grid_cost(emb: miss.GridEmbedder, ecg: np.ndarray, observed: np.ndarray,
-              keeps: np.ndarray, reps: int) -> dict[str, float]:
-    """Cost of embedding one batch under C keep masks vs C clean passes, everything compiled.
-
-    ecg [B, T, 12], observed [B, 12, S] bool, keeps [C, B, 12, S] bool. The clean pass is the
-    model's own jitted `embed_ecg` on the batch; the grid is every condition through
-    `emb` (token embedding included). Both are timed interleaved, best of `reps`, so a busy
-    machine slows both alike; then each chunk of conditions is timed right after a clean
-    pass (paired, robust to load drift). Shared by `evaluate` and `scar_jax.benchmarks`.
-    """
-    ecg = jnp.asarray(ecg)
-    model = emb.model
-    clean_fn = jax.jit(lambda v, e, k: model.apply(v, e, jnp.ones(e.shape[:1] + (12,), bool),
-                                                   keep=k, method=model.embed_ecg)[0])
-    keep0 = jnp.asarray(observed, jnp.float32)
-    clean = lambda: clean_fn(emb.variables, ecg, keep0)  # noqa: E731
-    grid = lambda: emb.embed(emb.tokens(ecg, observed), keeps)  # noqa: E731
-    clean(), grid()
-    t_clean, t_grid = [], []
-    for _ in range(int(reps)):
-        t_clean.append(miss.timed(clean)[1])
-        t_grid.append(miss.timed(grid)[1])
-    c = int(keeps.shape[0])
-    ratio = min(t_grid) / (c * min(t_clean))
-    tok = emb.tokens(ecg, observed)
-    kj = np.asarray(keeps, np.float32)
-    pad = (-c) % emb.chunk  # whole chunks only (the compiled shape); padding counts as work
-    kj = np.concatenate([kj] + [kj[:1]] * pad) if pad else kj
-    paired = []
-    for i in range(0, kj.shape[0], emb.chunk):
-        part = kj[i : i + emb.chunk]
-        tc = miss.timed(clean)[1]
-        tg = miss.timed(lambda: emb.grid_chunk(tok, part))[1]  # noqa: B023
-        paired.append(tg / (emb.chunk * tc))
-    logging.info("grid cost: %d conditions in %.3fs vs %.3fs per clean pass -> %.2fx", c,
-                 min(t_grid), min(t_clean), ratio)
-    return {
-        "conditions_static": c,
-        "clean_pass_s": min(t_clean),
-        "grid_s": min(t_grid),
-        "ratio": ratio,
-        "ratio_paired_median": float(np.median(paired)),
-        "chunk": emb.chunk,
-    }
-
-
-def _measure_cost(emb, data, cfg, patch, static, timing) -> dict[str, float]:
-    """`grid_cost` of the model-independent conditions on the first batch, plus run totals."""
-    bs = int(cfg.batch_size)
-    sl = slice(0, min(bs, len(data)))
-    observed = _pad(_observed_tokens(data, sl, patch), bs)
-    ecg = _pad(np.nan_to_num(data.ecg[sl]).astype(np.float32), bs)
-    keeps = miss.stack_keeps([miss.condition_keep(c, observed, np.arange(bs), cfg.seed)
-                              for c in static])
-    out = grid_cost(emb, ecg, observed, keeps, int(cfg.timing_reps))
-    out.update(
-        total_rank_s=timing["rank_s"],
-        total_grid_s=timing["grid_s"],
-        conditions_per_model=timing["conditions"],
-        traces=emb.traces,
-    )
     return out
 
 
@@ -680,8 +462,8 @@ def _clean_embeddings(emb, d: EvalData, cfg, patch: int) -> tuple[np.ndarray, np
     zs, ps = [], []
     for start in range(0, len(d), cfg.batch_size):
         sl = slice(start, min(start + cfg.batch_size, len(d)))
-        obs = _pad(_observed_tokens(d, sl, patch), cfg.batch_size)
-        ecg = _pad(np.nan_to_num(d.ecg[sl]).astype(np.float32), cfg.batch_size)
+        obs = pad(observed_tokens(d, sl, patch), cfg.batch_size)
+        ecg = pad(np.nan_to_num(d.ecg[sl]).astype(np.float32), cfg.batch_size)
         z, p = emb.embed(emb.tokens(ecg, obs), obs[None])
         zs.append(z[0, : sl.stop - sl.start])
         ps.append(p[0, : sl.stop - sl.start])
@@ -696,7 +478,7 @@ def _zeroshot_diagnostics(m: ModelSpec, data: EvalData, cfg, z_cls: np.ndarray,
         z_reports = diagnostics.embed_texts(m.model, m.variables, data.report_tokens)
     return diagnostics.zeroshot_diagnostics(
         class_names=data.class_names,
-        z_cls_raw=class_embeddings(m, data.prompts, cfg, center=False),
+        z_cls_raw=m.class_embeddings(data.prompts, center=False),
         z_cls=z_cls,
         test_labels=data.labels,
         z_ecg_test=z_clean,
@@ -739,21 +521,6 @@ def _probe(x_tr, x_va, probe_data, test_feats, data, cfg) -> dict[str, Any]:
     return out
 
 
-# ----------------------------------------------------------------------------- Checkpoints.
-
-
-def load_checkpoint(path: str | os.PathLike, step: int | None = None) -> tuple[Any, dict | None]:
-    """(variables {'params': ...}, saved config dict or None) of a training workdir / checkpoint.
-
-    Restored onto this process's first device whatever topology saved it
-    (checkpointing.restore_params).
-    """
-    from scar_jax import checkpointing
-
-    params, saved_config = checkpointing.restore_params(path, step)
-    return {"params": params}, saved_config
-
-
 def model_spec(name: str, config: ml_collections.ConfigDict, source: Any) -> ModelSpec:
     """ModelSpec from a checkpoint folder, a variables dict, or (config, variables)."""
     if isinstance(source, ModelSpec):
@@ -762,190 +529,13 @@ def model_spec(name: str, config: ml_collections.ConfigDict, source: Any) -> Mod
         cfg, variables = source
         return ModelSpec.from_config(name, cfg, variables)
     if isinstance(source, (str, os.PathLike)):
-        variables, saved = load_checkpoint(source)
+        variables, saved = checkpointing.load_checkpoint(source)
         cfg = config
         if saved is not None and "model" in saved:
             cfg = ml_collections.ConfigDict(saved)
         return ModelSpec.from_config(name, cfg, variables)
     variables = source if "params" in source else {"params": source}
     return ModelSpec.from_config(name, config, variables)
-
-
-# ----------------------------------------------------------------------------- Built datasets.
-
-
-LOCALISED_TIME_KINDS = ("pvc", "post_pvc")  # evidence that exists only in some records' spans
-
-
-def oracle_regions(
-    metadata: Mapping[str, Any],
-    classes: Sequence[str],
-    region: str,
-    labels: np.ndarray,
-    time_bins: np.ndarray | None,
-    num_bins: int,
-    seed: int = 0,
-) -> np.ndarray | None:
-    """Class c's `region` (primary | secondary) in every record: [K, N, nbins, 12] bool.
-
-    From info.metadata['class_info'] (each class's leads and time kind) and the records'
-    per-class time bins `time_bins` [N, nbins, K] (evidence_time_<region>, set on positives
-    only). A class whose evidence recurs in every beat (time kind not in
-    LOCALISED_TIME_KINDS) is removed over its leads for the whole record, in every record.
-    A time-localised class (premature beats) is removed over its leads at a positive's own
-    spans; a negative gets the spans of a seeded random positive, shifted by a random
-    offset, so positives and negatives lose the same kind of region (no label leak).
-    """
-    info = (metadata or {}).get("class_info")
-    if not info:
-        return None
-    labels = np.asarray(labels, bool)
-    n = labels.shape[0]
-    rng = np.random.default_rng(seed)
-    out = np.zeros((len(classes), n, num_bins, ecg_encoder.NUM_LEADS), bool)
-    for j, c in enumerate(classes):
-        ci = info.get(c, {})
-        cols = [ecg_encoder.LEAD_NAMES.index(x) for x in ci.get(f"{region}_leads", [])]
-        lead_mask = np.zeros(ecg_encoder.NUM_LEADS, bool)
-        lead_mask[cols] = True
-        pos = np.flatnonzero(labels[:, j])
-        if ci.get(f"{region}_time") in LOCALISED_TIME_KINDS and time_bins is not None and len(pos):
-            t = np.asarray(time_bins[:, :, j], bool).copy()  # [N, bins]
-            for i in np.flatnonzero(~labels[:, j]):
-                t[i] = np.roll(t[rng.choice(pos)], int(rng.integers(0, num_bins)))
-        else:
-            t = np.ones((n, num_bins), bool)
-        out[j] = t[:, :, None] & lead_mask[None, None, :]
-    return out
-
-
-def class_embeddings(m: ModelSpec, prompts: Sequence[Sequence[str]], cfg,
-                     center: bool | None = None) -> np.ndarray:
-    """Zero-shot class embeddings [K, E] of model `m`: phrasings averaged, centred as `center`
-    says (default cfg.center_prompts)."""
-    if center is None:
-        center = bool(cfg.get("center_prompts", False))
-    return scar_model.class_embeddings(
-        m.model, m.variables, prompts, text_checkpoint=m.text_checkpoint, max_len=m.max_len,
-        center=center)
-
-
-def class_prompts(dataset: str, classes: Sequence[str]) -> list[tuple[str, ...]]:
-    """The zero-shot phrasings of every class, from the label registry (scar_jax.data.labels).
-
-    Falls back to real_labels' curated table of the corpus; a class with no prompt at all
-    fails with a message naming it.
-    """
-    from scar_jax.data import labels as labels_lib
-    from scar_jax.data import real_labels
-
-    try:
-        table = labels_lib.prompts(dataset)
-    except KeyError:
-        table = {}
-    out, missing = [], []
-    for c in classes:
-        p = table.get(c)
-        if p is None:
-            try:
-                p = labels_lib.as_phrasings(real_labels.prompts(dataset.partition("/")[0], c))
-            except KeyError:
-                missing.append(c)
-        out.append(p)
-    if missing:
-        raise KeyError(
-            f"No prompt for classes {missing} of {dataset}; add them to "
-            "scar_jax/data/real_labels.py PROMPTS or register them in scar_jax/data/labels.py."
-        )
-    return out
-
-
-def load_split(
-    config: ml_collections.ConfigDict,
-    dataset: str,
-    split: str,
-    *,
-    data_dir: str | None = None,
-    max_examples: int = 0,
-    text_checkpoint: str | None = None,
-    label_set: str | None = None,
-    evidence: bool = True,
-) -> EvalData:
-    """A built dataset's split through the eval pipeline (no shuffle, no augmentation).
-
-    label_set: PTB-XL's superdiagnostic | subdiagnostic | form | rhythm (the builder's
-    `labels_<set>` features); default the dataset's own `labels`. evidence: also read the
-    evidence regions where the corpus has them (the oracle and targeting need them; the
-    linear probe's splits do not).
-    """
-    from scar_jax.data import labels as labels_lib
-    from scar_jax.data import pipeline
-
-    inp = ml_collections.ConfigDict(config.input.to_dict())
-    inp.dataset = dataset
-    if data_dir is not None:
-        inp.data_dir = data_dir
-    source, info = pipeline.load_source(dataset, split, inp.data_dir or None)
-    bs = int(config.eval.batch_size)
-    ds = pipeline.make_dataset(inp, split, global_batch_size=bs, seed=0, train=False,
-                               process_index=0, process_count=1)
-    cols: dict[str, list[np.ndarray]] = {}
-    total = 0
-    for batch in ds:
-        valid = np.asarray(batch["valid"], bool)
-        for k in ("ecg", "lead_observed", "time_observed", "labels", "index", "report"):
-            cols.setdefault(k, []).append(np.asarray(batch[k])[valid])
-        total += int(valid.sum())
-        if max_examples and total >= max_examples:
-            break
-    arrays = {k: np.concatenate(v) for k, v in cols.items()}
-    if max_examples:
-        arrays = {k: v[:max_examples] for k, v in arrays.items()}
-    meta = info.metadata or {}
-    classes = list(meta.get("classes") or labels_lib.classes(dataset))
-    labels = arrays["labels"].astype(bool)
-    if label_set:
-        sets = meta.get("label_sets") or {}
-        if label_set not in sets or f"labels_{label_set}" not in info.features:
-            raise ValueError(
-                f"{dataset} has no label set {label_set!r}; it has {sorted(sets) or 'none'}.")
-        classes = list(sets[label_set])
-        labels = np.stack([np.asarray(source[int(i)][f"labels_{label_set}"])
-                           for i in arrays["index"]]).astype(bool)
-    corpus = dataset.partition("/")[0].split(":")[0]
-    data = EvalData(
-        ecg=arrays["ecg"].astype(np.float32),
-        lead_observed=arrays["lead_observed"].astype(bool),
-        labels=labels,
-        class_names=classes,
-        prompts=class_prompts(corpus if not label_set else f"{corpus}/{label_set}", classes),
-        time_observed=arrays["time_observed"].astype(bool),
-        sample_rate=float(inp.sample_rate),
-        bin_seconds=float(meta.get("evidence_bin_s", 0.1)),
-    )
-    if evidence and "evidence_primary" in info.features:
-        keys = ["evidence_primary", "evidence_secondary"] + [
-            k for k in ("evidence_time_primary", "evidence_time_secondary") if k in info.features]
-        cols = {k: [] for k in keys}
-        for i in arrays["index"]:
-            record = source[int(i)]  # decoded once; only the evidence arrays are kept
-            for k in keys:
-                cols[k].append(np.asarray(record[k]))
-        ev = {k: np.stack(v).astype(bool) for k, v in cols.items()}
-        data.evidence_primary = ev["evidence_primary"]
-        data.evidence_secondary = ev["evidence_secondary"]
-        nbins = data.evidence_primary.shape[1]
-        for region in ("primary", "secondary"):
-            setattr(data, f"class_{region}", oracle_regions(
-                meta, classes, region, data.labels, ev.get(f"evidence_time_{region}"), nbins,
-                int(config.eval.seed)))
-    if text_checkpoint is not None:
-        texts = [r.decode() if isinstance(r, bytes) else str(r) for r in arrays["report"]]
-        data.report_tokens = zeroshot.tokenize_prompts(
-            text_checkpoint, texts, int(config.model.txt.max_len))
-    logging.info("eval data %s %s: %d records, %d classes", dataset, split, len(data),
-                 len(classes))
-    return data
 
 
 def run_eval(
@@ -962,8 +552,8 @@ def run_eval(
     """Evaluate {name: checkpoint folder | variables | (config, variables)} on a built dataset.
 
     Writes results.json, results.md and the PNGs into out_dir (scar_jax.evaluation.report)
-    and returns the results, plus scores.npz (per-example scores, save_scores). dataset /
-    split default to config.input.dataset and config.eval.split; `reference` (same forms;
+    and returns the results, plus scores.npz (per-example scores, compare.save_scores).
+    dataset / split default to config.input.dataset and config.eval.split; `reference` (same forms;
     default config.eval.reference) ranks the transfer-adversarial masks for every model: one
     model outside the comparison, never one of `checkpoints` (without one the transfer rows
     are omitted, and the log says so); `label_set` picks one of PTB-XL's four label sets
@@ -1010,6 +600,6 @@ def run_eval(
                               if isinstance(reference, (str, os.PathLike)) else "in memory"))
     report.write(out_dir, {name: results}, {name: plots},
                  patch_size=models[0].model.ecg.patch_size, sample_rate=data.sample_rate)
-    save_scores(out_dir, data.labels, plots["scores"])
+    compare.save_scores(out_dir, data.labels, plots["scores"])
     return results
 

@@ -326,7 +326,7 @@ def test_generate_record_rejects_unknown_labels():
 def test_probe_views_are_the_evaluation_oracle_regions():
     """The probe's views compose the grid's oracle regions (one rule): AMI loses V1-V4 for
     the whole record, a PVC positive loses its own premature-beat spans on every lead."""
-    from scar_jax.evaluation.run import oracle_regions
+    from scar_jax.evaluation.regions import oracle_regions
 
     rs = [_rec(i, names, fs=100) for i, names in enumerate([["AMI"], ["PVC"], ["NORM"]])]
     meta = {"class_info": {c.name: c.as_dict() for c in synthetic.CLASS_INFO}}

@@ -147,20 +147,6 @@ def test_evidence_to_tokens_batched_equals_the_overlap_definition():
     np.testing.assert_array_equal(tok, want)
 
 
-def test_targeting_share_and_chance_by_hand():
-    obs = np.ones((2, 12, 10), bool)
-    primary = np.zeros_like(obs)
-    primary[:, 0, :] = True  # 10 of 120 tokens: chance 1/12
-    removed = np.zeros_like(obs)
-    removed[0, 0, :5] = True  # 5 of 5 removals inside
-    removed[1, 0, :2] = True
-    removed[1, 1, :6] = True  # 2 of 8 inside
-    t = miss.targeting(removed, primary, obs)
-    assert t["share"] == pytest.approx((1.0 + 0.25) / 2)
-    assert t["chance"] == pytest.approx(1 / 12)
-    assert t["lift"] == pytest.approx(0.625 * 12)
-
-
 @pytest.fixture(scope="module")
 def mu_model(mu):
     ecg, lead_obs = ecg_batch(8, mu.num_samples)

@@ -4,7 +4,6 @@ on a trained model, checkpoints, and run_eval on the built synthetic corpus with
 import dataclasses
 import json
 import os
-import types
 
 import jax
 import jax.numpy as jnp
@@ -15,6 +14,7 @@ from sklearn.metrics import roc_auc_score
 
 from scar_jax.evaluation import classwise
 from scar_jax.evaluation import compare
+from scar_jax.evaluation import data as eval_data
 from scar_jax.evaluation import missingness as miss
 from scar_jax.evaluation import run
 from scar_jax.evaluation import zeroshot
@@ -36,7 +36,7 @@ def _data(mu, n=12, k=3, seed=0):
     ecg, lead_obs = ecg_batch(n, mu.num_samples, seed)
     labels = np.random.default_rng(seed).random((n, k)) > 0.5
     labels[0], labels[1] = True, False  # every class has both labels
-    return run.EvalData(ecg, lead_obs, labels, [f"c{i}" for i in range(k)],
+    return eval_data.EvalData(ecg, lead_obs, labels, [f"c{i}" for i in range(k)],
                         [f"ECG shows finding {i}" for i in range(k)])
 
 
@@ -60,7 +60,7 @@ def test_models_share_masks_and_batching_changes_nothing(mu):
         run.evaluate([a, b], data, _small_grid(mu.config), reference=a)
     # one by one: the clean and lead-drop conditions through the model's own embed_ecg, scored
     # against the class embeddings evaluate uses (phrasings averaged, centred as configured)
-    z_cls = run.class_embeddings(b, data.prompts, _small_grid(mu.config))
+    z_cls = b.class_embeddings(data.prompts, bool(_small_grid(mu.config).center_prompts))
     token_obs = np.asarray(b.model.apply(b.variables, jnp.asarray(data.ecg),
                                          jnp.asarray(data.lead_observed),
                                          method=b.model.observed_tokens))
@@ -144,7 +144,7 @@ def test_load_checkpoint_restores_the_params(mu, tmp_path):
     state = {"step": jnp.asarray(7), "params": mu.variables["params"]}
     ckpt.save(7, state, config=mu.config)
     ckpt.close()
-    variables, saved = run.load_checkpoint(tmp_path / "ckpt")
+    variables, saved = checkpointing.load_checkpoint(tmp_path / "ckpt")
     jax.tree.map(lambda a, b: np.testing.assert_array_equal(np.asarray(a), np.asarray(b)),
                  variables["params"], mu.variables["params"])
     assert saved["model"]["ecg"]["variant"] == "mu"
@@ -208,98 +208,12 @@ def test_run_eval_on_the_built_synthetic_corpus_writes_the_report(mu, tmp_path):
     assert "Zero-shot diagnostics" in md and "uses test labels" in md
     assert "Targeting by class" in md and "| masker_mode/rho0.2 |" in md
     # the evidence regions are read from the records (decoded once each) only when asked for
-    with_ev = run.load_split(cfg, "synthetic_ecg/tiny", "test")
+    with_ev = eval_data.load_split(cfg, "synthetic_ecg/tiny", "test")
     assert with_ev.evidence_primary.shape[0] == 8 and with_ev.class_primary is not None
     assert with_ev.evidence_primary.any() and with_ev.evidence_secondary.any()
-    plain = run.load_split(cfg, "synthetic_ecg/tiny", "test", evidence=False)
+    plain = eval_data.load_split(cfg, "synthetic_ecg/tiny", "test", evidence=False)
     assert plain.evidence_primary is None and plain.class_primary is None
     np.testing.assert_array_equal(plain.ecg, with_ev.ecg)
-
-
-def test_class_targeting_counts_each_positive_against_its_own_class_region():
-    """Hand count: 3 tokens removed, 2 inside class A's region (6 of 24 tokens) -> lift 8/3;
-    class B has no positive, so it is not counted and the macro lift is A's."""
-    observed = np.ones((2, 12, 2), bool)
-    removed = np.zeros((2, 12, 2), bool)
-    removed[0, 0, :] = removed[0, 5, 0] = True  # example 0: lead 0 and one token of lead 5
-    removed[1, 3, :] = True  # example 1 is a positive of neither class
-    region = np.zeros((2, 2, 12, 2), bool)  # [K, b, 12, S]
-    region[0, :, 0:3] = True  # class A: leads 0-2
-    region[1, :, 5] = True  # class B: lead 5
-    labels = np.array([[True, False], [False, False]])
-    rows = run._class_target_counts(removed, region, observed, labels)
-    np.testing.assert_array_equal(rows[0, 0], [3, 2, 6, 24])
-    assert not rows[0, 1].any() and not rows[1].any()
-    t = run._targeting_by_class(rows, ["A", "B"])
-    assert t["classes"]["A"]["share"] == pytest.approx(2 / 3)
-    assert t["classes"]["A"]["chance"] == pytest.approx(0.25)
-    assert t["classes"]["A"]["lift"] == pytest.approx(8 / 3) == t["macro_lift"]
-    assert t["classes"]["B"]["n"] == 0
-
-
-def test_oracle_regions_follow_the_class_metadata_for_positives_and_negatives():
-    meta = {"class_info": {
-        "A": {"primary_leads": ["I", "II"], "primary_time": "st",
-              "secondary_leads": ["V1"], "secondary_time": "st"},
-        "P": {"primary_leads": list(miss.LEAD_NAMES), "primary_time": "pvc",
-              "secondary_leads": list(miss.LEAD_NAMES), "secondary_time": "post_pvc"},
-    }}
-    labels = np.array([[1, 1], [0, 0], [1, 0], [0, 1]], bool)
-    bins = np.zeros((4, 20, 2), bool)
-    bins[0, 4:7, 1] = True  # record 0's premature beat: 0.4-0.7 s
-    bins[3, 12:14, 1] = True  # record 3's: 1.2-1.4 s
-    bins[0, 2:18, 0] = bins[2, 2:18, 0] = True  # A's ST bins (positives only, as stored)
-    reg = run.oracle_regions(meta, ["A", "P"], "primary", labels, bins, 20, seed=0)
-    assert reg.shape == (2, 4, 20, 12)
-    # A recurs in every beat: leads I, II over the whole record, positives and negatives alike
-    want_a = np.zeros((20, 12), bool)
-    want_a[:, :2] = True
-    for i in range(4):
-        np.testing.assert_array_equal(reg[0, i], want_a)
-    # P is time-localised: positives keep their own spans on all leads ...
-    np.testing.assert_array_equal(reg[1, 0], np.repeat(bins[0, :, 1, None], 12, 1))
-    np.testing.assert_array_equal(reg[1, 3], np.repeat(bins[3, :, 1, None], 12, 1))
-    # ... negatives get a positive's span shifted in time: same length, all leads
-    for i in (1, 2):
-        t = reg[1, i].all(-1)
-        assert t.sum() in (3, 2) and (reg[1, i].any(-1) == t).all()
-    # on the token grid (2 s at 500 Hz, patch 100 -> 0.2 s segments) the oracle keep removes
-    # exactly the region: record 0 loses segments 2 and 3 of every lead for class P
-    tok = miss.evidence_to_tokens(reg[1], patch_size=100, sample_rate=500, num_segments=10)
-    obs = np.ones((4, 12, 10), bool)
-    keep = miss.region_keep(obs, tok)
-    removed = np.flatnonzero(~keep[0].all(0))
-    np.testing.assert_array_equal(removed, [2, 3])
-    assert run.oracle_regions({}, ["A"], "primary", labels[:, :1], None, 20) is None
-
-
-def test_region_tokens_of_a_batch_are_that_batchs_rows():
-    # per-example class regions [K, N, bins, 12] -> the batch's rows only; class-level
-    # regions [K, bins, 12] -> one row per class, broadcast over the batch
-    rng = np.random.default_rng(1)
-    region = rng.random((3, 10, 20, 12)) < 0.1
-    data = types.SimpleNamespace(sample_rate=500, bin_seconds=0.1)
-    whole = miss.evidence_to_tokens(region, patch_size=100, sample_rate=500, num_segments=10)
-    got = run._region_tokens(region, data, 100, 10, slice(4, 8))
-    assert got.shape == (3, 4, 12, 10)
-    np.testing.assert_array_equal(got, whole[:, 4:8])
-    got = run._region_tokens(region[:, 0], data, 100, 10, slice(4, 8))
-    np.testing.assert_array_equal(got, whole[:, :1])
-    assert run._region_tokens(None, data, 100, 10, slice(4, 8)) is None
-
-
-def test_every_class_of_the_benchmark_label_sets_has_a_prompt():
-    from scar_jax.data import real_labels, synthetic
-
-    sets = {"synthetic_ecg": synthetic.CLASSES, "cpsc2018": real_labels.CPSC2018_CLASSES}
-    sets.update({f"ptbxl/{k}": v for k, v in real_labels.PTBXL_LABEL_SETS.items()})
-    for ds, classes in sets.items():
-        prompts = run.class_prompts(ds, classes)
-        assert len(prompts) == len(classes)
-        assert all(p.startswith("ECG shows ") for ph in prompts for p in ph) and all(prompts)
-        assert len(set(prompts)) == len(prompts), ds  # distinct classes, distinct phrasings
-    with pytest.raises(KeyError, match="No prompt for classes"):
-        run.class_prompts("cpsc2018", ["NOT_A_CLASS"])
 
 
 def _fake_results(auroc):
@@ -372,13 +286,12 @@ def test_classwise_rows_remove_one_region_per_class_ranked_on_validation(mu, mon
     variables, ecg, lead_obs, labels, z_cls, _ = _trained(mu)
     model = run.ModelSpec("m", mu.model, variables, "random-tiny", 16)
     prompts = [f"ECG shows finding {i}" for i in range(3)]
-    val = run.EvalData(ecg[:24], lead_obs[:24], labels[:24], ["c0", "c1", "c2"], prompts)
-    test = run.EvalData(ecg[24:], lead_obs[24:], labels[24:], ["c0", "c1", "c2"], prompts)
+    val = eval_data.EvalData(ecg[:24], lead_obs[:24], labels[:24], ["c0", "c1", "c2"], prompts)
+    test = eval_data.EvalData(ecg[24:], lead_obs[24:], labels[24:], ["c0", "c1", "c2"], prompts)
     cfg = _small_grid(mu.config, adv_units=("lead",), adv_modes=("whitebox",),
                       class_rhos=(0.1, 0.5), class_units=("lead",))
     zc = z_cls  # the class embeddings the tower was trained against
-    monkeypatch.setattr(run, "class_embeddings", lambda *a, **kw: zc, raising=False)
-    monkeypatch.setattr(run.zeroshot, "prompt_embeddings", lambda *a, **kw: zc)
+    monkeypatch.setattr(run.ModelSpec, "class_embeddings", lambda *a, **kw: zc)
     emb = miss.GridEmbedder(mu.model, variables, chunk=4)
     obs_fn = lambda sl: np.repeat(val.lead_observed[sl][:, :, None], 10, 2)  # noqa: E731
     ranks = classwise.rank_on_split(emb, zc, val, obs_fn, units=("lead",), rhos=(),
@@ -449,15 +362,3 @@ def test_mask_probe_reads_a_label_dependent_mask_and_not_a_random_one():
     assert abs(rand["auroc"] - 0.5) < 0.06
     with pytest.raises(ValueError, match="same token grid"):
         classwise.mask_probe(masks(y_va), y_va, masks(y_te)[:, :8], y_te, ["a", "b"])
-
-
-def test_lead_local_classes_and_their_macro_lift():
-    region = np.zeros((3, 5, 12), bool)  # [K, bins, 12]
-    region[0, :, :3] = True  # leads I-III: local
-    region[1] = True  # every lead (a premature beat): not local
-    assert classwise.lead_local_classes(region, ["A", "P", "E"]) == ["A"]  # E: no region
-    results = {"models": {"m": {"targeting_by_class": {"masker/rho0.2": {"classes": {
-        "A": {"lift": 2.5, "n": 3}, "P": {"lift": 1.0, "n": 4}, "E": {"lift": 9.0, "n": 0}}}}}}}
-    run._add_lead_local(results, ["A", "E"])
-    t = results["models"]["m"]["targeting_by_class"]["masker/rho0.2"]
-    assert t["lead_local_macro_lift"] == 2.5 and results["lead_local_classes"] == ["A", "E"]

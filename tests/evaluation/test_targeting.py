@@ -1,0 +1,69 @@
+"""Targeting: share of a remover's tokens inside the evidence vs chance, by hand, overall and
+per class (scar_jax.evaluation.targeting)."""
+
+import numpy as np
+import pytest
+
+from scar_jax.evaluation import classwise
+from scar_jax.evaluation import targeting
+
+
+def test_targeting_share_and_chance_by_hand():
+    obs = np.ones((2, 12, 10), bool)
+    primary = np.zeros_like(obs)
+    primary[:, 0, :] = True  # 10 of 120 tokens: chance 1/12
+    removed = np.zeros_like(obs)
+    removed[0, 0, :5] = True  # 5 of 5 removals inside
+    removed[1, 0, :2] = True
+    removed[1, 1, :6] = True  # 2 of 8 inside
+    t = targeting.targeting(removed, primary, obs)
+    assert t["share"] == pytest.approx((1.0 + 0.25) / 2)
+    assert t["chance"] == pytest.approx(1 / 12)
+    assert t["lift"] == pytest.approx(0.625 * 12)
+    assert t["n"] == 2
+    # a removal of an unobserved token does not count; an example without removals is skipped
+    obs[1, 1, :] = False  # example 1: 6 of its 8 removals fall on a lead it never had
+    t = targeting.targeting(removed, primary, obs)
+    assert t["share"] == pytest.approx((1.0 + 1.0) / 2)
+    assert t["chance"] == pytest.approx((1 / 12 + 10 / 110) / 2)
+    removed[1] = False
+    t = targeting.targeting(removed, primary, obs)
+    assert t["n"] == 1 and t["share"] == 1.0 and t["chance"] == pytest.approx(1 / 12)
+    # the grid's count rows aggregate to the same numbers
+    rows = targeting.target_counts(removed & obs, primary, obs)
+    np.testing.assert_array_equal(rows, [[5, 5, 10, 120], [0, 0, 10, 110]])
+    assert targeting.targeting_from_counts(rows) == t
+    assert targeting.targeting(np.zeros_like(obs), primary, obs)["n"] == 0
+
+
+def test_class_targeting_counts_each_positive_against_its_own_class_region():
+    """Hand count: 3 tokens removed, 2 inside class A's region (6 of 24 tokens) -> lift 8/3;
+    class B has no positive, so it is not counted and the macro lift is A's."""
+    observed = np.ones((2, 12, 2), bool)
+    removed = np.zeros((2, 12, 2), bool)
+    removed[0, 0, :] = removed[0, 5, 0] = True  # example 0: lead 0 and one token of lead 5
+    removed[1, 3, :] = True  # example 1 is a positive of neither class
+    region = np.zeros((2, 2, 12, 2), bool)  # [K, b, 12, S]
+    region[0, :, 0:3] = True  # class A: leads 0-2
+    region[1, :, 5] = True  # class B: lead 5
+    labels = np.array([[True, False], [False, False]])
+    rows = targeting.class_target_counts(removed, region, observed, labels)
+    np.testing.assert_array_equal(rows[0, 0], [3, 2, 6, 24])
+    assert not rows[0, 1].any() and not rows[1].any()
+    t = targeting.targeting_by_class(rows, ["A", "B"])
+    assert t["classes"]["A"]["share"] == pytest.approx(2 / 3)
+    assert t["classes"]["A"]["chance"] == pytest.approx(0.25)
+    assert t["classes"]["A"]["lift"] == pytest.approx(8 / 3) == t["macro_lift"]
+    assert t["classes"]["B"]["n"] == 0
+
+
+def test_lead_local_classes_and_their_macro_lift():
+    region = np.zeros((3, 5, 12), bool)  # [K, bins, 12]
+    region[0, :, :3] = True  # leads I-III: local
+    region[1] = True  # every lead (a premature beat): not local
+    assert classwise.lead_local_classes(region, ["A", "P", "E"]) == ["A"]  # E: no region
+    results = {"models": {"m": {"targeting_by_class": {"masker/rho0.2": {"classes": {
+        "A": {"lift": 2.5, "n": 3}, "P": {"lift": 1.0, "n": 4}, "E": {"lift": 9.0, "n": 0}}}}}}}
+    targeting.add_lead_local(results, ["A", "E"])
+    t = results["models"]["m"]["targeting_by_class"]["masker/rho0.2"]
+    assert t["lead_local_macro_lift"] == 2.5 and results["lead_local_classes"] == ["A", "E"]
