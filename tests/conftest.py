@@ -59,13 +59,21 @@ def gcs(tmp_path, monkeypatch):
     root.mkdir()
     cwd.mkdir()
 
-    def mapped(original, path, *args, **kwargs):
+    def local(path):
         path = os.fspath(path)
         assert path.startswith("gs://"), path  # the URL reaches the backend unmangled
-        return original(os.path.join(root, path[len("gs://"):]), *args, **kwargs)
+        return os.path.join(root, path[len("gs://"):])
+
+    def mapped(original, path, *args, **kwargs):
+        return original(local(path), *args, **kwargs)
+
+    def mapped_pair(original, src, dst, *args, **kwargs):  # rename / replace: a local move
+        del original, args, kwargs  # the backend's own would call the mocked isdir
+        os.replace(local(src), local(dst))
 
     names = ("exists", "isdir", "listdir", "glob", "makedirs", "mkdir", "open", "remove",
              "rmtree", "stat")
     monkeypatch.chdir(cwd)
-    with epath_testing.mock_epath(**{n: mapped for n in names}):
+    with epath_testing.mock_epath(**{n: mapped for n in names}, rename=mapped_pair,
+                                  replace=mapped_pair):
         yield root
