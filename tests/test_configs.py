@@ -41,6 +41,8 @@ DOCUMENTED_ARGS = {
         "method=merl,variant=small,runlocal",
     ],
     "demo": ["", "method=merl", "method=random,seed=2", "runlocal", "unit=lead,seed=1"],
+    "mimic": ["", "runlocal", "method=merl", "method=random", "variant=small", "frozen_layers=0",
+              "frozen_layers=12", "text=/data/hf/BiomedBERT,frozen_layers=8", "unit=lead"],
 }
 
 
@@ -198,3 +200,90 @@ def test_demo_config_is_the_scar_config_per_method():
         assert 1000 // config.model.ecg.patch_size <= config.model.ecg.max_segments
     with pytest.raises(ValueError, match="seed"):
         demo.get_config("seed=x")
+
+
+# ----------------------------------------------------------------------------- configs/mimic.py
+
+
+def test_mimic_config_is_paper_scale_on_the_mimic_builder():
+    from configs import mimic
+    from scar_jax.data.builders.mimic_iv_ecg import mimic_iv_ecg_dataset_builder as builder
+
+    config = mimic.get_config("")
+    assert config.input.dataset == builder.Builder.name == "mimic_iv_ecg"
+    assert config.input.sample_rate * config.input.seconds == builder.NUM_SAMPLES
+    assert (config.input.train_split, config.input.eval_split) == ("train", "validation")
+    # 600 tokens of 0.2 s (METHOD §3), ViT-tiny; MedCPT from a local folder, first 6 frozen
+    assert builder.NUM_SAMPLES // config.model.ecg.patch_size * 12 == 600
+    assert config.model.ecg.variant == "tiny" and config.model.txt.checkpoint == mimic.TEXT
+    assert config.model.txt.freeze == (
+        "^txt/bert/embeddings/", "^txt/bert/encoder/layer_(0|1|2|3|4|5)/")
+    assert config.model.selector.target == "report" and config.loss_weights.find == 0
+    assert config.batch_size == 512 and config.total_steps == 75_000
+    assert config.train.checkpoint_every == config.train.eval_every == 2_000
+    assert config.total_steps % config.train.checkpoint_every == 1_000  # final one at the end
+    assert config.model.masker.kind == "adversarial"  # SCAR itself; method= as configs/scar.py
+    assert mimic.get_config("method=merl").model.masker.kind == "none"
+
+
+def test_mimic_arg_values_parse():
+    from configs import mimic
+
+    config = mimic.get_config("frozen_layers=3,variant=small,text=/x/BioLinkBERT-base")
+    assert config.model.txt.freeze[1] == "^txt/bert/encoder/layer_(0|1|2)/"
+    assert config.model.ecg.variant == "small" and config.model.txt.checkpoint == "/x/BioLinkBERT-base"
+    assert config.arg["frozen_layers"] == 3 and config.arg["text"] == "/x/BioLinkBERT-base"
+    assert mimic.get_config("frozen_layers=0").model.txt.freeze == ()
+    local = mimic.get_config("runlocal,text=random-tiny")
+    assert local.batch_size == 8 and local.input.dataset == "synthetic_ecg/tiny"
+    assert local.model.txt.freeze == mimic.get_config("").model.txt.freeze
+    for arg, message in [("frozen_layers=x", "expected int"), ("frozen_layers=-1", ">= 0"),
+                         ("frozn_layers=2", "Unknown key 'frozn_layers'.*frozen_layers"),
+                         ("method=mrl", "method='mrl'")]:
+        with pytest.raises(ValueError, match=message):
+            mimic.get_config(arg)
+    assert config_files.load(f"{ROOT / 'configs/mimic.py'}:frozen_layers=3").to_dict() == (
+        mimic.get_config("frozen_layers=3").to_dict())
+
+
+@pytest.mark.slow
+def test_mimic_runlocal_trains_the_top_text_layers_from_a_local_hf_folder(tmp_path):
+    """One fused update on CPU: the HF folder's weights are loaded, the embeddings and the
+    frozen bottom layer stay put, the top layer and the ECG tower move."""
+    import numpy as np
+
+    from configs import mimic
+    from scar_jax import optim, sharding, train_state, update
+    from scar_jax.models import text_encoder
+    from tests.models import test_text_encoder as tte  # writes a tiny torch BERT (2 layers)
+
+    tte._write_tiny_bert(tmp_path)
+    # the MERL-style method (no masker) on 1 s records keeps the compile short; the text-tower
+    # split is the same for every method
+    config = mimic.get_config(f"runlocal,text={tmp_path},frozen_layers=1,method=merl")
+    config.input.seconds = 1.0
+    model = scar.build_model(config.model)
+    mesh = sharding.make_mesh(config.mesh, jax.devices()[:1])
+    rng = np.random.default_rng(0)
+    b, t = config.batch_size, int(config.input.sample_rate * config.input.seconds)
+    tokens = scar.text_tokenizer(config.model.txt.checkpoint, config.model.txt.max_len)(
+        ["sinus rhythm", "atrial fibrillation", "left bundle branch block", "st elevation"] * 2)
+    batch = {"ecg": rng.normal(size=(b, t, 12)).astype(np.float32),
+             "lead_observed": np.ones((b, 12), bool), **dict(tokens)}
+    state, shardings = train_state.create_train_state(model, config, batch, mesh)
+    _, hf = text_encoder.load_hf_bert(tmp_path, pooling=config.model.txt.pooling)
+    jax.tree.map(np.testing.assert_array_equal, state.params["txt"]["bert"], hf)
+    assert not update.text_is_frozen(config, state.params)
+    step = update.jit_update(update.make_update_fn(model, config), shardings,
+                             sharding.batch_sharding(mesh))
+    before = jax.tree.map(np.array, state.params)
+    state, metrics = step(state, jax.device_put(batch, sharding.batch_sharding(mesh)),
+                          jax.random.key(0))
+    assert np.isfinite(float(metrics["loss/total"]))
+    moved = {p: not np.array_equal(a, np.asarray(b_)) for p, a, b_ in zip(
+        optim.param_paths(before), jax.tree.leaves(before), jax.tree.leaves(state.params))}
+    for path, changed in moved.items():
+        if path.startswith(("txt/bert/embeddings/", "txt/bert/encoder/layer_0/")):
+            assert not changed, path
+    assert any(c for p, c in moved.items() if p.startswith("txt/bert/encoder/layer_1/"))
+    assert any(c for p, c in moved.items() if p.startswith("ecg/"))
