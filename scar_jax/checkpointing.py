@@ -6,6 +6,11 @@ One step directory holds three items:
   data    the input iterator state, one JSON file per JAX process (grain's handler)
   config  the run config (JSON)
 
+The state and the data position restore on another number of processes or devices too
+(elastic resume): orbax reshards the state onto the template, and a training stream's
+iterator state is its global position (pipeline.StreamIterator), which every process of
+the saving run wrote alike and which the iterator remaps onto this run's processes.
+
 Saves are asynchronous; orbax writes into a temporary directory and renames it
 (or writes a commit marker on object stores) only once every item is finalised,
 so a process killed while saving leaves the previous checkpoint as the latest
@@ -17,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import threading
 from typing import Any, Mapping
@@ -112,8 +118,8 @@ class _IteratorSnapshot:
     asynchronous save; snapshotting first pins the state to the saved step.
     """
 
-    def __init__(self, state: Any = None):
-        if state is not None and not isinstance(state, bytes):
+    def __init__(self, state: Any):
+        if not isinstance(state, bytes):
             state = (state if isinstance(state, str) else json.dumps(state)).encode()
         self.state = state
 
@@ -121,12 +127,42 @@ class _IteratorSnapshot:
         """The snapshot as bytes (grain writes it as the process's JSON file)."""
         return self.state
 
-    def set_state(self, state: bytes) -> None:
-        """Keep the restored bytes."""
-        self.state = state
 
-    def start_prefetch(self) -> None:
-        """Nothing to prefetch (grain's handler calls this after restore)."""
+_PROCESS_FILE = re.compile(r"process_(\d+)-of-(\d+)\.json")  # grain's name for a process's state
+
+
+def _saved_iterator_state(data_item: str | os.PathLike) -> bytes:
+    """This process's iterator state in a checkpoint's data item folder (grain's layout:
+    process_<i>-of-<n>.json).
+
+    When the checkpoint was written by another number of processes, the position they all
+    saved: states that hold a global position ('batches', as pipeline.StreamIterator
+    writes) and agree on it; the iterator's set_state remaps it. Per-process states of
+    another kind (a plain grain iterator) restore only on the process count that saved them.
+    """
+    folder = epath.Path(data_item)
+    mine = folder / f"process_{jax.process_index()}-of-{jax.process_count()}.json"
+    if mine.exists():
+        return mine.read_bytes()
+    saved = {}
+    for f in folder.glob("process_*-of-*.json") if folder.exists() else ():
+        match = _PROCESS_FILE.fullmatch(f.name)
+        if match:
+            saved[int(match[1])] = (int(match[2]), json.loads(f.read_text()))
+    if not saved:
+        raise FileNotFoundError(f"{folder} holds no data iterator state (the checkpoint was "
+                                "saved without a data iterator).")
+    count = max(n for n, _ in saved.values())
+    states = [st for _, (_, st) in sorted(saved.items())]
+    if not all(isinstance(st, dict) and "batches" in st for st in states):
+        raise ValueError(
+            f"{folder} holds the data iterator states of {count} processes, this run has "
+            f"{jax.process_count()}, and they are per-process states without a global data "
+            f"position: resume it on {count} processes.")
+    if len({(st["batches"], st.get("global_batch_size")) for st in states}) > 1:
+        raise ValueError(f"The processes that saved {folder} disagree on the data position: "
+                         f"{[(st['batches'], st.get('global_batch_size')) for st in states]}.")
+    return json.dumps(states[0]).encode()
 
 
 def set_iterator_state(iterator: Any, saved: bytes) -> None:
@@ -270,7 +306,9 @@ class Checkpointer:
         """(state, step) from checkpoint `step` (default: latest) onto the template's shardings.
 
         `state_template`: the state pytree (arrays or ShapeDtypeStructs with
-        shardings). When `data_iterator` is given, its state is set to the saved one.
+        shardings). When `data_iterator` is given, its state is set to the saved one
+        (`_saved_iterator_state`: from a checkpoint of another process count, the global
+        position of a training stream).
         """
         step = self.latest_step() if step is None else step
         if step is None:
@@ -279,13 +317,12 @@ class Checkpointer:
             )
         abstract = jax.tree.map(_abstract, state_template)
         self._check_param_shapes(step, abstract)
-        items = {STATE: ocp.args.StandardRestore(abstract)}
-        if data_iterator is not None:
-            items[DATA] = grain_checkpoint.CheckpointRestore(_IteratorSnapshot())
-        restored = self.manager.restore(step, args=ocp.args.Composite(**items))
+        restored = self.manager.restore(
+            step, args=ocp.args.Composite(**{STATE: ocp.args.StandardRestore(abstract)}))
         state = _from_storable(restored[STATE], state_template)
-        if data_iterator is not None:
-            set_iterator_state(data_iterator, restored[DATA].state)
+        if data_iterator is not None:  # read here: grain's handler wants this process count
+            data_item = os.path.join(self.directory, str(step), DATA)
+            set_iterator_state(data_iterator, _saved_iterator_state(data_item))
         logging.info("Restored checkpoint of step %d from %s.", step, self.directory)
         return state, step
 

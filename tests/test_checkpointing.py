@@ -1,5 +1,6 @@
 """orbax checkpoints: bitwise round trip with shardings, retention, non-finite refusal, kill -9."""
 
+import json
 import os
 import pathlib
 import subprocess
@@ -103,6 +104,28 @@ def test_iterator_resumes_at_the_saved_position(tmp_path):
     ck.restore({"x": jnp.zeros(2)}, data_iterator=fresh)
     assert [next(fresh).tolist() for _ in range(4)] == after
     ck.close()
+
+
+def test_iterator_state_of_another_process_count(tmp_path):
+    # This (single) process's file is missing: the processes that saved the checkpoint must
+    # have written one global position (tests/test_elastic_resume.py: the real thing).
+    def saved(*states):
+        folder = tmp_path / f"data{len(list(tmp_path.iterdir()))}"
+        folder.mkdir()
+        for i, st in enumerate(states):
+            (folder / f"process_{i}-of-{len(states)}.json").write_text(json.dumps(st))
+        return folder
+
+    pos = {"batches": 3, "global_batch_size": 8, "process_count": 2}
+    got = checkpointing._saved_iterator_state(saved(dict(pos, process_index=0),
+                                                    dict(pos, process_index=1)))
+    assert json.loads(got) == dict(pos, process_index=0)
+    with pytest.raises(ValueError, match="without a global data position: resume it on 2 "):
+        checkpointing._saved_iterator_state(saved({"next_index": 3}, {"next_index": 3}))
+    with pytest.raises(ValueError, match=r"disagree on the data position: \[\(3, 8\), \(4, 8\)\]"):
+        checkpointing._saved_iterator_state(saved(pos, dict(pos, batches=4)))
+    with pytest.raises(FileNotFoundError, match="no data iterator state"):
+        checkpointing._saved_iterator_state(tmp_path / "nothing")
 
 
 def test_relative_directory_saves_restores_and_is_found(tmp_path, monkeypatch):

@@ -8,10 +8,12 @@
 
 Per process the pipeline is (no TensorFlow anywhere):
 
-  record indices of this process (index i with i % process_count == process_index)
-  -> shuffle (seeded; reshuffled every epoch) -> repeat -> batch the indices
-     (global_batch_size / process_count) -> per batch, in one grain element:
-     read the raw records and parse the schema fields (`parse_fields`)
+  train: the stream of all records (epoch after epoch, each a permutation of the split
+     seeded by `seed`, reshuffled every epoch) cut into global batches of global_batch_size;
+     this process's rows of each global batch (global_batch_size / process_count of them)
+     eval: every process_count-th record from process_index on, padded, batched
+  -> per batch, in one grain element: read the raw records and parse the schema fields
+     (`parse_fields`)
   -> augment (train: random lead drop, random contiguous segment drop; applied only as
      lead_observed / time_observed = False, so they only turn observed into unobserved)
   -> normalise over what is still observed (int16 -> float32; unobserved stays 0)
@@ -30,13 +32,16 @@ every record once (no shuffle, no augmentation), pad the last batch of every pro
 same number of full batches and add valid bool [b] (False on padding, whose index is -1).
 
 Determinism and resume: everything random is a function of `seed` and the position in the
-stream, so two iterators with the same seed give identical batches. Save and restore the
-position with the iterator's own state (checkpoint it with the train state):
+stream, so two iterators with the same seed give identical batches, and global batch k
+holds the same records, augmented alike, whatever the number of processes (`TrainStream`).
+The training iterator's state is that global position (global batches read, with the
+global batch size, seed and record count; `StreamIterator`). Save it with the train state
+(scar_jax.checkpointing) and restore it on the same or any other number of processes:
 
-  it = iter(ds); ...; state = it.get_state()   # a small JSON-serialisable dict
-  it2 = iter(make_dataset(<same arguments>)); it2.set_state(state)  # continues exactly
+  it = iter(ds); ...; state = it.get_state()   # {"batches": k, "examples": k*B, ...}
+  it2 = iter(make_dataset(<same arguments, any process_count>)); it2.set_state(state)
 
-(or `grain.checkpoint.CheckpointSave(it)` / `CheckpointRestore(it)` as an orbax item).
+it2 goes on at global batch k: across the resume, every record of an epoch is read once.
 """
 
 from __future__ import annotations
@@ -46,6 +51,7 @@ import importlib
 import math
 import os
 import re
+import sys
 from typing import Any, Callable, Mapping, Sequence
 
 import grain
@@ -377,8 +383,14 @@ class ReportFeatures:
                     f"expected ids [{u}, F] indexing the rows of features [V, H].")
 
 
-class _ReadBatch(grain.transforms.RandomMap):
-    """Record indices [b] (-1: padding) -> one finished batch (module level: picklable)."""
+class _ReadBatch(grain.transforms.Map):
+    """Record indices -> one finished batch (module level: picklable).
+
+    Eval elements are record indices [b] (-1: padding); train elements are [2, b]: record
+    indices and their positions in the training stream (`TrainStream`). Each training
+    record's augmentation is drawn from (seed, its position), so it is the same whichever
+    process reads it and whatever the process count.
+    """
 
     def __init__(
         self,
@@ -388,25 +400,27 @@ class _ReadBatch(grain.transforms.RandomMap):
         train: bool,
         text: TextFn | None,
         report_features: ReportFeatures | None,
+        seed: int = 0,
     ):
         self.reader = _SourceReader(source)
         self.cfg, self.length, self.train = dict(input_config), length, train
-        self.text, self.features = text, report_features
+        self.text, self.features, self.seed = text, report_features, int(seed)
 
     def _read(self, indices: np.ndarray) -> list[Mapping[str, Any]]:
         """Stored examples for `indices` (padding reads record 0)."""
         return self.reader.read([int(i) for i in np.maximum(indices, 0)])
 
-    def random_map(self, indices: np.ndarray, rng: np.random.Generator) -> dict[str, Any]:
-        """indices [b] -> batch dict (see the module docstring)."""
-        indices = np.asarray(indices, np.int64)
+    def map(self, element: np.ndarray) -> dict[str, Any]:
+        """indices [b] or [2, b] (indices, stream positions) -> batch dict (module docstring)."""
+        element = np.asarray(element, np.int64)
+        indices, positions = (element[0], element[1]) if element.ndim == 2 else (element, None)
         examples = [_decode_raw(ex, self.length) for ex in self._read(indices)]
         if self.train:
             cfg = self.cfg
-            for ex, key in zip(examples, rng.integers(0, 2**63 - 1, size=len(examples))):
+            for ex, position in zip(examples, positions):
                 augment(
                     ex,
-                    np.random.default_rng(key),
+                    np.random.default_rng((self.seed, int(position))),
                     lead_drop_prob=float(cfg["lead_drop_prob"]),
                     max_leads_dropped=int(cfg["max_leads_dropped"]),
                     segment_drop_prob=float(cfg["segment_drop_prob"]),
@@ -447,15 +461,157 @@ class _ReadBatch(grain.transforms.RandomMap):
 
 
 def _process_indices(
-    n: int, process_index: int, process_count: int, train: bool, local_batch: int
+    n: int, process_index: int, process_count: int, local_batch: int
 ) -> np.ndarray:
-    """Record indices this process reads (train: equal counts; eval: all, padded with -1)."""
-    if train:
-        return np.arange(process_index, n - n % process_count, process_count, dtype=np.int64)
+    """Record indices this process evaluates: every process_count-th record, padded with -1
+    to the same number of full batches on every process."""
     own = np.arange(process_index, n, process_count, dtype=np.int64)
     per_process = math.ceil(n / process_count)
     padded = max(1, math.ceil(per_process / local_batch)) * local_batch
     return np.concatenate([own, np.full(padded - own.size, -1, np.int64)])
+
+
+class _StreamRows:
+    """Global batch k -> this process's rows of it, [2, b] int64: record indices and their
+    positions in the training stream (module level: picklable for grain's workers).
+
+    Position j of the stream is record order[j]: epoch e = positions [e*n, (e+1)*n) is a
+    permutation of the n records, reshuffled every epoch (grain's index shuffle of `seed`:
+    O(1) memory whatever the corpus size). Global batch k = positions [k*B, (k+1)*B); the
+    process reads rows [first_row, first_row + rows) of it.
+    """
+
+    def __init__(self, records: int, seed: int, global_batch: int, first_row: int, rows: int):
+        self.order = grain.MapDataset.range(records).shuffle(seed=seed)
+        self.global_batch, self.first_row, self.rows = global_batch, first_row, rows
+
+    def __call__(self, k: int) -> np.ndarray:
+        """[2, rows]: record indices, stream positions of global batch k's rows of this process."""
+        start = int(k) * self.global_batch + self.first_row
+        positions = np.arange(start, start + self.rows, dtype=np.int64)
+        return np.stack([np.array([self.order[int(j)] for j in positions], np.int64), positions])
+
+
+def _read_ahead(ds: grain.MapDataset, input_config: ml_collections.ConfigDict) -> grain.IterDataset:
+    """Batches read ahead by `read_threads` threads, in `worker_count` processes when > 0."""
+    threads = max(1, int(input_config.read_threads))
+    out = ds.to_iter_dataset(grain.ReadOptions(num_threads=threads, prefetch_buffer_size=threads))
+    workers = int(input_config.worker_count)
+    if workers > 0:
+        mark_flags_parsed()
+        out = out.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers))
+    return out
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainStream:
+    """This process's share of the training stream: what make_dataset(train=True) returns.
+
+    The stream is the same for every process count: the epochs' permutations of the split's
+    records one after the other (`_StreamRows`), cut into global batches of
+    `global_batch_size`; process p of P reads rows [p*B/P, (p+1)*B/P) of every global batch,
+    and each record's augmentation is drawn from (seed, its position in the stream). Global
+    batch k therefore holds the same records, augmented alike, on 1 process or 64, and the
+    data position is one number: k, the global batches read. Iterate it like a grain
+    dataset; its iterator's state (`StreamIterator.get_state`) is that position, which
+    `set_state` continues on any number of processes.
+    """
+
+    rows: _StreamRows
+    reader: _ReadBatch
+    input_config: ml_collections.ConfigDict
+    records: int
+    global_batch_size: int
+    seed: int
+    num_batches: int  # of the whole stream: num_epochs * records // B, or unbounded
+    process_index: int
+    process_count: int
+
+    def dataset(self, start: int = 0) -> grain.IterDataset:
+        """The grain pipeline of this process's batches from global batch `start` on."""
+        ds = grain.MapDataset.range(start, max(start, self.num_batches))
+        # batches of indices first: one read, decode and normalisation per batch, not per record
+        return _read_ahead(ds.map(self.rows).map(self.reader), self.input_config)
+
+    def __iter__(self) -> "StreamIterator":
+        return StreamIterator(self)
+
+
+class StreamIterator:
+    """Iterator over a TrainStream whose state is the global data position (a JSON dict):
+
+      {"batches": k, "examples": k*B, "epoch": k*B // n, "global_batch_size": B,
+       "records": n, "seed": s, "process_index": p, "process_count": P}
+
+    `set_state` continues at global batch k exactly, on this or any other number of
+    processes (a state saved by another process count is remapped, with one log line); a
+    state of another global batch size is refused. The grain pipeline behind it is built
+    at the first `next` after a start or a `set_state`, from global batch k on.
+    """
+
+    def __init__(self, stream: TrainStream):
+        self.stream = stream
+        self.batches = 0  # global batches read (by every process alike)
+        self._it: Any = None
+
+    def __iter__(self) -> "StreamIterator":
+        return self
+
+    def __next__(self) -> dict[str, Any]:
+        if self._it is None:
+            self._it = iter(self.stream.dataset(self.batches))
+        batch = next(self._it)
+        self.batches += 1
+        return batch
+
+    def get_state(self) -> dict[str, int]:
+        """The data position (see the class docstring)."""
+        s = self.stream
+        examples = self.batches * s.global_batch_size
+        return {"batches": self.batches, "examples": examples, "epoch": examples // s.records,
+                "global_batch_size": s.global_batch_size, "records": s.records, "seed": s.seed,
+                "process_index": s.process_index, "process_count": s.process_count}
+
+    def set_state(self, state: Mapping[str, Any]) -> None:
+        """Continue at the saved global batch (from this or another process count)."""
+        s = self.stream
+        if "batches" not in state and set(state) == {"next_index"}:
+            # written by the pipeline before elastic resume: one grain state of one process
+            logging.warning("data position: an iterator state of an earlier pipeline "
+                            "version; continuing at global batch %d", state["next_index"])
+            state = dict(self.get_state(), batches=int(state["next_index"]))
+        if "batches" not in state:
+            raise ValueError(f"Not a training-stream position (keys {sorted(state)}); it was "
+                             "saved from another kind of iterator.")
+        batches, saved_batch = int(state["batches"]), int(state["global_batch_size"])
+        if saved_batch != s.global_batch_size:
+            raise ValueError(
+                f"The saved data position is {batches} global batches of {saved_batch} "
+                f"examples, but this run's global batch size is {s.global_batch_size}. The "
+                "global batch size (config.batch_size, whatever the number of processes or "
+                f"devices) must stay the same across a resume: resume with {saved_batch}, or "
+                "train into a new workdir.")
+        for key in ("seed", "records"):
+            if int(state[key]) != getattr(s, key):
+                logging.warning(
+                    "data position: saved in a stream of %s %s, this one has %s; the rest of "
+                    "the epoch is not the complement of the records read before the resume.",
+                    key, state[key], getattr(s, key))
+        if int(state["process_count"]) != s.process_count:
+            logging.warning(
+                "data position remapped: saved by %d processes, resumed on %d; global batch "
+                "%d (example %d, epoch %d) goes on, %d of its %d rows on each process.",
+                int(state["process_count"]), s.process_count, batches,
+                batches * s.global_batch_size, batches * s.global_batch_size // s.records,
+                s.global_batch_size // s.process_count, s.global_batch_size)
+        self.close()
+        self.batches = batches
+
+    def close(self) -> None:
+        """Stop the grain pipeline's threads and workers (rebuilt at the next `next`)."""
+        if self._it is not None:
+            self._it.close()
+            self._it = None
 
 
 def mark_flags_parsed() -> None:
@@ -477,8 +633,9 @@ def make_dataset(
     num_epochs: int | None = None,
     process_index: int | None = None,
     process_count: int | None = None,
-) -> grain.IterDataset:
-    """config.input + split -> grain IterDataset of this process's batches (module docstring).
+) -> grain.IterDataset | TrainStream:
+    """config.input + split -> this process's batches: a TrainStream (train) or a grain
+    IterDataset (eval); see the module docstring.
 
     num_epochs None: train repeats forever, eval reads every record once. process_index /
     process_count default to this JAX process; pass them to simulate several processes.
@@ -506,32 +663,32 @@ def make_dataset(
         raise TypeError(
             f"report_features is a {type(report_features).__name__}; pass a "
             "pipeline.ReportFeatures (features of the split's report table, by report_id).")
-    indices = _process_indices(n, process_index, process_count, train, local_batch)
-    if train and indices.size < local_batch:
-        raise ValueError(
-            f"{input_config.dataset} {split} has {n} records: {indices.size} per process, fewer "
-            f"than one batch of {local_batch}; lower the batch size or use a bigger split."
-        )
-    ds = grain.MapDataset.source(indices)
+    reader = _ReadBatch(source, input_config.to_dict(), length, train, text, report_features,
+                        seed)
     if train:
-        ds = ds.shuffle(seed=seed)
-    ds = ds.repeat(num_epochs if train else (num_epochs or 1))
+        if n < global_batch_size:
+            raise ValueError(
+                f"{input_config.dataset} {split} has {n} records, fewer than one global batch "
+                f"of {global_batch_size}; lower the batch size or use a bigger split.")
+        rows = _StreamRows(n, seed, global_batch_size, process_index * local_batch, local_batch)
+        logging.info(
+            "pipeline %s %s: %d records, train (shuffled, augmented), global batch %d, "
+            "process %d/%d reads rows %d:%d of each", input_config.dataset, split, n,
+            global_batch_size, process_index, process_count, rows.first_row,
+            rows.first_row + local_batch)
+        return TrainStream(
+            rows, reader, input_config, records=n, global_batch_size=global_batch_size,
+            seed=seed, num_batches=sys.maxsize // global_batch_size if num_epochs is None
+            else num_epochs * n // global_batch_size, process_index=process_index,
+            process_count=process_count)
+    indices = _process_indices(n, process_index, process_count, local_batch)
     # batches of indices first: one read, decode and normalisation per batch, not per record
-    ds = ds.batch(local_batch, drop_remainder=True)
-    reader = _ReadBatch(source, input_config.to_dict(), length, train, text, report_features)
-    ds = ds.random_map(reader, seed=seed)
-    threads = max(1, int(input_config.read_threads))
-    ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=threads, prefetch_buffer_size=threads))
-    workers = int(input_config.worker_count)
-    if workers > 0:
-        mark_flags_parsed()
-        ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers))
+    ds = grain.MapDataset.source(indices).repeat(num_epochs or 1)
+    ds = ds.batch(local_batch, drop_remainder=True).map(reader)
     logging.info(
-        "pipeline %s %s: %d records, process %d/%d reads %d, local batch %d, %s",
-        input_config.dataset, split, n, process_index, process_count, indices.size, local_batch,
-        "train (shuffled, augmented)" if train else "eval",
-    )
-    return ds
+        "pipeline %s %s: %d records, process %d/%d reads %d, local batch %d, eval",
+        input_config.dataset, split, n, process_index, process_count, indices.size, local_batch)
+    return _read_ahead(ds, input_config)
 
 
 def global_batch(

@@ -126,6 +126,50 @@ def test_resume_reads_exactly_what_an_uninterrupted_run_reads(data_dir, info):
     assert_batches_equal([next(resumed) for _ in range(total - cut)], full[cut:])
 
 
+def test_position_moves_to_another_process_count_and_keeps_the_global_batch(
+        data_dir, info, caplog):
+    cfg = input_config(data_dir, info, lead_drop_prob=0.5, segment_drop_prob=0.5)
+    n = len(pipeline.load_source(DATASET, "train", data_dir)[0])
+
+    def iters(count, batch=BATCH):
+        return [iter(pipeline.make_dataset(cfg, "train", global_batch_size=batch, seed=4,
+                                           train=True, process_index=p, process_count=count))
+                for p in range(count)]
+
+    def merged(parts):  # the processes' rows of one global batch, in process order
+        return {k: np.concatenate([b[k] for b in parts]) for k in parts[0]}
+
+    total, cut = n // BATCH + 2, n // BATCH - 1  # the resumed part crosses an epoch boundary
+    (ref,) = iters(1)
+    want = [next(ref) for _ in range(total)]
+    for before, after in ((2, 1), (1, 2)):
+        first = iters(before)
+        got = [merged([next(it) for it in first]) for _ in range(cut)]
+        state = first[-1].get_state()
+        assert state == {"batches": cut, "examples": cut * BATCH, "epoch": cut * BATCH // n,
+                         "global_batch_size": BATCH, "records": n, "seed": 4,
+                         "process_index": before - 1, "process_count": before}
+        caplog.clear()
+        resumed = iters(after)
+        for it in resumed:
+            it.set_state(state)
+        assert f"saved by {before} processes, resumed on {after}; global batch {cut}" in (
+            caplog.text)
+        got += [merged([next(it) for it in resumed]) for _ in range(total - cut)]
+        assert_batches_equal(got, want)  # the same global batches, augmentation included
+        order = np.concatenate([b["index"] for b in got])
+        assert sorted(order[:n].tolist()) == list(range(n))  # the first epoch: each record once
+
+    # a state of the pipeline before elastic resume (one grain index) is its batch count
+    (it,) = iters(1)
+    it.set_state({"next_index": 2})
+    assert_batches_equal([next(it)], want[2:3])
+    # another global batch size is refused, naming both
+    with pytest.raises(ValueError, match=f"{cut} global batches of {BATCH} examples, but this "
+                                         "run's global batch size is 4"):
+        iters(1, batch=4)[0].set_state(state)
+
+
 def test_epochs_are_permutations_reshuffled_each_epoch(data_dir, info):
     cfg = input_config(data_dir, info)
     n = len(pipeline.load_source(DATASET, "train", data_dir)[0])
@@ -140,18 +184,26 @@ def test_epochs_are_permutations_reshuffled_each_epoch(data_dir, info):
 
 
 def test_two_processes_partition_the_records(data_dir, info):
-    cfg = input_config(data_dir, info)
+    cfg = input_config(data_dir, info, lead_drop_prob=0.5, segment_drop_prob=0.5)
     source, _ = pipeline.load_source(DATASET, "train", data_dir)
     n = len(source)
-    seen = []
-    for p in range(2):
-        ds = pipeline.make_dataset(cfg, "train", global_batch_size=BATCH, seed=0, train=True,
-                                   num_epochs=1, process_index=p, process_count=2)
-        idx = np.concatenate([b["index"] for b in ds])
-        assert idx.size == (n // 2) // (BATCH // 2) * (BATCH // 2)
-        assert np.all(idx % 2 == p)
-        seen.append(set(idx.tolist()))
-    assert not seen[0] & seen[1]
+    assert n % BATCH == 0  # so that one epoch is whole global batches
+
+    def batches(p, count):
+        return list(pipeline.make_dataset(cfg, "train", global_batch_size=BATCH, seed=0,
+                                          train=True, num_epochs=1, process_index=p,
+                                          process_count=count))
+
+    # train: each of 2 processes reads its half of every global batch of 1 process, the
+    # augmentation included (drawn per record from its position in the stream)
+    one, halves = batches(0, 1), [batches(p, 2) for p in range(2)]
+    assert len(one) == len(halves[0]) == len(halves[1]) == n // BATCH
+    for k, whole in enumerate(one):
+        for p in range(2):
+            part = {key: v[p * BATCH // 2 : (p + 1) * BATCH // 2] for key, v in whole.items()}
+            assert_batches_equal([halves[p][k]], [part])
+    idx = np.concatenate([b["index"] for h in halves for b in h])
+    assert sorted(idx.tolist()) == list(range(n))  # one epoch: every record once
     # eval: every record exactly once over the two processes, padding flagged invalid
     n_val = len(pipeline.load_source(DATASET, "validation", data_dir)[0])
     valid_idx, sizes, padding = [], [], 0
