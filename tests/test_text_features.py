@@ -11,15 +11,14 @@ from __future__ import annotations
 
 import os
 import pathlib
-import socket
-import subprocess
 import sys
 
 import jax
 import numpy as np
 import pytest
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+from tests import multiprocess
+
 DATASET = "synthetic_ecg/tiny"
 
 
@@ -101,38 +100,12 @@ def test_cached_array_on_gcs_is_computed_once(gcs):
     assert (gcs / "bucket" / "cache" / "text_features_x.npy").is_file()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("localhost", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_two_processes_embed_half_each_and_get_the_one_process_features(data_dir, tmp_path):
     """Each process tokenizes only its half of every chunk; both end with all U features,
     equal to one process's, and process 0 alone writes the cache, which a second start-up
     reads (no text tokenized)."""
-    port = _free_port()
-    env = dict(os.environ)
-    env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
-    env["JAX_PLATFORMS"] = "cpu"
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-m", "tests.test_text_features", str(i), str(port),
-             str(tmp_path), data_dir],
-            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        )
-        for i in range(2)
-    ]
-    try:
-        outputs = [p.communicate(timeout=600)[0] for p in procs]
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-    for i, (p, out) in enumerate(zip(procs, outputs)):
-        assert p.returncode == 0, f"process {i} failed:\n{out[-4000:]}"
+    multiprocess.run_processes("tests.test_text_features", tmp_path, data_dir)
     from scar_jax import train
 
     cfg, model, params, text_fn, mesh = _setup(data_dir)

@@ -52,7 +52,7 @@ import math
 import os
 import re
 import sys
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping
 
 import grain
 import jax
