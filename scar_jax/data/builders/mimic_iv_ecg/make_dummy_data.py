@@ -29,6 +29,12 @@ GOOD_REPORTS = [
     ["Sinus rhythm", "Normal ECG"],
     ["Sinus rhythm", "Left ventricular hypertrophy", "=-"],
 ]
+RECORD_LIST_COLUMNS = ["subject_id", "study_id", "file_name", "ecg_time", "path"]
+MEASUREMENT_COLUMNS = [
+    "subject_id", "study_id", "cart_id", "ecg_time", *[f"report_{i}" for i in range(18)],
+    "bandwidth", "filtering", "rr_interval", "p_onset", "p_end", "qrs_onset", "qrs_end", "t_end",
+    "p_axis", "qrs_axis", "t_axis",
+]
 # study suffix: (kind, report cells); every kind but 'repaired_nan' is broken.
 BROKEN = {
     "truncated": ["Sinus rhythm", "Normal ECG", "truncated file"],
@@ -110,14 +116,11 @@ def write_corpus(out: str, n_good: int = 8, broken: bool = True, seed: int = 0) 
                 f.write("this is not a WFDB header\n")
     with open(os.path.join(out, "record_list.csv"), "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["subject_id", "study_id", "file_name", "ecg_time", "path"])
+        w.writerow(RECORD_LIST_COLUMNS)
         w.writerows(records)
     buf = io.StringIO()
     w = csv.writer(buf)
-    w.writerow(["subject_id", "study_id", "cart_id", "ecg_time",
-                *[f"report_{i}" for i in range(18)], "bandwidth", "filtering", "rr_interval",
-                "p_onset", "p_end", "qrs_onset", "qrs_end", "t_end", "p_axis", "qrs_axis",
-                "t_axis"])
+    w.writerow(MEASUREMENT_COLUMNS)
     w.writerows(measurements)
     with open(os.path.join(out, "machine_measurements.csv"), "wb") as f:
         f.write(buf.getvalue().encode("utf-8", errors="surrogateescape"))  # the non-UTF-8 byte
