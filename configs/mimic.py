@@ -9,13 +9,14 @@ r"""SCAR pretraining on MIMIC-IV-ECG at paper scale (METHOD §3-4), the recipe l
 pretrains SCAR for 75,000 steps of 512 pairs (about 50 epochs of MIMIC-IV-ECG's ~770k
 training pairs), a ViT-tiny ECG tower on 500 Hz x 10 s records (600 tokens of 0.2 s per
 lead), the MedCPT-Query-Encoder text tower with its embeddings and first 6 of 12 layers
-frozen (CLS pooling, as MedCPT), validation loss on the validation split and a checkpoint
-every 2,000 steps (the best by val/loss is kept besides the last 3). Not run here: no
-MIMIC-IV-ECG, no TPU, no network; the result is for `main eval` on the benchmarks. The
-text folder is relative to the working directory (every launcher runs in the repository
+frozen (CLS pooling and 64 tokens, as MedCPT), validation loss on the validation split and
+a checkpoint every 2,000 steps (the best by val/loss is kept besides the last 3). Not run
+here: no MIMIC-IV-ECG, no TPU, no network; the result is for `main eval` on the benchmarks.
+The text folder is relative to the working directory (every launcher runs in the repository
 root; `launch/tpu_pod.sh setup` copies it to the workers with the checkout). Any local
-Hugging Face BERT folder works (`text=/path`; sharded safetensors, pytorch_model.bin with
-torch, MLM heads: see scar_jax/models/hf_checkpoint.py).
+Hugging Face BERT folder works (`text=/path`): safetensors, sharded or not, with or without
+MLM/NSP heads; a folder with only pytorch_model.bin needs torch (`.[torch]`) or a one-time
+conversion, whose command the loader's error prints (scar_jax/models/hf_checkpoint.py).
 
 `arg` takes the keys of configs/scar.py (method=scar|merl|random, variant, masker, unit,
 selector, supervision, loss, text, minmax, runlocal) plus:
@@ -85,8 +86,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             "input.seconds": 10.0,
             "model.ecg.patch_size": 100,  # 0.2 s tokens: 12 leads x 50 segments
             "model.ecg.max_segments": 50,
-            # machine reports are a few statements; 128 tokens leave room for the longest
-            "model.txt.max_len": 128,
+            # model.txt.max_len stays 64 report tokens: MedCPT-Query-Encoder's own query length
             "batch_size": 512,  # global; the contrastive loss spans all of it
             "total_steps": 75_000,  # ~50 epochs of ~770k pairs at 512
             "log_every": 100,
