@@ -15,7 +15,18 @@ the class-level rows, the mask probes and the in-encoder normalisation were adde
   seed              training seed                                     [0]
   reference_steps   steps of the transfer reference (0: none, the transfer rows are
                     omitted)                                          [150]
+  secondary         strength of the corpus's secondary evidence: 1 (synthetic_ecg/100hz),
+                    0.5 (100hz_sec50) or 0 (100hz_sec0); see scar_jax.data.synthetic
+                    SECONDARY_KNOB_CLASSES                            [1]
   runlocal          the same pipeline at test size (tiny corpus, a few steps; CI)
+
+The secondary-evidence curve (docs/RESULTS.md): one multi-seed demo per setting, then
+scar_jax.evaluation.curve:
+
+  python -m scar_jax.main demo --workdir=sec0 --demo_seeds=0,1,2 --demo_methods=scar,random \
+      --demo_arg=secondary=0,reference_steps=0
+  python -m scar_jax.evaluation.curve --point 1=demo/report --point 0.5=sec50/report \
+      --point 0=sec0/report --update_docs
 
 The transfer reference ranks the transfer-adversarial masks of every compared model: a
 model outside the comparison (METHOD §8), REFERENCE's method at its own seed, trained once
@@ -38,7 +49,10 @@ scar = config_files.load_module(pathlib.Path(__file__).with_name("scar.py"))
 
 METHODS = ("scar", "merl", "random")  # what the demo trains, in this order
 REFERENCE = ("merl", 1000)  # method and seed of the transfer reference (outside the comparison)
-_DEMO_KEYS = {"seed": 0, "reference_steps": 150}
+_DEMO_KEYS = {"seed": 0, "reference_steps": 150, "secondary": 1.0}
+# secondary evidence strength -> the corpus config that has it
+SECONDARY_DATASETS = {1.0: "synthetic_ecg/100hz", 0.5: "synthetic_ecg/100hz_sec50",
+                      0.0: "synthetic_ecg/100hz_sec0"}
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -60,10 +74,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     if runlocal:  # configs/scar.py's runlocal already shrank it to the tiny corpus
         config.total_steps = 6
         return config
+    if float(demo.secondary) not in SECONDARY_DATASETS:
+        raise ValueError(f"demo: secondary={demo.secondary} has no corpus; one of "
+                         f"{sorted(SECONDARY_DATASETS)}.")
     config_files.set_leaves(
         config,
         {
-            "input.dataset": "synthetic_ecg/100hz",
+            "input.dataset": SECONDARY_DATASETS[float(demo.secondary)],
             "input.sample_rate": 100,
             "input.seconds": 10.0,
             "model.ecg.patch_size": 100,  # 1 s tokens: 12 leads x 10 segments = 120 tokens

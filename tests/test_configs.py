@@ -40,7 +40,8 @@ DOCUMENTED_ARGS = {
         "minmax=alternating",
         "method=merl,variant=small,runlocal",
     ],
-    "demo": ["", "method=merl", "method=random,seed=2", "runlocal", "unit=lead,seed=1"],
+    "demo": ["", "method=merl", "method=random,seed=2", "runlocal", "unit=lead,seed=1",
+             "secondary=0,reference_steps=0", "secondary=0.5"],
     "mimic": ["", "runlocal", "method=merl", "method=random", "variant=small", "frozen_layers=0",
               "frozen_layers=12", "text=/data/hf/BiomedBERT,frozen_layers=8", "unit=lead"],
 }
@@ -287,3 +288,20 @@ def test_mimic_runlocal_trains_the_top_text_layers_from_a_local_hf_folder(tmp_pa
             assert not changed, path
     assert any(c for p, c in moved.items() if p.startswith("txt/bert/encoder/layer_1/"))
     assert any(c for p, c in moved.items() if p.startswith("ecg/"))
+
+
+def test_demo_secondary_picks_the_corpus_with_that_secondary_evidence_strength():
+    demo_config = config_files.load_family("demo", "")
+    assert demo_config.input.dataset == "synthetic_ecg/100hz"
+    for value, name in (("0", "100hz_sec0"), ("0.5", "100hz_sec50"), ("1", "100hz")):
+        config = config_files.load_family("demo", f"secondary={value},method=random")
+        assert config.input.dataset == f"synthetic_ecg/{name}"
+        # the knob changes the corpus only: the rest of the recipe is the demo's
+        base = config_files.load_family("demo", "method=random").to_dict()
+        got = config.to_dict()
+        for d in (base, got):
+            d["input"].pop("dataset")
+            d["arg"].pop("secondary")
+        assert got == base
+    with pytest.raises(ValueError, match=r"secondary=0.3 has no corpus"):
+        config_files.load_family("demo", "secondary=0.3")
