@@ -6,12 +6,13 @@ r"""SCAR pretraining on MIMIC-IV-ECG at paper scale (METHOD §3-4), the recipe l
   python -m scar_jax.main train --config=configs/mimic.py --workdir=gs://bucket/runs/mimic_scar \
       --config.input.data_dir=$TFDS_DATA_DIR
 
-pretrains SCAR for 75,000 steps of 512 pairs (about 50 epochs of MIMIC-IV-ECG's ~770k
-training pairs), a ViT-tiny ECG tower on 500 Hz x 10 s records (600 tokens of 0.2 s per
-lead), the MedCPT-Query-Encoder text tower with its embeddings and first 6 of 12 layers
-frozen (CLS pooling and 64 tokens, as MedCPT), validation loss on the validation split and
-a checkpoint every 2,000 steps (the best by val/loss is kept besides the last 3). Not run
-here: no MIMIC-IV-ECG, no TPU, no network; the result is for `main eval` on the benchmarks.
+pretrains SCAR for 75,000 steps of 512 pairs (about 50 epochs of an estimated ~770k training
+pairs: ~800k records less skipped reports and the 2 % validation subjects), a ViT-tiny ECG
+tower on 500 Hz x 10 s records (600 tokens of 0.2 s per lead), the MedCPT-Query-Encoder text
+tower with its embeddings and first 6 of 12 layers frozen (CLS pooling and 64 tokens, as
+MedCPT), bfloat16 compute, validation loss on the validation split and a checkpoint every
+2,000 steps (the best by val/loss is kept besides the last 3). Not run here: no
+MIMIC-IV-ECG, no TPU, no network; the result is for `main eval` on the benchmarks.
 The text folder is relative to the working directory (every launcher runs in the repository
 root; `launch/tpu_pod.sh setup` copies it to the workers with the checkout). Any local
 Hugging Face BERT folder works (`text=/path`): safetensors, sharded or not, with or without
@@ -86,6 +87,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             "input.seconds": 10.0,
             "model.ecg.patch_size": 100,  # 0.2 s tokens: 12 leads x 50 segments
             "model.ecg.max_segments": 50,
+            # bfloat16 compute on the accelerator (parameters, optimizer state, logits,
+            # softmax and losses stay float32: configs/scar.py); scar.py's `auto` would pick
+            # it there too, the recipe says so explicitly
+            "model.dtype": "bfloat16",
             # model.txt.max_len stays 64 report tokens: MedCPT-Query-Encoder's own query length
             "batch_size": 512,  # global; the contrastive loss spans all of it
             "total_steps": 75_000,  # ~50 epochs of ~770k pairs at 512

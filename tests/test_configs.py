@@ -221,6 +221,7 @@ def test_mimic_config_is_paper_scale_on_the_mimic_builder():
         "^txt/bert/embeddings/", "^txt/bert/encoder/layer_(0|1|2|3|4|5)/")
     assert config.model.selector.target == "report" and config.loss_weights.find == 0
     assert config.batch_size == 512 and config.total_steps == 75_000
+    assert config.model.dtype == "bfloat16"
     assert config.train.checkpoint_every == config.train.eval_every == 2_000
     assert config.total_steps % config.train.checkpoint_every == 1_000  # final one at the end
     assert config.model.masker.kind == "adversarial"  # SCAR itself; method= as configs/scar.py
