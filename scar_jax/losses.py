@@ -141,10 +141,23 @@ def contrastive(za: jax.Array, zb: jax.Array, out: Mapping[str, Any], kind: str)
 MASKER_TERMS = ("clip_clean", "clip_masked", "mask_entropy")
 
 
+# Terms computed only when their weight is > 0 (weights are static config): the finding-level
+# loss is an O((B F)^2) matrix on the step's path. The other terms cost O(B^2) or O(B N) and
+# are logged at weight 0 too (monitors of the ablations that switch them off).
+GATED_TERMS = ("finding",)
+
+
 def objective_terms(
-    z: jax.Array, out: Mapping[str, Any], kind: str = "clip"
+    z: jax.Array,
+    out: Mapping[str, Any],
+    kind: str = "clip",
+    weights: Mapping[str, float] | None = None,
 ) -> dict[str, jax.Array]:
-    """The unweighted terms of the fused objective, from Model.__call__'s outputs."""
+    """The unweighted terms of the fused objective, from Model.__call__'s outputs.
+
+    With `weights`, a term of GATED_TERMS whose weight is 0 is not computed (absent).
+    """
+    gated = {k for k in GATED_TERMS if weights is not None and not _WEIGHT_KEYS[k](weights)}
     terms = {"clip_clean": contrastive(z, out["z_txt"], out, kind)}
     if "z_masked" in out:
         terms["clip_masked"] = contrastive(out["z_masked"], out["z_txt"], out, kind)
@@ -160,13 +173,16 @@ def objective_terms(
     if "z_masked" in out:
         terms["consistency"] = consistency_loss(out["z_masked"], z)
         terms["mask_entropy"] = mask_entropy(out["masker"]["entropy"])
-    if "z_findings" in out:
+    if "z_findings" in out and "finding" not in gated:
         terms["finding"] = finding_loss(z, out["z_findings"], out["finding_ids"],
                                         out["logit_scale"])
     if "uma_views" in out:
         temperature = out.get("uma_temperature", MERL_TEMPERATURE)
         terms["uni_modal"] = uni_modal_loss(*out["uma_views"], temperature)
     return terms
+
+
+_WEIGHT_KEYS = {"finding": lambda w: w.get("find", 0.0) > 0}
 
 
 def term_weights(
@@ -194,20 +210,27 @@ def term_weights(
     }
 
 
-def scar_objective(
-    z: jax.Array, out: Mapping[str, Any], weights: Mapping[str, float], kind: str = "clip"
+def weighted_objective(
+    terms: Mapping[str, jax.Array], weights: Mapping[str, float]
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """The fused objective J and its terms, from Model.__call__'s outputs.
-
-    J = L(clean) + w_adv L(masked) + w_sel L_sel + w_cons L_cons + w_uma L_uma + w_ent H(m).
-    Encoders, selector and heads descend J; the masker ascends only its part of it,
-    J_masker = sum over MASKER_TERMS (see `term_weights`; the update differentiates the two
-    players' objectives from one forward pass), so the selector and consistency terms never
-    reach it. The entropy term has no encoder gradient.
-    """
-    terms = objective_terms(z, out, kind)
+    """(J = sum of the encoders' coefficients x terms, {'loss/<term>', 'loss/total'})."""
     coef = term_weights(terms, weights)
     total = sum(coef[k] * v for k, v in terms.items())
     metrics = {f"loss/{k}": v for k, v in terms.items()}
     metrics["loss/total"] = total
     return total, metrics
+
+
+def scar_objective(
+    z: jax.Array, out: Mapping[str, Any], weights: Mapping[str, float], kind: str = "clip"
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """The fused objective J and its terms, from Model.__call__'s outputs.
+
+    J = L(clean) + w_adv L(masked) + w_sel L_sel + w_cons L_cons + w_uma L_uma + w_ent H(m)
+    (+ w_find L_find, computed only when w_find > 0).
+    Encoders, selector and heads descend J; the masker ascends only its part of it,
+    J_masker = sum over MASKER_TERMS (see `term_weights`; the update differentiates the two
+    players' objectives from one forward pass), so the selector and consistency terms never
+    reach it. The entropy term has no encoder gradient.
+    """
+    return weighted_objective(objective_terms(z, out, kind, weights), weights)

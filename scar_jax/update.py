@@ -114,8 +114,8 @@ def make_update_fn(
         z, out = model.apply(
             {"params": params}, batch, tau=tau, use_random=use_random, train=True, rngs=rngs
         )
-        terms = losses.objective_terms(z, out, kind)
-        total, metrics = losses.scar_objective(z, out, weights, kind)
+        terms = losses.objective_terms(z, out, kind, weights)  # once; gated terms absent
+        _, metrics = losses.weighted_objective(terms, weights)
         observed = out["observed"].astype(jnp.float32)
         removed = out["masker"]["m_hard"] * observed
         ent = losses.mask_entropy(out["masker"]["entropy"])

@@ -451,3 +451,70 @@ def test_cached_report_features_and_trainable_text_guard():
     fn = update.make_update_fn(model, config)
     with pytest.raises(ValueError, match="txt_feats"):
         fn(state, make_batch(config), jax.random.key(0))
+
+
+def _with_findings(batch, f: int = 3, seed: int = 1) -> dict:
+    """The batch plus finding_ids [B, F] (some shared, -1 = padding) and finding_feats."""
+    rng = np.random.default_rng(seed)
+    ids = rng.integers(-1, 5, (B, f)).astype(np.int32)
+    ids[:, 0] = np.arange(B) % 4  # every record has a finding; records share them
+    feats = rng.normal(size=(B, f, TXT_DIM)).astype(np.float32)
+    return dict(batch, finding_ids=ids, finding_feats=np.where(ids[..., None] >= 0, feats, 0))
+
+
+@pytest.mark.parametrize("find", [0.0, 0.5])
+def test_finding_term_is_computed_only_with_weight(monkeypatch, find):
+    """At loss_weights.find = 0 the O((B F)^2) finding loss is never traced into the step (and
+    is absent from the metrics); the total is the ungated objective's. At > 0 it is computed."""
+    traced = []
+    real = losses.finding_loss
+    monkeypatch.setattr(losses, "finding_loss", lambda *a, **k: traced.append(1) or real(*a, **k))
+    config = make_config(**{"loss_weights.find": find})
+    model, state, step, mesh = setup(config)
+    batch = _with_findings(make_batch(config))
+    params = host(state.params)
+    _, metrics = step(state, put(batch, mesh), jax.random.key(0))
+    assert bool(traced) == (find > 0)
+    assert ("loss/finding" in metrics) == (find > 0)
+    # The ungated objective (every term, the finding loss weighted by `find`) at the step's
+    # own rngs gives the same total.
+    rngs, tau, use_random = update.step_inputs(config, jax.random.fold_in(jax.random.key(0), 0),
+                                               jnp.int32(0), B)
+    z, out = model.apply({"params": params}, batch, tau=tau, use_random=use_random, train=True,
+                         rngs=rngs)
+    terms = losses.objective_terms(z, out, config.model.loss)
+    assert "finding" in terms
+    total, _ = losses.weighted_objective(terms, config.loss_weights)
+    np.testing.assert_allclose(float(metrics["loss/total"]), float(total), rtol=1e-5)
+
+
+def test_bfloat16_compute_stays_close_to_float32():
+    """model.dtype=bfloat16 against float32 from the same parameters, one step on CPU.
+
+    Tolerances: bf16 rounds to 2^-8 (3.9e-3) relative; the matmuls accumulate in float32
+    and the logits, softmax and loss are float32, so the loss moves by a fraction of that
+    (measured 1.1e-4 relative): |dloss| <= 2e-3 |loss|. The gradient norm likewise (measured
+    4e-4): 1e-2. Adam's first step is +-lr on every coordinate whose gradient exceeds eps,
+    so coordinates with a near-zero true gradient (attention key biases, rounding noise)
+    flip sign under any perturbation: the update is compared by its direction (measured
+    cosine 0.994): cosine >= 0.98. Parameters and optimizer state stay float32.
+    """
+    got = {}
+    for dtype in ("float32", "bfloat16"):
+        config = make_config(**{"model.dtype": dtype, "optim.warmup_steps": 0})
+        _, state, step, mesh = setup(config)
+        before = flat(host(state.params))
+        state, metrics = step(state, put(make_batch(config), mesh), jax.random.key(0))
+        after = flat(host(state.params))
+        got[dtype] = (metrics, before, after, state)
+    (m32, b32, a32, _), (m16, b16, a16, s16) = got["float32"], got["bfloat16"]
+    assert all(np.array_equal(b32[k], b16[k]) for k in b32)  # the same initial parameters
+    for leaf in jax.tree.leaves((s16.params, s16.opt_state)):
+        assert not jnp.issubdtype(leaf.dtype, jnp.floating) or leaf.dtype == jnp.float32
+    loss32, loss16 = float(m32["loss/total"]), float(m16["loss/total"])
+    assert abs(loss16 - loss32) <= 2e-3 * abs(loss32)
+    g32, g16 = float(m32["grad_norm/encoders"]), float(m16["grad_norm/encoders"])
+    assert abs(g16 - g32) <= 1e-2 * g32
+    d32 = np.concatenate([(a32[k] - b32[k]).ravel() for k in sorted(b32)])
+    d16 = np.concatenate([(a16[k] - b16[k]).ravel() for k in sorted(b32)])
+    assert d16 @ d32 / (np.linalg.norm(d16) * np.linalg.norm(d32)) >= 0.98

@@ -112,10 +112,11 @@ def test_cached_text_features_and_inference_entry_points():
 
 @pytest.mark.parametrize("unit", ["lead", "segment", "joint", "token"])
 def test_gather_kept_masked_view_equals_masked_computation(unit):
-    config, model, params, batch, rngs = _setup(f"unit={unit}")
-    _, model_g, _, _, _ = _setup(f"unit={unit}", **{"model.ecg.gather_kept": True})
+    config, model, params, batch, rngs = _setup(f"unit={unit}", **{"model.ecg.gather_kept": False})
+    _, model_g, _, _, _ = _setup(f"unit={unit}")  # gather_kept is the default
     num_kept = model_g.num_kept((B, 12, 10))
-    assert num_kept is not None and num_kept < 12 * 10
+    assert num_kept is not None and num_kept < 12 * 10 and num_kept % scar.GATHER_MULTIPLE == 0
+    assert model.num_kept((B, 12, 10)) is None
     _, out = model.apply(params, batch, tau=0.5, rngs=rngs)
     _, out_g = model_g.apply(params, batch, tau=0.5, rngs=rngs)
     assert out_g["masked"]["encoded"].shape[1] == num_kept
