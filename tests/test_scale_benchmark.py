@@ -1,0 +1,76 @@
+"""scar_jax/benchmarks/scale.py: the extrapolation, the goal verdicts, the table, and the
+process measurement (peak RSS of a child, killed at a log line)."""
+
+from __future__ import annotations
+
+import re
+import sys
+
+import pytest
+
+from scar_jax.benchmarks import scale
+
+
+def _result(label, sizes_figures, target=800_000):
+    sizes = {str(n): {"figures": f} for n, f in sizes_figures.items()}
+    ns = [int(n) for n in sizes]
+    ex = {k: scale.extrapolate(ns, [sizes[str(n)]["figures"][k] for n in ns], target)
+          for k, _, _ in scale.FIGURES}
+    return {"label": label, "target": target, "sizes": sizes, "extrapolated": ex}
+
+
+def _figures(startup, before_step, rss, bytes_per_record):
+    return {"build_records_per_s_per_process": 10.0, "build_peak_rss_mib": 500.0,
+            "bytes_per_record": bytes_per_record, "startup_s": startup,
+            "startup_before_step_s": before_step, "startup_cold_s": startup + 5,
+            "startup_peak_rss_mib": rss, "embed_s": 5.0}
+
+
+def test_extrapolate_is_the_least_squares_line():
+    assert scale.extrapolate([1, 3], [2.0, 4.0], 5) == pytest.approx(6.0)
+    assert scale.extrapolate([0, 1, 2], [0.0, 1.0, 5.0], 4) == pytest.approx(9.5)  # 2.5 x - 0.5
+    assert scale.extrapolate([5, 5], [1.0, 2.0], 9) is None
+
+
+def test_goals_met_and_missed():
+    flat = _result("after", {5000: _figures(100, 30, 2000, 121_000),
+                             50000: _figures(100, 30.5, 2010, 121_000)})
+    g = scale.goals(flat)
+    # 30 + 0.5 s / 45k records * 795k = 38.8 s; +8.8 s < 10 s
+    assert g["start-up < 2 min, flat"][1] is True
+    assert g["start-up < 2 min, flat"][0].startswith("39 s (+9 s")
+    assert g["start-up memory flat"][1] is True  # 2000 -> 2177 MiB: +8.8 %
+    assert g["storage <= 1.2x raw int16"] == ("1.01x", True)
+    grows = _result("before", {5000: _figures(100, 30, 2000, 300_000),
+                               50000: _figures(130, 60, 2400, 300_000)})
+    g = scale.goals(grows)
+    assert g["start-up < 2 min, flat"][1] is False  # 60 + 30 * 750/45 = 560 s
+    assert g["start-up memory flat"][1] is False
+    assert g["storage <= 1.2x raw int16"] == ("2.50x", False)
+    one = _result("before", {5000: _figures(100, 30, 2000, 300_000)})
+    assert scale.goals(one)["start-up < 2 min, flat"][1] is None
+
+
+def test_table_has_every_size_the_extrapolation_and_the_verdicts():
+    before = _result("before", {5000: _figures(100, 30, 2000, 300_000)})
+    after = _result("after", {5000: _figures(100, 30, 2000, 121_000),
+                              50000: _figures(100, 30.5, 2010, 121_000)})
+    table = scale.format_table([before, after])
+    head = table.splitlines()[0]
+    assert head == ("| figure | before 5,000 | after 5,000 | after 50,000 | "
+                    "after 800,000 (extrapolated) |")
+    assert "| storage <= 1.2x raw int16 | **no**: 2.50x | yes: 1.01x |" in table
+    assert "n/a (one size)" in table
+    assert len(table.splitlines()) == 2 + len(scale.FIGURES) + 1 + 2 + 3
+
+
+def test_run_measured_peak_rss_and_kill_at_a_line(tmp_path):
+    code = ("import numpy as np, sys, time; a = np.ones(300 * 2**20 // 8); "
+            "print('allocated', flush=True); time.sleep(60)")
+    r = scale.run_measured([sys.executable, "-c", code], str(tmp_path / "log"),
+                           until=re.compile("allocated"))
+    assert r["match"] == "allocated"
+    assert r["returncode"] == -9  # killed at the line, not after the sleep
+    assert r["peak_rss_mib"] >= 300
+    r = scale.run_measured([sys.executable, "-c", "print('hi')"], str(tmp_path / "log2"))
+    assert r["returncode"] == 0 and r["match"] is None and r["peak_rss_mib"] < 300
