@@ -6,8 +6,9 @@ built and trained on at two sizes, every corpus-dependent cost extrapolated to 8
     python -m scar_jax.benchmarks.scale --render=/tmp/scale/scale_before.json,\
         /tmp/scale/scale_after.json [--update_docs]
 
-For each size N (corpus and builds are kept in --workdir and reused; `--label` names the
-code's builds, so two versions of the code never share one):
+For each size N (corpus, builds and each size's figures are kept in --workdir and reused,
+--remeasure measures again; `--label` names the code's builds, so two versions of the code
+never share one):
   1. simulate.write_corpus writes N records (mimic_iv_ecg/simulate.py) unless done before;
   2. the sharded build of `python -m scar_jax.main build --dataset=mimic_iv_ecg
      --num_shards=W --shard_index=i` runs W processes at once (one shard each), then
@@ -68,6 +69,8 @@ _WORKERS = flags.DEFINE_integer("workers", 2, "Processes: simulation, and build 
 _LABEL = flags.DEFINE_string("label", "current", "Name of the code measured (builds, JSON).")
 _OUT = flags.DEFINE_string("out", None, "JSON output (default WORKDIR/scale_LABEL.json).")
 _WARM_RUNS = flags.DEFINE_integer("warm_runs", 2, "Warm start-ups per size (the best is used).")
+_REMEASURE = flags.DEFINE_bool("remeasure", False, "Measure sizes measured before again "
+                                "(default: reuse WORKDIR/size_N_LABEL.json).")
 _TARGET = flags.DEFINE_integer("target", TARGET, "Corpus size to extrapolate to.")
 _RENDER = flags.DEFINE_list("render", [], "Only print the table of these JSON results.")
 _UPDATE_DOCS = flags.DEFINE_bool("update_docs", False, "Write the table into docs/PERFORMANCE.md.")
@@ -359,7 +362,15 @@ def run(workdir: str, sizes: Sequence[int], workers: int, label: str, warm_runs:
         "sizes": {},
     }
     for n in sorted(sizes):
+        done = os.path.join(workdir, f"size_{n}_{label}.json")  # one size's figures, kept
+        if os.path.exists(done) and not _REMEASURE.value:
+            with open(done) as f:
+                result["sizes"][str(n)] = json.load(f)
+            logging.info("size %d: the figures measured before (%s)", n, done)
+            continue
         result["sizes"][str(n)] = measure_size(workdir, n, workers, label, warm_runs)
+        with open(done, "w") as f:
+            json.dump(result["sizes"][str(n)], f, indent=1, default=float)
     keys = [k for k, _, _ in FIGURES]
     ns = [int(s) for s in result["sizes"]]
     result["extrapolated"] = {
