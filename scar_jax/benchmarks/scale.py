@@ -346,7 +346,11 @@ def _code_version() -> str:
     try:
         return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=_REPO, text=True,
                               capture_output=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
+    except (OSError, subprocess.CalledProcessError):  # an exported tree: `git archive` + REV
+        rev = os.path.join(_REPO, "REV")
+        if os.path.exists(rev):
+            with open(rev) as f:
+                return f.read().strip()
         return os.path.basename(_REPO)
 
 
