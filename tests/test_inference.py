@@ -152,6 +152,8 @@ def test_class_embeddings_average_phrasings_then_centre(setup):
     np.testing.assert_allclose(centred, unit(want - want.mean(0)), atol=1e-5)
     with pytest.raises(ValueError, match="at least one phrasing"):
         scar.class_embeddings(model, variables, [("x",), ()], **kw)
+    with pytest.raises(TypeError, match=r"classes \[1\] got a bare string"):
+        scar.class_embeddings(model, variables, [("x",), "ECG shows y"], **kw)
 
 
 @pytest.mark.parametrize("center", [False, True])

@@ -31,7 +31,7 @@ class EvalData:
     lead_observed: np.ndarray
     labels: np.ndarray
     class_names: list[str]
-    prompts: list[str]
+    prompts: list[tuple[str, ...]]  # each class's phrasings
     time_observed: np.ndarray | None = None
     evidence_primary: np.ndarray | None = None
     evidence_secondary: np.ndarray | None = None

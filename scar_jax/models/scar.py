@@ -365,6 +365,10 @@ def class_embeddings(
     embedding first, so the component every class shares (a common prefix, the head's bias)
     stops adding the same ECG-dependent offset to every class's score; then renormalise.
     """
+    bare = [k for k, ph in enumerate(phrasings) if isinstance(ph, str)]
+    if bare:  # a string is a sequence of characters: it would embed each letter
+        raise TypeError(f"class_embeddings: phrasings are one sequence of strings per class; "
+                        f"classes {bare} got a bare string ({phrasings[bare[0]]!r}).")
     flat = [str(p) for ph in phrasings for p in ph]
     owner = np.repeat(np.arange(len(phrasings)), [len(ph) for ph in phrasings])
     if not flat or any(len(ph) == 0 for ph in phrasings):

@@ -37,7 +37,7 @@ def _data(mu, n=12, k=3, seed=0):
     labels = np.random.default_rng(seed).random((n, k)) > 0.5
     labels[0], labels[1] = True, False  # every class has both labels
     return eval_data.EvalData(ecg, lead_obs, labels, [f"c{i}" for i in range(k)],
-                        [f"ECG shows finding {i}" for i in range(k)])
+                        [(f"ECG shows finding {i}",) for i in range(k)])
 
 
 @pytest.mark.slow
@@ -285,7 +285,7 @@ def test_classwise_rows_remove_one_region_per_class_ranked_on_validation(mu, mon
     from every test record, positives and negatives alike."""
     variables, ecg, lead_obs, labels, z_cls, _ = _trained(mu)
     model = run.ModelSpec("m", mu.model, variables, "random-tiny", 16)
-    prompts = [f"ECG shows finding {i}" for i in range(3)]
+    prompts = [(f"ECG shows finding {i}",) for i in range(3)]
     val = eval_data.EvalData(ecg[:24], lead_obs[:24], labels[:24], ["c0", "c1", "c2"], prompts)
     test = eval_data.EvalData(ecg[24:], lead_obs[24:], labels[24:], ["c0", "c1", "c2"], prompts)
     cfg = _small_grid(mu.config, adv_units=("lead",), adv_modes=("whitebox",),
