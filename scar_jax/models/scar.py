@@ -298,7 +298,8 @@ def text_checkpoint_folder(name: str) -> pathlib.Path | None:
     if not (folder / "config.json").is_file():
         raise FileNotFoundError(
             f"Text checkpoint {name!r} is neither {RANDOM_TEXT!r}, {MINILM!r} nor a folder with "
-            "a Hugging Face config.json and model.safetensors."
+            "a Hugging Face BERT checkpoint (config.json and its weights: model.safetensors, "
+            "sharded safetensors or pytorch_model.bin)."
         )
     return folder
 
