@@ -20,7 +20,8 @@ def _result(label, sizes_figures, target=800_000):
 
 
 def _figures(startup, before_step, rss, bytes_per_record):
-    return {"build_records_per_s_per_process": 10.0, "build_peak_rss_mib": 500.0,
+    return {"build_records_per_s_per_process": 10.0, "build_cpu_ms_per_record": 50.0,
+            "build_peak_rss_mib": 500.0,
             "bytes_per_record": bytes_per_record, "startup_s": startup,
             "startup_before_step_s": before_step, "startup_cold_s": startup + 5,
             "startup_peak_rss_mib": rss, "embed_s": 5.0}
@@ -74,3 +75,23 @@ def test_run_measured_peak_rss_and_kill_at_a_line(tmp_path):
     assert r["peak_rss_mib"] >= 300
     r = scale.run_measured([sys.executable, "-c", "print('hi')"], str(tmp_path / "log2"))
     assert r["returncode"] == 0 and r["match"] is None and r["peak_rss_mib"] < 300
+
+
+def test_prefix_corpus_is_the_smaller_simulated_corpus(tmp_path):
+    import filecmp
+
+    from scar_jax.data.builders.mimic_iv_ecg import simulate
+
+    simulate.write_corpus(str(tmp_path / "big"), 7)
+    simulate.write_corpus(str(tmp_path / "small"), 5)
+    assert not scale.prefix_corpus(str(tmp_path / "big"), str(tmp_path / "x"), 7)  # no row 8
+    assert scale.prefix_corpus(str(tmp_path / "big"), str(tmp_path / "linked"), 5)
+    cmp = filecmp.dircmp(tmp_path / "small", tmp_path / "linked")
+    assert not cmp.left_only and not cmp.right_only
+    for name in ("record_list.csv", "machine_measurements.csv"):
+        assert filecmp.cmp(tmp_path / "small" / name, tmp_path / "linked" / name, shallow=False)
+    rows = (tmp_path / "small" / "record_list.csv").read_text().splitlines()[1:]
+    for row in rows:
+        for ext in (".hea", ".dat"):
+            rel = row.split(",")[-1] + ext
+            assert filecmp.cmp(tmp_path / "small" / rel, tmp_path / "linked" / rel, shallow=False)

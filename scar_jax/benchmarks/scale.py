@@ -104,6 +104,7 @@ def run_measured(cmd: Sequence[str], log_path: str, until: re.Pattern | None = N
     out.setdefault("seconds", time.perf_counter() - t0)
     out["returncode"] = proc.returncode
     out["peak_rss_mib"] = usage.ru_maxrss / 1024  # KiB on Linux
+    out["cpu_seconds"] = usage.ru_utime + usage.ru_stime
     return out
 
 
@@ -130,14 +131,46 @@ def _check(result: dict[str, Any], what: str, log: str) -> None:
 # ----------------------------------------------------------------------------- one size
 
 
+def prefix_corpus(src: str, dst: str, n: int) -> bool:
+    """dst = the first n records of the simulated corpus src (hard links and the CSVs' first
+    n rows: what simulating n records writes, as records are pure functions of their index).
+    False when src has fewer than n complete rows (it may still be being written)."""
+    heads = {}
+    for name in ("record_list.csv", "machine_measurements.csv"):
+        with open(os.path.join(src, name), encoding="utf-8") as f:
+            lines = [line for _, line in zip(range(n + 2), f)]
+        if len(lines) < n + 2:  # row n + 1 complete too: row n is whole
+            return False
+        heads[name] = lines[: n + 1]
+    os.makedirs(dst, exist_ok=True)
+    for name, lines in heads.items():
+        with open(os.path.join(dst, name), "w", encoding="utf-8") as f:
+            f.writelines(lines)
+    for line in heads["record_list.csv"][1:]:
+        rel = line.rstrip("\r\n").split(",")[-1]
+        os.makedirs(os.path.dirname(os.path.join(dst, rel)), exist_ok=True)
+        for ext in (".hea", ".dat"):
+            if not os.path.exists(os.path.join(dst, rel + ext)):
+                os.link(os.path.join(src, rel + ext), os.path.join(dst, rel + ext))
+    return True
+
+
 def simulate_corpus(workdir: str, n: int, workers: int) -> dict[str, Any]:
-    """The corpus of n records in workdir/corpus_n (written unless a .done marker says so)."""
+    """The corpus of n records in workdir/corpus_n (written unless a .done marker says so;
+    linked from a larger corpus_M of the workdir where there is one, see prefix_corpus)."""
     from scar_jax.data.builders.mimic_iv_ecg import simulate
 
     root = os.path.join(workdir, f"corpus_{n}")
     done = root + ".done"
     if os.path.exists(done):
         return {"root": root, "seconds": None, "reused": True}
+    larger = [int(d.split("_")[1]) for d in os.listdir(workdir)
+              if re.fullmatch(r"corpus_\d+", d) and int(d.split("_")[1]) > n]
+    for m in sorted(larger):
+        if prefix_corpus(os.path.join(workdir, f"corpus_{m}"), root, n):
+            with open(done, "w") as f:
+                f.write(json.dumps({"records": n, "linked_from": f"corpus_{m}"}))
+            return {"root": root, "seconds": None, "linked_from": m}
     info = simulate.write_corpus(root, n, workers=workers)
     with open(done, "w") as f:
         f.write(json.dumps(info))
@@ -178,6 +211,8 @@ def build(workdir: str, corpus: str, n: int, workers: int, label: str) -> dict[s
     out = {
         "data_dir": data_dir, "shards": shards, "merge": merge,
         "records_per_s_per_process": float(np.mean([n / workers / r["seconds"] for r in shards])),
+        # CPU time of the shard processes per corpus record: what a busy machine hides
+        "cpu_ms_per_record": 1e3 * sum(r["cpu_seconds"] for r in shards) / n,
         "peak_rss_mib": max(r["peak_rss_mib"] for r in shards + [merge]),
         "seconds": max(r["seconds"] for r in shards) + merge["seconds"],
         "load_average": [load0, os.getloadavg()[0]],
@@ -243,6 +278,7 @@ def measure_size(workdir: str, n: int, workers: int, label: str, warm_runs: int
     return {"records": n, "corpus": corpus, "build": b, "train_cold": cold, "train_warm": warm,
             "figures": {
                 "build_records_per_s_per_process": b["records_per_s_per_process"],
+                "build_cpu_ms_per_record": b.get("cpu_ms_per_record"),
                 "build_peak_rss_mib": b["peak_rss_mib"],
                 "bytes_per_record": b["bytes_per_record"],
                 "startup_s": best["seconds"],
@@ -258,6 +294,7 @@ def measure_size(workdir: str, n: int, workers: int, label: str, warm_runs: int
 # key, label, unit format
 FIGURES = (
     ("build_records_per_s_per_process", "build throughput (records/s per process)", "{:.1f}"),
+    ("build_cpu_ms_per_record", "build CPU time per record (ms)", "{:.1f}"),
     ("build_peak_rss_mib", "build peak RSS (MiB, per process)", "{:,.0f}"),
     ("bytes_per_record", "bytes per record on disk (raw int16: 120,000)", "{:,.0f}"),
     ("startup_s", "train start to first step, text cache warm (s)", "{:.1f}"),
@@ -268,9 +305,11 @@ FIGURES = (
 )
 
 
-def extrapolate(sizes: Sequence[int], values: Sequence[float], target: int) -> float | None:
-    """The least-squares line through (sizes, values) at target (None: one size)."""
-    if len(set(sizes)) < 2:
+def extrapolate(sizes: Sequence[int], values: Sequence[float | None], target: int
+                ) -> float | None:
+    """The least-squares line through (sizes, values) at target (None: one size, or a size
+    without the value)."""
+    if len(set(sizes)) < 2 or any(v is None for v in values):
         return None
     slope, icpt = np.polyfit(np.asarray(sizes, float), np.asarray(values, float), 1)
     return float(icpt + slope * target)
@@ -335,10 +374,15 @@ def describe(results: Sequence[dict[str, Any]]) -> str:
     """The command lines and machine of each result."""
     out = []
     for r in results:
-        m = r["machine"]
-        out.append(f"- {r['label']}: code {r['code']}, `{r['command']}`; {m['cpu_count']} "
-                   f"cores, load average {m['load_average_start']:.1f} -> "
-                   f"{m['load_average_end']:.1f}; {r['seconds'] / 60:.0f} min")
+        loads = []
+        for n, size in sorted(r["sizes"].items(), key=lambda kv: int(kv[0])):
+            b = size["build"]["load_average"]
+            t = [x for run in [size["train_cold"], *size["train_warm"]]
+                 for x in run["load_average"]]
+            loads.append(f"{int(n):,}: build {b[0]:.0f} -> {b[1]:.0f}, train "
+                         f"{min(t):.0f}-{max(t):.0f}")
+        out.append(f"- {r['label']}: code {r['code']}, `{r['command']}`; "
+                   f"{r['machine']['cpu_count']} cores, load average {'; '.join(loads)}")
     return "\n".join(out)
 
 
@@ -378,7 +422,7 @@ def run(workdir: str, sizes: Sequence[int], workers: int, label: str, warm_runs:
     keys = [k for k, _, _ in FIGURES]
     ns = [int(s) for s in result["sizes"]]
     result["extrapolated"] = {
-        k: extrapolate(ns, [result["sizes"][str(n)]["figures"][k] for n in ns], target)
+        k: extrapolate(ns, [result["sizes"][str(n)]["figures"].get(k) for n in ns], target)
         for k in keys
     }
     # throughput: the per-process wall time is what grows; its rate at the target
