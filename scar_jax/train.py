@@ -6,13 +6,17 @@
 holds `checkpoints/` (orbax: train state, data iterator state, config),
 `metrics.jsonl` (+ `tensorboard/` when installed). Started on a workdir that has
 a complete checkpoint, the run resumes from it, data order included: the
-resumed run's parameters equal an uninterrupted run's bitwise on CPU.
+resumed run's parameters equal an uninterrupted run's bitwise on CPU. It resumes
+on another number of processes or devices too (elastic): the state is resharded
+onto this run's mesh and the data position, global batches read
+(pipeline.StreamIterator), is remapped onto this run's processes; the global batch
+(config.batch_size) must stay the same.
 
 Multi-host: `initialize_distributed` calls `jax.distributed.initialize` before
 anything touches a device: automatically on TPU pods and under SLURM, with an
 explicit coordinator (arguments or JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES /
 JAX_PROCESS_ID) for a local cluster. Every process runs the same loop on its
-shard of the data; only process 0 writes metrics.
+rows of every global batch; only process 0 writes metrics.
 """
 
 from __future__ import annotations

@@ -119,12 +119,61 @@ def test_resume_on_another_process_count_reads_one_pass(data_dir, tmp_path, befo
         np.testing.assert_array_equal(batch["leads"], ref[k]["lead_observed"])
 
 
+@pytest.mark.slow
+def test_training_resumed_on_one_process_finishes_the_epoch(data_dir, tmp_path):
+    # train.train on 2 processes for 2 steps (checkpoint at 2), then on 1 to the epoch's end
+    ref_it = iter(_dataset(data_dir, process_index=0, process_count=1))
+    ref = [next(ref_it)["index"].tolist() for _ in range(PER_EPOCH)]
+    common = dict(mode="train", data_dir=data_dir, workdir=str(tmp_path / "run"),
+                  out=str(tmp_path))
+    _run(2, **common, stop=2)
+    (err,) = _run(1, **common, stop=PER_EPOCH)
+    assert "data position remapped: saved by 2 processes, resumed on 1; global batch 2 " in err
+    logs = sorted(tmp_path.glob("steps_*.jsonl"))
+    assert [f.name for f in logs] == ["steps_1of1_0.jsonl", "steps_2of2_0.jsonl",
+                                      "steps_2of2_1.jsonl"]
+    first = [[json.loads(line) for line in f.read_text().splitlines()] for f in logs[1:]]
+    second = [json.loads(line) for line in logs[0].read_text().splitlines()]
+    read = {s: a + b for (s, a), (_, b) in zip(*first)} | {s: i for s, i in second}
+    assert sorted(read) == list(range(1, PER_EPOCH + 1))  # train steps 1..6, once each
+    assert [read[s] for s in sorted(read)] == ref  # the global batches of one process
+    records = [r for s in sorted(read) for r in read[s]]
+    assert sorted(records) == list(range(24))  # one pass
+
+
+def _train(args: dict) -> None:
+    """One process of a training run up to step `stop` (resuming the workdir), logging the
+    record indices of each step's rows to steps_<count>of<count>_<process>.jsonl."""
+    from configs import scar as scar_config
+    from scar_jax import train
+
+    cfg = scar_config.get_config("variant=mu,runlocal,text=random-tiny")
+    cfg.input = _input_config(args["data_dir"])
+    cfg.input.shuffle_seed = SEED  # the reference's stream
+    cfg.batch_size, cfg.total_steps = BATCH, args["stop"]
+    cfg.train.checkpoint_every, cfg.train.eval_every = 2, 0
+    log = pathlib.Path(args["out"]) / (
+        f"steps_{args['processes']}of{args['processes']}_{args['process_id']}.jsonl")
+
+    def on_batch(step, batch):
+        with open(log, "a") as f:
+            f.write(json.dumps([step, batch["index"].tolist()]) + "\n")
+
+    result = train.train(cfg, args["workdir"], batch_callback=on_batch)
+    assert result.step == args["stop"] and not result.preempted
+
+
 def _worker(args: dict) -> None:
     """One process: read global batches up to `stop` (resuming from the checkpoint when there
     is one), save a checkpoint of a sharded state and the iterator at `stop`, write what it read."""
     import jax
 
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    if args.get("mode") == "train":  # train.initialize_distributed reads the environment
+        os.environ.update(JAX_COORDINATOR_ADDRESS=f"localhost:{args['port']}",
+                          JAX_NUM_PROCESSES=str(args["processes"]),
+                          JAX_PROCESS_ID=str(args["process_id"]))
+        return _train(args)
     if args["processes"] > 1:
         jax.distributed.initialize(f"localhost:{args['port']}",
                                    num_processes=args["processes"], process_id=args["process_id"])
