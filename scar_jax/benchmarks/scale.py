@@ -137,15 +137,15 @@ def prefix_corpus(src: str, dst: str, n: int) -> bool:
     False when src has fewer than n complete rows (it may still be being written)."""
     heads = {}
     for name in ("record_list.csv", "machine_measurements.csv"):
-        with open(os.path.join(src, name), encoding="utf-8") as f:
+        with open(os.path.join(src, name), newline="", encoding="utf-8") as f:
             lines = [line for _, line in zip(range(n + 2), f)]
         if len(lines) < n + 2:  # row n + 1 complete too: row n is whole
             return False
         heads[name] = lines[: n + 1]
     os.makedirs(dst, exist_ok=True)
     for name, lines in heads.items():
-        with open(os.path.join(dst, name), "w", encoding="utf-8") as f:
-            f.writelines(lines)
+        with open(os.path.join(dst, name), "w", newline="", encoding="utf-8") as f:
+            f.writelines(lines)  # byte for byte (csv's \r\n line ends)
     for line in heads["record_list.csv"][1:]:
         rel = line.rstrip("\r\n").split(",")[-1]
         os.makedirs(os.path.dirname(os.path.join(dst, rel)), exist_ok=True)
