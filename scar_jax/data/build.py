@@ -85,8 +85,12 @@ def build_dataset(
     builder_name, config_name = parsed.builder, parsed.config
     cls = builder_class(builder_name)
     kwargs: dict[str, Any] = {"data_dir": data_dir, "file_format": "array_record"}
-    if parsed.version:
-        kwargs["version"] = parsed.version
+    if parsed.version and parsed.version != str(cls.VERSION):
+        raise ValueError(
+            f"{name}: this code builds only version {cls.VERSION} of {builder_name} (older "
+            f"versions stored the ECG as int64 lists and no report tables, and are not read); "
+            f"drop ':{parsed.version}' from the name."
+        )
     if config_kwargs:
         base = config_name or cls.DEFAULT_CONFIG_NAME or (cls.BUILDER_CONFIGS[0].name)
         kwargs["config"] = _derived_config(cls, base, config_kwargs)

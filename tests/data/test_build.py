@@ -55,6 +55,11 @@ def test_build_errors_name_the_problem(tmp_path):
         build.build_dataset("synthetic_ecg/tiny", data_dir=str(tmp_path), config_kwargs={"hz": 1})
     with pytest.raises(ValueError, match="no config 'x'"):
         build.build_dataset("synthetic_ecg/x", data_dir=str(tmp_path), config_kwargs={"seed": 1})
+    with pytest.raises(ValueError, match="builds only version 2.0.0 of synthetic_ecg.*drop "
+                       "':1.0.0'"):
+        build.build_dataset("synthetic_ecg/tiny:1.0.0", data_dir=str(tmp_path))
+    assert build.build_dataset("synthetic_ecg/tiny:2.0.0", data_dir=str(tmp_path)).version == (
+        "2.0.0")
 
 
 def test_build_prints_nothing_to_stdout(tmp_path, capsys):
