@@ -21,6 +21,12 @@ Commands:
   eval     zero-shot / missingness / CMRS / linear-probe grid of --checkpoint (a training
            workdir or its checkpoints folder; several as name=path,name=path) on --dataset,
            written to --out.
+  benchmark_table  the six-benchmark table (PTB-XL super/sub/form/rhythm, CPSC2018, CSN) of
+           --checkpoint (one or several as name=path,...) on every benchmark built in
+           --data_dir: linear probe at 1/10/100 % and zero-shot, next to MERL's published
+           numbers, written to --out (benchmark_table.md/.json); [--splits_dir=MERL's
+           finetune/data_split: their train/val/test CSVs, records assigned by id] [--grid:
+           also the missingness grid] [--dataset=ptbxl/500hz,cpsc2018 --label_set=form: some].
   export   write the PyTorch export of --checkpoint to --out.
   predict  zero-shot scores of one WFDB or DICOM ECG file (--input) for --dataset's
            classes with --checkpoint's model (and the config saved with it; --verbose
@@ -44,8 +50,9 @@ from absl import logging
 import ml_collections
 from ml_collections import config_flags
 
-COMMANDS = ("demo", "smoke", "build", "plot", "train", "eval", "export", "predict")
-_NEEDS_CONFIG = ("smoke", "train", "eval")  # predict reads the checkpoint's own
+COMMANDS = ("demo", "smoke", "build", "plot", "train", "eval", "benchmark_table", "export",
+            "predict")
+_NEEDS_CONFIG = ("smoke", "train", "eval", "benchmark_table")  # predict reads the checkpoint's own
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config",
@@ -57,7 +64,8 @@ _SEED = flags.DEFINE_integer("seed", None, "Overrides config.seed.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "train: run folder (checkpoints, metrics.jsonl).")
 _DATASET = flags.DEFINE_string(
     "dataset", None,
-    "build/plot/eval/predict: '<builder>[/<config>][:<version>]', e.g. synthetic_ecg/250hz."
+    "build/plot/eval/predict: '<builder>[/<config>][:<version>]', e.g. synthetic_ecg/250hz; "
+    "benchmark_table: a comma-separated list of them (default all six benchmarks)."
 )
 _DATA_DIR = flags.DEFINE_string(
     "data_dir", None, "Built TFDS datasets (default: config.input.data_dir, TFDS_DATA_DIR)."
@@ -80,9 +88,17 @@ _CHECKPOINT = flags.DEFINE_string(
     "takes several as name=path,name=path.",
 )
 _LABEL_SET = flags.DEFINE_string(
-    "label_set", None, "eval: PTB-XL label set (superdiagnostic|subdiagnostic|form|rhythm)."
+    "label_set", None, "eval: PTB-XL label set (superdiagnostic|subdiagnostic|form|rhythm); "
+    "benchmark_table: a comma-separated list of them (default all four)."
 )
 _SPLIT = flags.DEFINE_string("split", None, "eval: split (default config.eval.split).")
+_SPLITS_DIR = flags.DEFINE_string(
+    "splits_dir", None,
+    "benchmark_table: MERL's published split CSVs (their repository's finetune/data_split: "
+    "ptbxl/<set>/ptbxl_<set>_{train,val,test}.csv, icbeb/..., chapman/...); records are "
+    "assigned to splits by id (default: the builders' splits).")
+_GRID = flags.DEFINE_bool(
+    "grid", False, "benchmark_table: also run config.eval's missingness grid per benchmark.")
 _OUT = flags.DEFINE_string(
     "out", None, "eval: output folder (local or gs://); export: local folder; plot: PNG file."
 )
@@ -241,6 +257,20 @@ def run_command(argv):
             label_set=_LABEL_SET.value,
         )
         print(f"Wrote {_OUT.value}/results.json, results.md and plots ({len(results)} entries).")
+    elif command == "benchmark_table":
+        from scar_jax.evaluation import benchmark_table
+
+        table = benchmark_table.run(
+            config,
+            parse_checkpoints(_require(_CHECKPOINT, command)),
+            _require(_OUT, command),
+            datasets=_DATASET.value,
+            label_sets=_LABEL_SET.value,
+            splits_dir=_SPLITS_DIR.value,
+            grid=_GRID.value,
+        )
+        print(f"Wrote {_OUT.value}/benchmark_table.md and .json ({len(table['benchmarks'])} "
+              f"benchmarks evaluated, {len(table['skipped'])} skipped).")
     elif command == "export":
         try:
             from scar_jax.export import to_torch

@@ -24,7 +24,8 @@ class EvalData:
     Optional: time_observed [N, T] bool; evidence_primary / evidence_secondary
     [N, nbins, 12] bool (per record, 0.1 s bins; masker / adversary targeting);
     class_primary / class_secondary [K, nbins, 12] or [K, N, nbins, 12] bool (class c's
-    region, for the oracle protocols); report_tokens {input_ids, attention_mask} [N, L].
+    region, for the oracle protocols); report_tokens {input_ids, attention_mask} [N, L];
+    ids [N] str: the source record ids (load_split(ids=True); splits by published id lists).
     """
 
     ecg: np.ndarray
@@ -40,6 +41,7 @@ class EvalData:
     report_tokens: dict[str, np.ndarray] | None = None
     sample_rate: float = 500.0
     bin_seconds: float = 0.1
+    ids: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.ecg.shape[0])
@@ -64,14 +66,44 @@ def head(data: EvalData, n: int) -> EvalData:
     """The first n records of a split (n = 0: all); class regions are dropped (not needed)."""
     if not n or n >= len(data):
         return dataclasses.replace(data, class_primary=None, class_secondary=None)
-    cut = lambda x: None if x is None else x[:n]  # noqa: E731
+    return take(data, np.arange(n))
+
+
+def take(data: EvalData, rows: np.ndarray) -> EvalData:
+    """The records `rows` (indices, in that order) of a split; class regions are dropped."""
+    rows = np.asarray(rows, np.int64)
+    cut = lambda x: None if x is None else x[rows]  # noqa: E731
     return dataclasses.replace(
-        data, ecg=data.ecg[:n], lead_observed=data.lead_observed[:n], labels=data.labels[:n],
-        time_observed=cut(data.time_observed), evidence_primary=cut(data.evidence_primary),
+        data, ecg=data.ecg[rows], lead_observed=data.lead_observed[rows],
+        labels=data.labels[rows], time_observed=cut(data.time_observed),
+        evidence_primary=cut(data.evidence_primary),
         evidence_secondary=cut(data.evidence_secondary), class_primary=None,
-        class_secondary=None,
+        class_secondary=None, ids=cut(data.ids),
         report_tokens=None if data.report_tokens is None else {
-            k: v[:n] for k, v in data.report_tokens.items()})
+            k: v[rows] for k, v in data.report_tokens.items()})
+
+
+def concat(parts: list[EvalData]) -> EvalData:
+    """Splits of one dataset (same classes) as one, in order; class regions are dropped."""
+    first = parts[0]
+    if any(p.class_names != first.class_names for p in parts):
+        raise ValueError("concat: the splits have different classes.")
+    join = lambda k: (None if any(getattr(p, k) is None for p in parts)  # noqa: E731
+                      else np.concatenate([getattr(p, k) for p in parts]))
+    tokens = None
+    if all(p.report_tokens is not None for p in parts):
+        tokens = {k: np.concatenate([p.report_tokens[k] for p in parts])
+                  for k in first.report_tokens}
+    return dataclasses.replace(
+        first, ecg=join("ecg"), lead_observed=join("lead_observed"), labels=join("labels"),
+        time_observed=join("time_observed"), evidence_primary=join("evidence_primary"),
+        evidence_secondary=join("evidence_secondary"), class_primary=None,
+        class_secondary=None, ids=join("ids"), report_tokens=tokens)
+
+
+def _id(value) -> str:
+    """A stored record id (bytes or str) -> str."""
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def load_split(
@@ -84,13 +116,16 @@ def load_split(
     text_checkpoint: str | None = None,
     label_set: str | None = None,
     evidence: bool = True,
+    ids: bool = False,
 ) -> EvalData:
     """A built dataset's split through the eval pipeline (no shuffle, no augmentation).
 
     label_set: PTB-XL's superdiagnostic | subdiagnostic | form | rhythm (the builder's
-    `labels_<set>` features); default the dataset's own `labels`. evidence: also read the
-    evidence regions where the corpus has them (the oracle and targeting need them; the
-    linear probe's splits do not).
+    `labels_<set>` features); default the dataset's own `labels`. A record with no label in
+    the set is left out of it (the benchmark's rule: PTB-XL form has about a third of the
+    records). evidence: also read the evidence regions where the corpus has them (the oracle
+    and targeting need them; the linear probe's splits do not). ids: also read each record's
+    source id (`EvalData.ids`).
     """
     from scar_jax.data import labels as labels_lib
     from scar_jax.data import names as names_lib
@@ -127,6 +162,12 @@ def load_split(
         classes = list(sets[label_set])
         labels = np.stack([np.asarray(source[int(i)][f"labels_{label_set}"])
                            for i in arrays["index"]]).astype(bool)
+        labelled = labels.any(1)
+        if not labelled.all():
+            logging.info("%s %s: %d of %d records have no %s label and are left out", dataset,
+                         split, int((~labelled).sum()), len(labels), label_set)
+            arrays = {k: v[labelled] for k, v in arrays.items()}
+            labels = labels[labelled]
     corpus = names_lib.parse(dataset).builder
     data = EvalData(
         ecg=arrays["ecg"].astype(np.float32),
@@ -139,6 +180,8 @@ def load_split(
         sample_rate=float(inp.sample_rate),
         bin_seconds=float(meta.get("evidence_bin_s", 0.1)),
     )
+    if ids:
+        data.ids = np.array([_id(source[int(i)]["id"]) for i in arrays["index"]], dtype=object)
     if evidence and "evidence_primary" in info.features:
         keys = ["evidence_primary", "evidence_secondary"] + [
             k for k in ("evidence_time_primary", "evidence_time_secondary") if k in info.features]
