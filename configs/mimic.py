@@ -10,9 +10,13 @@ pretrains SCAR for 75,000 steps of 512 pairs (about 50 epochs of an estimated ~7
 pairs: ~800k records less skipped reports and the 2 % validation subjects), a ViT-tiny ECG
 tower on 500 Hz x 10 s records (600 tokens of 0.2 s per lead), the MedCPT-Query-Encoder text
 tower with its embeddings and first 6 of 12 layers frozen (CLS pooling and 64 tokens, as
-MedCPT), bfloat16 compute, validation loss on the validation split and a checkpoint every
-2,000 steps (the best by val/loss is kept besides the last 3). Not run here: no
-MIMIC-IV-ECG, no TPU, no network; the result is for `main eval` on the benchmarks.
+MedCPT), bfloat16 compute, a checkpoint, the validation loss on the validation split and
+the zero-shot macro AUROC on PTB-XL's validation fold (`val/zeroshot_auroc`: the first 2,000
+records of `ptbxl/500hz` built in the same data dir, its superdiagnostic labels; MIMIC-IV-ECG
+has no labels) every 2,000 steps; the best checkpoint by that AUROC is kept besides the last
+3. Not run here: no MIMIC-IV-ECG, no TPU, no network; the result is for `main eval` on the
+benchmarks. Without PTB-XL built, `--config.train.zeroshot_every=0
+--config.train.best_metric=val/loss --config.train.best_mode=min` ranks by the loss.
 The text folder is relative to the working directory (every launcher runs in the repository
 root; `launch/tpu_pod.sh setup` copies it to the workers with the checkout). Any local
 Hugging Face BERT folder works (`text=/path`): safetensors, sharded or not, with or without
@@ -103,6 +107,15 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             "train.eval_batches": 32,
             "train.keep": 3,
             "train.keep_best": 1,
+            # zero-shot on a labelled held-out set ranks the checkpoints (MIMIC-IV-ECG has no
+            # labels): PTB-XL's validation fold (~2.2k records, superdiagnostic), read once at
+            # start-up (2,000 x 5000 x 12 float32, ~0.5 GB per process)
+            "train.zeroshot_every": 2_000,
+            "train.zeroshot_dataset": "ptbxl/500hz",
+            "train.zeroshot_split": "validation",
+            "train.zeroshot_examples": 2_000,
+            "train.best_metric": "val/zeroshot_auroc",
+            "train.best_mode": "max",
         },
     )
     return config

@@ -220,6 +220,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     tr.async_checkpoint = True  # write checkpoints in the background
     tr.eval_every = 1000  # steps between validation passes (0 = none); each is also saved
     tr.eval_batches = 8  # validation batches per pass (contrastive loss on the val split)
+    # zero-shot validation (scar_jax/evaluation/validation.py): macro AUROC of the clean
+    # zero-shot scores, as `main eval` computes it, logged as val/zeroshot_auroc; rank
+    # checkpoints by it with best_metric='val/zeroshot_auroc', best_mode='max'
+    tr.zeroshot_every = 0  # steps between zero-shot passes (0 = none); each is also saved
+    tr.zeroshot_dataset = ""  # a labelled built dataset ('' = input.dataset)
+    tr.zeroshot_split = ""  # its split ('' = input.eval_split)
+    tr.zeroshot_label_set = ""  # PTB-XL: superdiagnostic | subdiagnostic | form | rhythm
+    tr.zeroshot_examples = 1000  # its first N records, read once at start-up (0 = all)
     tr.cache_text_features = True  # frozen text tower: embed every report once, train on the cache
     tr.text_cache_dir = ""  # also keep those features on disk here, shared by runs ('' = off)
     tr.max_skipped_in_a_row = 20  # nonfinite=skip: stop after this many skipped steps in a row

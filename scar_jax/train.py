@@ -394,9 +394,19 @@ def _check_train_config(config: ml_collections.ConfigDict) -> None:
             f"config.optim.nonfinite={config.optim.nonfinite!r}; expected one of "
             f"{update_lib.NONFINITE_POLICIES}."
         )
-    for name in ("checkpoint_every", "eval_every", "keep_best"):
+    for name in ("checkpoint_every", "eval_every", "keep_best", "zeroshot_every",
+                 "zeroshot_examples"):
         if t[name] < 0:
             raise ValueError(f"config.train.{name}={t[name]} must be >= 0.")
+    if t.keep_best and t.best_metric == "val/zeroshot_auroc":  # evaluation.validation.METRIC
+        if not t.zeroshot_every:
+            raise ValueError(
+                "config.train.best_metric='val/zeroshot_auroc' ranks checkpoints by the "
+                "zero-shot validation, which is off: set config.train.zeroshot_every > 0.")
+        if t.best_mode != "max":
+            raise ValueError(
+                f"config.train.best_metric='val/zeroshot_auroc' with best_mode={t.best_mode!r}: "
+                "a higher AUROC is better; set config.train.best_mode='max'.")
     if t.keep < 1:
         raise ValueError(f"config.train.keep={t.keep}: keep at least the latest checkpoint.")
     if t.eval_every > 0 and t.eval_batches < 1:
@@ -429,6 +439,11 @@ def train(
             f"{sharding_lib.batch_divisor(mesh)} devices on the batch axes; use a multiple."
         )
     model = scar.build_model(config.model)
+    zeroshot_validator = None
+    if t_cfg.zeroshot_every:  # its held-out records are read once, here: a bad set fails now
+        from scar_jax.evaluation import validation as validation_lib
+
+        zeroshot_validator = validation_lib.ZeroShotValidator.from_config(config, model, mesh)
     state, state_shardings = train_state_lib.create_train_state(
         model, config, _batch_spec(config), mesh, jax.random.key(config.seed)
     )
@@ -506,13 +521,19 @@ def train(
     def save(step: int, metrics: Mapping[str, float] | None = None) -> None:
         ckpt.save(step, state, data_iterator=train_iter, config=config_dict, metrics=metrics)
 
-    def validate(step: int) -> dict[str, float]:
+    def due(step: int, every: int) -> bool:
+        return bool(every) and (step % every == 0 or step == config.total_steps)
+
+    def validate(step: int, loss: bool, zeroshot: bool) -> dict[str, float]:
         t0 = time.perf_counter()
-        out = validation_loss(
-            embed_fn, state.params, val_ds, batch_sharding, config.model.loss, t_cfg.eval_batches
-        )
-        for evaluator in evaluators:
-            out.update({k: float(v) for k, v in evaluator(state, step).items()})
+        out = {}
+        if loss:
+            out = validation_loss(embed_fn, state.params, val_ds, batch_sharding,
+                                  config.model.loss, t_cfg.eval_batches)
+            for evaluator in evaluators:
+                out.update({k: float(v) for k, v in evaluator(state, step).items()})
+        if zeroshot:
+            out.update(zeroshot_validator(state, step))
         writer.write(step, out)
         logging.info(
             "validation at step %d (%.1fs): %s",
@@ -578,10 +599,11 @@ def train(
                     )
 
                 val = None
-                if t_cfg.eval_every and (
-                    step % t_cfg.eval_every == 0 or step == config.total_steps
-                ):
-                    val = last_val = validate(step)
+                loss_due = due(step, t_cfg.eval_every)
+                zeroshot_due = zeroshot_validator is not None and due(step, t_cfg.zeroshot_every)
+                if loss_due or zeroshot_due:
+                    val = validate(step, loss_due, zeroshot_due)
+                    last_val = {**last_val, **val}
                 if guard.requested(step):
                     logging.warning("Preemption: saving step %d and stopping.", step)
                     save(step, val)
