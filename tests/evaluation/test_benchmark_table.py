@@ -220,3 +220,25 @@ def test_the_command_lists_unbuilt_benchmarks_as_skipped(world, tmp_path):
     assert [s["dataset"] for s in table["skipped"]] == ["ptbxl/100hz"] * 4 + [
         "cpsc2018", "chapman_shaoxing"]
     assert table["benchmarks"] == [] and table["cells"] == {"mu": {}}
+
+
+@pytest.mark.slow
+def test_grid_adds_the_missingness_rows_and_each_benchmark_report(world, tmp_path):
+    config, ckpt, _ = world
+    cfg = config.copy_and_resolve_references()
+    ev = cfg.eval
+    ev.lead_drop, ev.subsets, ev.temporal, ev.joint = (6,), ("I+II",), (0.5,), ()
+    ev.rhos, ev.adv_units, ev.adv_modes, ev.class_rhos = (0.2,), ("lead",), ("whitebox",), ()
+    out = tmp_path / "grid"
+    table = bt.run(cfg, {"mu": ckpt}, out, datasets="ptbxl/superdiagnostic", grid=True)
+    grid = table["missingness"]["mu"]["ptbxl_super"]
+    assert {"clean", "lead_drop/k6", "subset/I+II", "temporal/r0.5", "random/lead/rho0.2",
+            "adversarial/whitebox/lead/rho0.2"} <= set(grid)
+    # the table's zero-shot cell is the grid's clean row, and the report is the eval command's
+    assert grid["clean"] == table["cells"]["mu"]["ptbxl_super"]["zero-shot"]
+    saved = json.loads((out / "ptbxl_super" / "results.json").read_text())
+    res = saved["ptbxl/500hz/superdiagnostic"]["models"]["mu"]
+    assert res["zeroshot"]["lead_drop/k6"]["auroc"] == pytest.approx(grid["lead_drop/k6"], abs=1e-12)
+    assert set(res["linear_probe"]) == {"0.01", "0.1", "1"}
+    md = (out / "benchmark_table.md").read_text()
+    assert "under missingness" in md and "| lead_drop/k6 |" in md
