@@ -9,18 +9,16 @@ The test launches this file twice as `python -m tests.test_multiprocess_update <
 from __future__ import annotations
 
 import itertools
-import os
 import pathlib
-import socket
-import subprocess
 import sys
 
 import jax
 import numpy as np
 import pytest
 
+from tests import multiprocess
+
 STEPS = 3
-ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 def _config():
@@ -65,45 +63,9 @@ def run(steps: int = STEPS) -> tuple[dict[str, np.ndarray], list[float]]:
     return dict(zip(optim.param_paths(params), jax.tree.leaves(params))), loss
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("localhost", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_two_processes_equal_one(tmp_path):
-    port = _free_port()
-    env = dict(os.environ)
-    env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
-    env["JAX_PLATFORMS"] = "cpu"
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    procs = [
-        subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "tests.test_multiprocess_update",
-                str(i),
-                str(port),
-                str(tmp_path),
-            ],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        for i in range(2)
-    ]
-    try:
-        outputs = [p.communicate(timeout=900)[0] for p in procs]
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-    for i, (p, out) in enumerate(zip(procs, outputs)):
-        assert p.returncode == 0, f"process {i} failed:\n{out[-4000:]}"
+    multiprocess.run_processes("tests.test_multiprocess_update", tmp_path, timeout=900)
     from tests import test_update as tu
 
     config = _config()
