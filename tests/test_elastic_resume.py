@@ -3,9 +3,10 @@ on localhost, gloo) resumes on 1, and one written by 1 resumes on 2; the records
 and after the resume form exactly one pass over the epoch, global batch by global batch the
 same records (augmentation included) as one uninterrupted process reads.
 
-The test launches this file as `python -m tests.test_elastic_resume '<json args>'`, once per
-process; each process reads its rows of the global batches through the pipeline and saves
-or restores them with the Checkpointer, as training does.
+The tests launch this file as `python -m tests.test_elastic_resume <id> <port> '<json args>'`
+(tests/multiprocess.py), once per process. In the data test each process reads its rows of
+the global batches through the pipeline and saves or restores them with the Checkpointer, as
+training does; in the training test each process runs train.train (2 processes, then 1).
 """
 
 from __future__ import annotations
@@ -13,14 +14,13 @@ from __future__ import annotations
 import json
 import os
 import pathlib
-import socket
-import subprocess
 import sys
 
 import numpy as np
 import pytest
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+from tests import multiprocess
+
 DATASET = "synthetic_ecg/tiny"  # 24 train records
 BATCH, SEED = 4, 7  # 6 global batches per epoch
 PER_EPOCH = 24 // BATCH
@@ -43,34 +43,11 @@ def _dataset(data_dir: str, **kw):
                                  seed=SEED, train=True, **kw)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("localhost", 0))
-        return s.getsockname()[1]
-
-
 def _run(processes: int, **args) -> list[str]:
-    """Start `processes` workers with `args`; their stderr (asserts they succeeded)."""
-    port = _free_port()
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2",
-               JAX_PLATFORMS="cpu", PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get(
-                   "PYTHONPATH", ""))
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-m", "tests.test_elastic_resume",
-             json.dumps(dict(args, processes=processes, process_id=i, port=port))],
-            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        for i in range(processes)
-    ]
-    try:
-        outputs = [p.communicate(timeout=600) for p in procs]
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-    for i, (p, (out, err)) in enumerate(zip(procs, outputs)):
-        assert p.returncode == 0, f"process {i} of {processes} failed:\n{out}\n{err[-6000:]}"
-    return [err for _, err in outputs]
+    """Run `processes` workers with `args` (asserting that they succeed); their outputs."""
+    return multiprocess.run_processes("tests.test_elastic_resume",
+                                      json.dumps(dict(args, processes=processes)),
+                                      processes=processes, devices=2)
 
 
 def _read(out: pathlib.Path, processes: int) -> dict[int, dict[str, np.ndarray]]:
@@ -141,7 +118,7 @@ def test_training_resumed_on_one_process_finishes_the_epoch(data_dir, tmp_path):
     assert sorted(records) == list(range(24))  # one pass
 
 
-def _train(args: dict) -> None:
+def _train(process_id: int, args: dict) -> None:
     """One process of a training run up to step `stop` (resuming the workdir), logging the
     record indices of each step's rows to steps_<count>of<count>_<process>.jsonl."""
     from configs import scar as scar_config
@@ -153,7 +130,7 @@ def _train(args: dict) -> None:
     cfg.batch_size, cfg.total_steps = BATCH, args["stop"]
     cfg.train.checkpoint_every, cfg.train.eval_every = 2, 0
     log = pathlib.Path(args["out"]) / (
-        f"steps_{args['processes']}of{args['processes']}_{args['process_id']}.jsonl")
+        f"steps_{args['processes']}of{args['processes']}_{process_id}.jsonl")
 
     def on_batch(step, batch):
         with open(log, "a") as f:
@@ -163,20 +140,19 @@ def _train(args: dict) -> None:
     assert result.step == args["stop"] and not result.preempted
 
 
-def _worker(args: dict) -> None:
+def _worker(process_id: int, port: int, args: dict) -> None:
     """One process: read global batches up to `stop` (resuming from the checkpoint when there
     is one), save a checkpoint of a sharded state and the iterator at `stop`, write what it read."""
     import jax
 
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     if args.get("mode") == "train":  # train.initialize_distributed reads the environment
-        os.environ.update(JAX_COORDINATOR_ADDRESS=f"localhost:{args['port']}",
-                          JAX_NUM_PROCESSES=str(args["processes"]),
-                          JAX_PROCESS_ID=str(args["process_id"]))
-        return _train(args)
+        os.environ.update(JAX_COORDINATOR_ADDRESS=f"localhost:{port}",
+                          JAX_NUM_PROCESSES=str(args["processes"]), JAX_PROCESS_ID=str(process_id))
+        return _train(process_id, args)
     if args["processes"] > 1:
-        jax.distributed.initialize(f"localhost:{args['port']}",
-                                   num_processes=args["processes"], process_id=args["process_id"])
+        jax.distributed.initialize(f"localhost:{port}", num_processes=args["processes"],
+                                   process_id=process_id)
     from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
 
     from scar_jax import checkpointing
@@ -210,4 +186,4 @@ def _worker(args: dict) -> None:
 
 
 if __name__ == "__main__":
-    _worker(json.loads(sys.argv[1]))
+    _worker(int(sys.argv[1]), int(sys.argv[2]), json.loads(sys.argv[3]))
