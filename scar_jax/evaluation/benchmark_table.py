@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import io
 import json
 import math
 import os
@@ -167,13 +168,14 @@ def record_id(value: Any) -> str:
 
 
 def read_split_ids(path: str, column: str) -> list[str]:
-    """The record ids of one MERL split CSV (column `column`), in file order."""
-    with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        if column not in (reader.fieldnames or []):
-            raise ValueError(f"{path} has no {column!r} column (its columns: "
-                             f"{reader.fieldnames}); is it one of MERL's split files?")
-        return [record_id(row[column]) for row in reader]
+    """The record ids of one MERL split CSV (column `column`), in file order (local or gs://)."""
+    from etils import epath
+
+    reader = csv.DictReader(io.StringIO(epath.Path(path).read_text(encoding="utf-8-sig")))
+    if column not in (reader.fieldnames or []):
+        raise ValueError(f"{path} has no {column!r} column (its columns: "
+                         f"{reader.fieldnames}); is it one of MERL's split files?")
+    return [record_id(row[column]) for row in reader]
 
 
 def load_splits(config: ml_collections.ConfigDict, bench: Benchmark, dataset: str,
@@ -264,9 +266,15 @@ def run(
         table["missingness"] = {m.name: {} for m in models}
     for bench, dataset in select(datasets, label_sets, int(config.input.sample_rate)):
         reason = unavailable(config, dataset, data_dir)
+        done = [b["dataset"] for b in table["benchmarks"] if b["key"] == bench.key]
+        if reason is None and done:
+            raise ValueError(f"--dataset names {bench.title} twice ({done[0]} and {dataset}, "
+                             "both built); pass one of them.")
         if reason is None and splits_dir:
+            from etils import epath
+
             lacking = [p for p in (os.path.join(splits_dir, f"{bench.merl_split}_{s}.csv")
-                                   for s in MERL_SPLITS) if not os.path.exists(p)]
+                                   for s in MERL_SPLITS) if not epath.Path(p).exists()]
             if lacking:
                 reason = f"no MERL split file {', '.join(lacking)}"
         if reason is not None:

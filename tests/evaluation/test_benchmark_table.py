@@ -187,7 +187,7 @@ def test_merl_split_csvs_assign_records_by_id(world, tmp_path):
     assert "train: 3 of 4 ids found" in md and "## Skipped (1)" in md
 
 
-def test_select_parses_names_and_label_sets():
+def test_select_parses_names_and_label_sets(tmp_path):
     keys = lambda sel: [(b.key, d) for b, d in sel]  # noqa: E731
     assert keys(bt.select(None, None, 100))[0] == ("ptbxl_super", "ptbxl/100hz")
     assert keys(bt.select("ptbxl/rhythm,cpsc2018/60s", None, 500)) == [
@@ -201,6 +201,10 @@ def test_select_parses_names_and_label_sets():
     assert [bt.record_id(v) for v in ("8", "8.0", "A0001",
                                       "/chapman/WFDBRecords/44/448/JS44279.mat")] == [
         "8", "8", "A0001", "JS44279"]
+    _write_csv(str(tmp_path / "x.csv"), ["ecg_path", "SR"], [["/c/WFDBRecords/01/010/JS1.mat", 1]])
+    assert bt.read_split_ids(str(tmp_path / "x.csv"), "ecg_path") == ["JS1"]
+    with pytest.raises(ValueError, match="no 'filename' column"):
+        bt.read_split_ids(str(tmp_path / "x.csv"), "filename")
 
 
 @pytest.mark.slow
@@ -238,7 +242,8 @@ def test_grid_adds_the_missingness_rows_and_each_benchmark_report(world, tmp_pat
     assert grid["clean"] == table["cells"]["mu"]["ptbxl_super"]["zero-shot"]
     saved = json.loads((out / "ptbxl_super" / "results.json").read_text())
     res = saved["ptbxl/500hz/superdiagnostic"]["models"]["mu"]
-    assert res["zeroshot"]["lead_drop/k6"]["auroc"] == pytest.approx(grid["lead_drop/k6"], abs=1e-12)
+    want = grid["lead_drop/k6"]
+    assert res["zeroshot"]["lead_drop/k6"]["auroc"] == pytest.approx(want, abs=1e-12)
     assert set(res["linear_probe"]) == {"0.01", "0.1", "1"}
     md = (out / "benchmark_table.md").read_text()
     assert "under missingness" in md and "| lead_drop/k6 |" in md
