@@ -3,6 +3,7 @@
 No timing is asserted here: speed is what `python -m scar_jax.benchmarks` reports.
 """
 
+import dataclasses
 import json
 
 import jax
@@ -11,6 +12,7 @@ import pytest
 
 pytest.importorskip("torch")
 
+from scar_jax.benchmarks import accelerator  # noqa: E402
 from scar_jax.benchmarks import suite  # noqa: E402
 from scar_jax.benchmarks import torch_step as ts  # noqa: E402
 
@@ -80,7 +82,8 @@ def test_table_and_json_have_every_row(tmp_path, steps, monkeypatch):
         scaling_variant="mu", scaling_seconds=(1.0,), scaling_batches=(4,), scaling_base_batch=4,
         matmul_n=64, reps=1, torch_compile=False)
     fake = {k: 1.0 for k in ("jax_examples_per_s", "eager_examples_per_s", "scar_step_s",
-                             "merl_step_s", "naive_floor")}
+                             "merl_step_s", "flop_ratio")}
+    fake["floor_arithmetic"] = "(1 + K/N) x 1.0 = 2.0x"
     entries = [suite.entry(r, f"row {r}", "s", 1.0, "x", ">= 1x", True, **fake) for r in (1, 2)]
     entries.append(suite.entry(1, "compile", "s", float("nan"), "x", ">= 1x", None,
                                error="RuntimeError: no compiler"))
@@ -102,3 +105,34 @@ def test_table_and_json_have_every_row(tmp_path, steps, monkeypatch):
     path = tmp_path / "b.json"
     path.write_text(json.dumps(result, default=float))
     assert len(json.loads(path.read_text())["entries"]) == len(entries)
+
+
+def test_peak_flops_table_by_device_kind():
+    assert accelerator.peak_flops("NVIDIA H100 80GB HBM3") == 989e12
+    assert accelerator.peak_flops("NVIDIA H100 PCIe") == 756e12
+    assert accelerator.peak_flops("NVIDIA H200") == 989e12
+    assert accelerator.peak_flops("NVIDIA A100-SXM4-80GB") == 312e12
+    assert accelerator.peak_flops("TPU v5 lite") == 197e12
+    assert accelerator.peak_flops("TPU v4") == 275e12
+    assert accelerator.peak_flops("cpu") is None
+
+
+def test_accelerator_quick_path_runs(tmp_path):
+    """`--accelerator --quick`'s code at an even smaller shape: both methods step, FLOPs come
+    from XLA, the trace is written, the table says n/a where CPU has no peak or memory stats."""
+    mode = dataclasses.replace(accelerator.QUICK, seconds=1.0, text_len=8, batches=(4,),
+                               steps=1)
+    result = accelerator.run(mode, trace_dir=str(tmp_path / "trace"))
+    rows = {r["method"]: r for r in result["rows"]}
+    assert set(rows) == {"scar", "merl"}
+    for r in rows.values():
+        assert r["batch"] == 4 and r["tokens"] == 60 and r["examples_per_s"] > 0
+        assert r["compile_s"] > 0 and r["xla_bytes"] > 0
+        assert r["mfu"] is None  # no peak for CPU
+    # the SCAR step runs a second (masked) view and the masker: more FLOPs than MERL-style
+    assert rows["scar"]["flops_per_step"] > rows["merl"]["flops_per_step"] > 0
+    assert result["scar_over_merl_step"]["mu"] > 0
+    assert list((tmp_path / "trace").rglob("*.xplane.pb"))
+    table = accelerator.format_table(result)
+    assert "MFU = XLA cost-analysis FLOPs" in table and "| SCAR | mu | 4 |" in table
+    assert json.loads(json.dumps(result, default=float))["rows"]

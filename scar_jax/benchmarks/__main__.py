@@ -2,6 +2,16 @@ r"""The benchmark suite (issue #9): one table, every row measured in this run.
 
   python -m scar_jax.benchmarks [--quick] [--out=benchmarks.json] [--rows=1,2,3,4,5,6]
       [--workdir=DIR] [--reps=N] [--no_torch_compile] [--update_docs]
+  python -m scar_jax.benchmarks --accelerator [--quick] [--workdir=DIR] [--update_docs]
+
+--accelerator (issue #23) instead times SCAR and MERL-style train steps at tiny and small
+on one device (bf16, 600 ECG tokens, 64 text tokens, the largest batch that fits):
+examples/s, MFU, peak memory, compile time, and writes a jax.profiler trace to
+DIR/trace (open with `tensorboard --logdir DIR/trace` and its Profile tab, or load the
+.trace.json.gz under DIR/trace/plugins/profile/*/ in https://ui.perfetto.dev); ~5 min on
+one GPU. With --quick it runs the same code at mu size on CPU (~1-2 min); --update_docs
+writes its table into docs/PERFORMANCE.md's accelerator block (scar_jax/benchmarks/
+accelerator.py).
 
 Rows: (1) train-step examples/s vs PyTorch eager and torch.compile (masker none), (2) SCAR
 step / MERL-style step and the optimisation knobs, (3) input pipeline vs the step's demand
@@ -31,6 +41,33 @@ _NO_COMPILE = flags.DEFINE_bool("no_torch_compile", False, "Skip the torch.compi
 _UPDATE_DOCS = flags.DEFINE_bool(
     "update_docs", False, "Replace docs/PERFORMANCE.md's generated table with this run's."
 )
+_ACCELERATOR = flags.DEFINE_bool(
+    "accelerator", False, "Run the one-device accelerator benchmark instead of the suite "
+    "(with --quick: at mu size, for CPU).")
+
+
+def accelerator_main(command: str) -> None:
+    """--accelerator: times the steps, prints the table, writes JSON and the trace."""
+    from scar_jax.benchmarks import accelerator
+
+    mode = accelerator.QUICK if _QUICK.value else accelerator.ACCELERATOR
+    os.makedirs(_WORKDIR.value, exist_ok=True)
+    out = os.path.join(_WORKDIR.value, _OUT.value)
+    result = accelerator.run(mode, trace_dir=os.path.join(_WORKDIR.value, "trace"))
+    result["command"] = command
+    with open(out, "w") as f:
+        json.dump(result, f, indent=1, default=float)
+    table = accelerator.format_table(result)
+    print(table)
+    logging.info("wrote %s and the trace under %s (%.0f s)", out, result["trace_dir"],
+                 result["seconds"])
+    if _UPDATE_DOCS.value:
+        from scar_jax import generated_docs
+
+        generated_docs.replace_block(
+            generated_docs.PERFORMANCE, generated_docs.ACCELERATOR_BEGIN,
+            generated_docs.ACCELERATOR_END, f"`{command}`\n\n{table}",
+        )
 
 
 def main(argv: list[str]) -> None:
@@ -40,6 +77,10 @@ def main(argv: list[str]) -> None:
     import dataclasses
 
     from scar_jax.benchmarks import suite
+
+    if _ACCELERATOR.value:
+        accelerator_main("python -m scar_jax.benchmarks " + " ".join(sys.argv[1:]))
+        return
 
     sizes = suite.QUICK if _QUICK.value else suite.FULL
     if _REPS.value:

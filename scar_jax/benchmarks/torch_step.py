@@ -65,7 +65,6 @@ def synthetic_batch(config: ml_collections.ConfigDict, seed: int = 0) -> dict[st
 class JaxStep:
     """`scar_jax.update`'s jitted update for `config` on one fixed batch; call it to step.
 
-    `model_fn` (optional) rewrites the built model, e.g. `lambda m: m.clone(ecg=...)`.
     After construction: compile_s, flops (XLA cost analysis), memory (bytes by kind).
     """
 
@@ -75,12 +74,9 @@ class JaxStep:
         batch: Mapping[str, np.ndarray] | None = None,
         *,
         seed: int = 0,
-        model_fn: Any = None,
     ):
         self.config = config
         self.model = scar.build_model(config.model)
-        if model_fn is not None:
-            self.model = model_fn(self.model)
         batch = dict(synthetic_batch(config, seed) if batch is None else batch)
         mesh = sharding_lib.make_mesh(config.mesh, jax.devices()[:1])  # one device, as torch
         self.state, shardings = train_state_lib.create_train_state(
