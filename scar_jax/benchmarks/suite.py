@@ -325,9 +325,9 @@ def row_pipeline(sizes: Sizes, demand: float, workdir: str) -> list[dict[str, An
 
 
 def row_grid(sizes: Sizes, step: ts.JaxStep) -> list[dict[str, Any]]:
-    """Evaluation grid cost / (conditions x one clean pass), via evaluation.run.grid_cost."""
+    """Evaluation grid cost / (conditions x one clean pass), via evaluation.cost.grid_cost."""
     from scar_jax.evaluation import missingness as miss
-    from scar_jax.evaluation import run as eval_run
+    from scar_jax.evaluation import cost as eval_cost
 
     cfg = step.config.eval
     static = [c for c in miss.grid_from_config(cfg) if c.family not in ("adversarial", "oracle")]
@@ -340,7 +340,7 @@ def row_grid(sizes: Sizes, step: ts.JaxStep) -> list[dict[str, Any]]:
                               for c in static])
     emb = miss.GridEmbedder(step.model, {"params": step.state.params}, chunk=cfg.chunk,
                             buckets=cfg.grid_buckets)
-    res = eval_run.grid_cost(emb, ecg, observed, keeps, max(2, sizes.reps))
+    res = eval_cost.grid_cost(emb, ecg, observed, keeps, max(2, sizes.reps))
     setting = (f"{step.config.model.ecg.variant}, B={b}, {12 * s} tokens, {len(static)} "
                f"model-independent conditions, chunk {cfg.chunk}, "
                f"{cfg.grid_buckets} length buckets")
