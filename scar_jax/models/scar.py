@@ -350,6 +350,13 @@ def text_tokenizer(name: str, max_len: int) -> Callable[[Sequence[str]], dict[st
     return functools.partial(text_encoder.tokenize, tokenizer, max_len=max_len)
 
 
+@functools.partial(jax.jit, static_argnums=0)
+def _embed_prompts(model: Model, variables: Any, tokens: Mapping[str, jax.Array]) -> jax.Array:
+    """Text embeddings [P, E] of tokenized prompts; compiled once per (model, shapes), so a
+    zero-shot pass every N training steps does not recompile the text tower."""
+    return model.apply(variables, tokens, method=Model.embed_text)[0]
+
+
 def class_embeddings(
     model: Model,
     variables: Any,
@@ -375,8 +382,8 @@ def class_embeddings(
     if not flat or any(len(ph) == 0 for ph in phrasings):
         raise ValueError("class_embeddings: every class needs at least one phrasing.")
     tokens = text_tokenizer(text_checkpoint, int(max_len))(flat)
-    fn = jax.jit(lambda v, t: model.apply(v, t, method=Model.embed_text)[0])
-    z = np.asarray(fn(variables, {k: jnp.asarray(v) for k, v in dict(tokens).items()}))
+    z = np.asarray(_embed_prompts(model, variables,
+                                  {k: jnp.asarray(v) for k, v in dict(tokens).items()}))
     z = np.stack([z[owner == k].mean(0) for k in range(len(phrasings))])
     if center and len(phrasings) > 1:
         z = z / np.maximum(np.linalg.norm(z, axis=-1, keepdims=True), 1e-12)
