@@ -26,6 +26,13 @@ and the masker's top-k stay float32) and in float32 on CPU, decided when the mod
 jax.nn.dot_product_attention (`xla`); `auto` uses cuDNN flash attention on GPU in bfloat16
 where cuDNN accepts the shapes; `einsum` is the plain reference.
 
+Validation while training: the contrastive loss on input.eval_split every
+`train.eval_every` steps (`val/loss`) and, with `train.zeroshot_every` > 0, the zero-shot
+macro AUROC on a labelled held-out set (`val/zeroshot_auroc`, `train.zeroshot_*`: default
+the first 1000 records of the training dataset's validation split), as `main eval` computes
+it; `--config.train.best_metric=val/zeroshot_auroc --config.train.best_mode=max` keeps the
+best checkpoint by it.
+
 Every leaf can be overridden from the command line, e.g.
 `--config.model.masker.rho_max=0.7`; the config is locked, so a misspelled
 key fails with an error naming it.
