@@ -48,8 +48,10 @@ from scar_jax.data import pipeline
 from scar_jax.models import ecg_encoder
 from scar_jax.models import scar
 
-# An evaluator gets (state, step) at every validation and returns named scalars
-# ('val/zeroshot_auroc': 0.71); they are logged and can rank checkpoints (best_metric).
+# An evaluator gets (state, step) at every validation loss pass (eval_every) and returns
+# named scalars ('val/my_metric': 0.71); they are logged and can rank checkpoints
+# (best_metric). The zero-shot AUROC has its own cadence (train.zeroshot_every):
+# scar_jax.evaluation.validation.ZeroShotValidator, built from the config.
 Evaluator = Callable[[Any, int], Mapping[str, float]]
 # Called with (step, this process's numpy batch) before the batch is used; it may read it
 # (data audits: batch['index'] holds the record indices) or modify it in place.
