@@ -43,9 +43,9 @@ from scar_jax import metrics as metrics_lib
 from scar_jax import sharding as sharding_lib
 from scar_jax import train_state as train_state_lib
 from scar_jax import update as update_lib
+from scar_jax.leads import NUM_LEADS
 from scar_jax.data import findings as findings_lib
 from scar_jax.data import pipeline
-from scar_jax.models import ecg_encoder
 from scar_jax.models import scar
 
 # An evaluator gets (state, step) at every validation loss pass (eval_every) and returns
@@ -356,7 +356,7 @@ def _batch_spec(config: ml_collections.ConfigDict) -> dict[str, jax.ShapeDtypeSt
     t = pipeline.num_samples(config.input)
     b, length = config.batch_size, config.model.txt.max_len
     return {
-        "ecg": jax.ShapeDtypeStruct((b, t, ecg_encoder.NUM_LEADS), jnp.float32),
+        "ecg": jax.ShapeDtypeStruct((b, t, NUM_LEADS), jnp.float32),
         "input_ids": jax.ShapeDtypeStruct((b, length), jnp.int32),
     }
 
