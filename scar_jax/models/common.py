@@ -23,6 +23,7 @@ NEG_INF = -1e30
 DTYPES = ("float32", "bfloat16", "auto")  # config model.dtype
 # config model.attention: how attention is computed (see `attention`)
 ATTENTION = ("xla", "cudnn", "auto", "einsum")
+CUDNN_NEG = -float(2 << 40)  # masked keys' logit bias on the cuDNN path (as jax's for bf16)
 
 
 def compute_dtype(name: str, backend: str | None = None) -> Any:
@@ -47,6 +48,17 @@ def _einsum_attention(q, k, v, mask, bias):
     scores = jnp.where(mask, scores, jnp.finfo(jnp.float32).min)
     probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
     return jnp.einsum("bhqk,bkhd->bqhd", probs, v)
+
+
+def cudnn_bias(
+    visible: jax.Array, key_bias: jax.Array | None, num_queries: int, dtype: Any
+) -> jax.Array:
+    """The cuDNN path's one additive bias [B, 1, Nq, Nk] in the inputs' dtype: key_bias, and
+    CUDNN_NEG on keys that are not visible (cuDNN takes no boolean mask with a bias)."""
+    bias = jnp.where(visible, 0.0 if key_bias is None else key_bias.astype(jnp.float32),
+                     CUDNN_NEG)[:, None, None, :]
+    b, nk = visible.shape
+    return jnp.broadcast_to(bias, (b, 1, num_queries, nk)).astype(dtype)
 
 
 def attention(
@@ -76,14 +88,9 @@ def attention(
     if implementation == "cudnn" or (
         implementation == "auto" and half and jax.default_backend() == "gpu"
     ):
-        b, n = q.shape[:2]
-        # cuDNN wants the bias at full [B, 1, Nq, Nk] and in the inputs' dtype.
-        bias_c = None if bias is None else jnp.broadcast_to(bias, (b, 1, n, k.shape[1]))
-        bias_c = None if bias_c is None else bias_c.astype(q.dtype)
+        bias_c = cudnn_bias(visible, key_bias, q.shape[1], q.dtype)
         try:
-            return jax.nn.dot_product_attention(
-                q, k, v, bias=bias_c, mask=mask, implementation="cudnn"
-            )
+            return jax.nn.dot_product_attention(q, k, v, bias=bias_c, implementation="cudnn")
         except (NotImplementedError, ValueError, RuntimeError) as e:
             if implementation == "cudnn":
                 raise

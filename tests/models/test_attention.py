@@ -80,6 +80,19 @@ def test_bfloat16_inputs_keep_float32_softmax():
         np.testing.assert_allclose(np.asarray(out, np.float32), exact, atol=3 * 2.0**-8)
 
 
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_cudnn_additive_bias_equals_the_masked_attention(dtype):
+    """The cuDNN path folds the key mask into its one additive bias (CPU has no cuDNN: the
+    bias is checked through XLA's attention): the same output as mask + key bias."""
+    q, k, v, visible, bias = _inputs(dtype)
+    additive = common.cudnn_bias(visible, bias, N, dtype)
+    assert additive.shape == (B, 1, N, N) and additive.dtype == dtype
+    got = jax.nn.dot_product_attention(q, k, v, bias=additive, implementation="xla")
+    want = common.attention(q, k, v, visible, bias, "xla")
+    np.testing.assert_allclose(np.asarray(got, np.float32), np.asarray(want, np.float32),
+                               atol=1e-6 if dtype == jnp.float32 else 3 * 2.0**-8)
+
+
 def test_unknown_implementation_fails():
     q, k, v, visible, _ = _inputs()
     with pytest.raises(ValueError, match="attention='flash'"):
