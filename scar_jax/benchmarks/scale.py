@@ -67,6 +67,10 @@ _REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__
 _WORKDIR = flags.DEFINE_string("workdir", "/tmp/scale", "Corpora, builds, runs and JSON.")
 _SIZES = flags.DEFINE_list("sizes", ["5000", "50000"], "Corpus sizes (records).")
 _WORKERS = flags.DEFINE_integer("workers", 2, "Processes: simulation, and build shards at once.")
+_NUM_SHARDS = flags.DEFINE_integer(
+    "num_shards", 0, "Build shards (0: --workers), --workers of them at once. TFDS's writer "
+    "spills a shard of over 1 GiB of examples to disk through tf.io.gfile: without "
+    "TensorFlow keep shards under ~8k records.")
 _LABEL = flags.DEFINE_string("label", "current", "Name of the code measured (builds, JSON).")
 _OUT = flags.DEFINE_string("out", None, "JSON output (default WORKDIR/scale_LABEL.json).")
 _WARM_RUNS = flags.DEFINE_integer(
@@ -193,30 +197,38 @@ def _dataset_stats(data_dir: str) -> dict[str, Any]:
             "bytes_per_record": nbytes / max(1, sum(examples.values()))}
 
 
-def build(workdir: str, corpus: str, n: int, workers: int, label: str) -> dict[str, Any]:
-    """Sharded build (workers shards at once) + merge; timings, peak RSS, storage."""
+def build(workdir: str, corpus: str, n: int, workers: int, label: str,
+          num_shards: int = 0) -> dict[str, Any]:
+    """Sharded build (num_shards shards, default workers; workers at once) + merge; timings,
+    peak RSS, storage."""
+    num_shards = num_shards or workers
     data_dir = os.path.join(workdir, f"tfds_{n}_{label}")
     main = [sys.executable, "-m", "scar_jax.main", "build", "--dataset=mimic_iv_ecg",
-            f"--manual_dir={corpus}", f"--data_dir={data_dir}", f"--num_shards={workers}"]
+            f"--manual_dir={corpus}", f"--data_dir={data_dir}", f"--num_shards={num_shards}"]
     done = data_dir + ".json"
     if os.path.exists(done):
         with open(done) as f:
             return json.load(f)
     load0 = os.getloadavg()[0]
-    logs = [os.path.join(workdir, f"build_{n}_{label}_shard{i}.log") for i in range(workers)]
-    shards = _run_parallel([main + [f"--shard_index={i}"] for i in range(workers)], logs)
-    for r, log in zip(shards, logs):
-        _check(r, "build shard", log)
+    shards = []
+    for first in range(0, num_shards, workers):
+        ids = range(first, min(num_shards, first + workers))
+        logs = [os.path.join(workdir, f"build_{n}_{label}_shard{i}.log") for i in ids]
+        shards += _run_parallel([main + [f"--shard_index={i}"] for i in ids], logs)
+        for r, log in zip(shards[first:], logs):
+            _check(r, "build shard", log)
     log = os.path.join(workdir, f"build_{n}_{label}_merge.log")
     merge = run_measured(main + ["--merge_shards"], log)
     _check(merge, "merge", log)
     out = {
         "data_dir": data_dir, "shards": shards, "merge": merge,
-        "records_per_s_per_process": float(np.mean([n / workers / r["seconds"] for r in shards])),
+        "num_shards": num_shards,
+        "records_per_s_per_process": float(np.mean([n / num_shards / r["seconds"]
+                                                     for r in shards])),
         # CPU time of the shard processes per corpus record: what a busy machine hides
         "cpu_ms_per_record": 1e3 * sum(r["cpu_seconds"] for r in shards) / n,
         "peak_rss_mib": max(r["peak_rss_mib"] for r in shards + [merge]),
-        "seconds": max(r["seconds"] for r in shards) + merge["seconds"],
+        "seconds": sum(r["seconds"] for r in shards) / workers + merge["seconds"],
         "load_average": [load0, os.getloadavg()[0]],
         **_dataset_stats(data_dir),
     }
@@ -263,7 +275,7 @@ def measure_size(workdir: str, n: int, workers: int, label: str, warm_runs: int
     """Every figure of one corpus size."""
     corpus = simulate_corpus(workdir, n, workers)
     logging.info("corpus of %d records: %s", n, corpus)
-    b = build(workdir, corpus["root"], n, workers, label)
+    b = build(workdir, corpus["root"], n, workers, label, _NUM_SHARDS.value)
     logging.info("build of %d: %.1f records/s per process, peak %.0f MiB, %.0f B/record",
                  n, b["records_per_s_per_process"], b["peak_rss_mib"], b["bytes_per_record"])
     cache = os.path.join(workdir, f"text_cache_{n}_{label}")
@@ -443,10 +455,10 @@ def run(workdir: str, sizes: Sequence[int], workers: int, label: str, warm_runs:
         k: extrapolate(ns, [result["sizes"][str(n)]["figures"].get(k) for n in ns], target)
         for k in keys
     }
-    # throughput: the per-process wall time is what grows; its rate at the target
-    walls = [n / workers / result["sizes"][str(n)]["figures"][keys[0]] for n in ns]
-    wall = extrapolate(ns, walls, target)
-    result["extrapolated"][keys[0]] = None if wall is None else target / workers / wall
+    # throughput: the time per record is what may grow with the corpus; its rate at the target
+    per_record = [1 / result["sizes"][str(n)]["figures"][keys[0]] for n in ns]
+    t = extrapolate(ns, per_record, target)
+    result["extrapolated"][keys[0]] = None if t is None or t <= 0 else 1 / t
     result["machine"]["load_average_end"] = os.getloadavg()[0]
     result["seconds"] = time.perf_counter() - t0
     return result
