@@ -136,3 +136,18 @@ def test_accelerator_quick_path_runs(tmp_path):
     table = accelerator.format_table(result)
     assert "MFU = XLA cost-analysis FLOPs" in table and "| SCAR | mu | 4 |" in table
     assert json.loads(json.dumps(result, default=float))["rows"]
+
+
+def test_merge_rows_replaces_only_the_rows_run():
+    """--update_docs with --rows=2: row 2's lines come from the new run, the others stay, and
+    the header names which run measured which rows."""
+    head = "| row | benchmark | setting | result | target | met | details |\n|---:|---|---|---:|---|---|---|"
+    old = f"`old cmd`\n\nold machine\n\n{head}\n| 1 | a | s | 1.00x | | | |\n" \
+          "| 2 | b | s | 2.00x | | | |\n| 2 | b2 | s | 2.50x | | | |\n| 6 | c | s | 3.00x | | | |"
+    new = f"`new cmd`\n\nnew machine\n\n{head}\n| 2 | B | s | 1.50x | | | |"
+    merged = suite.merge_rows(old, [2], new)
+    lines = merged.splitlines()
+    assert lines[0] == "rows 2: `new cmd` new machine"
+    assert lines[2] == "rows 1, 6: `old cmd` old machine"
+    rows = [line for line in lines if line.startswith("| ") and not line.startswith("| row")]
+    assert [r.split("|")[2].strip() for r in rows] == ["a", "B", "c"]

@@ -4,6 +4,9 @@ r"""The benchmark suite (issue #9): one table, every row measured in this run.
       [--workdir=DIR] [--reps=N] [--no_torch_compile] [--update_docs]
   python -m scar_jax.benchmarks --accelerator [--quick] [--workdir=DIR] [--update_docs]
 
+--rows with --update_docs replaces only those rows of the docs' table (each row's lines say
+which run measured them); --scar_variant and --knobs shrink row 2 for a busy machine.
+
 --accelerator (issue #23) instead times SCAR and MERL-style train steps at tiny and small
 on one device (bf16, 600 ECG tokens, 64 text tokens, the largest batch that fits):
 examples/s, MFU, peak memory, compile time, and writes a jax.profiler trace to
@@ -41,6 +44,12 @@ _NO_COMPILE = flags.DEFINE_bool("no_torch_compile", False, "Skip the torch.compi
 _UPDATE_DOCS = flags.DEFINE_bool(
     "update_docs", False, "Replace docs/PERFORMANCE.md's generated table with this run's."
 )
+_SCAR_VARIANT = flags.DEFINE_string(
+    "scar_variant", "", "ECG variant of rows 2, 4, 5 ('': the mode's; e.g. tiny/4 on a busy "
+    "machine).")
+_KNOBS = flags.DEFINE_list(
+    "knobs", [], f"Row 2: only these knobs (keys of suite.KNOB_KEYS; default: all in the full "
+    "mode).")
 _ACCELERATOR = flags.DEFINE_bool(
     "accelerator", False, "Run the one-device accelerator benchmark instead of the suite "
     "(with --quick: at mu size, for CPU).")
@@ -87,6 +96,14 @@ def main(argv: list[str]) -> None:
         sizes = dataclasses.replace(sizes, reps=_REPS.value)
     if _NO_COMPILE.value:
         sizes = dataclasses.replace(sizes, torch_compile=False)
+    if _SCAR_VARIANT.value:
+        sizes = dataclasses.replace(sizes, scar_variant=_SCAR_VARIANT.value)
+    if _KNOBS.value:
+        unknown = set(_KNOBS.value) - set(suite.KNOB_KEYS)
+        if unknown:
+            raise app.UsageError(f"--knobs: {sorted(unknown)} unknown; known: "
+                                 f"{sorted(suite.KNOB_KEYS)}.")
+        sizes = dataclasses.replace(sizes, knobs=True, knob_keys=tuple(_KNOBS.value))
     try:
         rows = tuple(int(r) for r in _ROWS.value)
     except ValueError:
@@ -112,10 +129,12 @@ def main(argv: list[str]) -> None:
     if _UPDATE_DOCS.value:
         from scar_jax import generated_docs
 
-        generated_docs.replace_block(
-            generated_docs.PERFORMANCE, generated_docs.BENCHMARKS_BEGIN,
-            generated_docs.BENCHMARKS_END, f"`{command}`\n\n{where}\n\n{table}",
-        )
+        block = (generated_docs.PERFORMANCE, generated_docs.BENCHMARKS_BEGIN,
+                 generated_docs.BENCHMARKS_END)
+        body = f"`{command}`\n\n{where}\n\n{table}"
+        if set(rows) != set(suite.ROWS):  # the other rows keep their run's lines
+            body = suite.merge_rows(generated_docs.read_block(*block), rows, body)
+        generated_docs.replace_block(*block, body)
 
 
 if __name__ == "__main__":

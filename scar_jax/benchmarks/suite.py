@@ -50,6 +50,7 @@ class Sizes:
     matmul_n: int  # row 5: square matmul size of the peak measurement
     reps: int  # interleaved repeats (best of) of rows 2-6
     torch_compile: bool  # row 1: also time torch.compile
+    knob_keys: tuple[str, ...] = ()  # row 2: only these knobs (KNOB_KEYS; () = all)
 
 
 FULL = Sizes(
@@ -197,6 +198,10 @@ KNOBS = (
 )
 
 
+KNOB_KEYS = {"no_gather": KNOBS[0][0], "bisection20": KNOBS[1][0], "masker_depth1": KNOBS[2][0],
+             "remat": KNOBS[3][0], "bf16": KNOBS[4][0], "bisection20_depth1": KNOBS[5][0]}
+
+
 def scar_config(sizes: Sizes, method: str = "scar", leaves: Mapping[str, Any] | None = None):
     """configs/scar.py for `method` at the suite's variant, batch and record length."""
     from scar_jax import config_files
@@ -245,7 +250,8 @@ def row_scar_vs_merl(sizes: Sizes) -> tuple[list[dict[str, Any]], dict[str, Any]
              "scar": ts.JaxStep(scar_config(sizes, "scar")),
              "scar, masker none": ts.JaxStep(scar_config(sizes, "scar",
                                                           {"model.masker.kind": "none"}))}
-    knobs = KNOBS if sizes.knobs else ()
+    chosen = {KNOB_KEYS[k] for k in sizes.knob_keys}
+    knobs = tuple(k for k in KNOBS if not chosen or k[0] in chosen) if sizes.knobs else ()
     for name, leaves, _, _ in knobs:
         steps[name] = ts.JaxStep(scar_config(sizes, "scar", leaves))
     first = {k: float(s(1)["loss/total"]) for k, s in steps.items()}  # warm-up, first loss
@@ -513,6 +519,29 @@ def _detail(e: Mapping[str, Any]) -> str:
     if "error" in d:
         parts.append(d["error"])
     return "; ".join(parts)
+
+
+def merge_rows(old_body: str, rows: Sequence[int], new_body: str) -> str:
+    """A docs table block with `rows` from `new_body` and every other row from `old_body`.
+
+    Each body is '`command`', a machine line and the table; the merged header names both
+    runs and which rows each measured."""
+    def split(body):
+        lines = body.strip().splitlines()
+        start = next((i for i, l in enumerate(lines) if l.startswith("| row |")), len(lines))
+        head = " ".join(l.strip() for l in lines[:start] if l.strip())
+        return head, lines[start:start + 2], lines[start + 2:]
+
+    old_head, _, old_rows = split(old_body)
+    new_head, header, new_rows = split(new_body)
+    row_of = lambda line: int(line.split("|")[1])
+    kept = [l for l in old_rows if row_of(l) not in set(rows)]
+    merged = sorted(kept + new_rows, key=row_of)  # stable: each run's order within a row
+    others = sorted({row_of(l) for l in kept})
+    heads = [f"rows {', '.join(map(str, sorted(set(rows))))}: {new_head}"]
+    if others:
+        heads.append(f"rows {', '.join(map(str, others))}: {old_head}")
+    return "\n\n".join(heads) + "\n\n" + "\n".join(header + merged)
 
 
 def format_table(result: Mapping[str, Any]) -> str:
