@@ -88,8 +88,10 @@ _UPDATE_DOCS = flags.DEFINE_bool("update_docs", False, "Write the table into doc
 def run_measured(cmd: Sequence[str], log_path: str, until: re.Pattern | None = None,
                  timeout: float = 3600.0) -> dict[str, Any]:
     """Runs `cmd` (cwd: the repository root), its output to `log_path`; -> {'seconds',
-    'peak_rss_mib', 'returncode', 'match'}. With `until`, the process is killed (SIGKILL)
-    as soon as a line matches, and 'seconds' is the time to that line."""
+    'peak_rss_mib', 'cpu_seconds', 'returncode', 'match'}. With `until`, the process is
+    killed (SIGKILL) as soon as a line matches, and 'seconds' is the time to that line.
+    peak_rss_mib is os.wait4's ru_maxrss: Linux keeps the high-water mark of the forked copy
+    of this process across exec, so this process's own RSS (~130 MiB here) is its floor."""
     t0 = time.perf_counter()
     proc = subprocess.Popen(list(cmd), cwd=_REPO, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, bufsize=1,
