@@ -218,6 +218,15 @@ class _Tag(std_logging.Filter):
         return True
 
 
+def tag_logs(tag: str) -> None:
+    """Prefix this process's absl log lines with `tag`, replacing an earlier run's tag (a
+    worker process trains several runs one after another)."""
+    handler = logging.get_absl_handler()
+    for old in [f for f in handler.filters if isinstance(f, _Tag)]:
+        handler.removeFilter(old)
+    handler.addFilter(_Tag(tag))
+
+
 def _exit_with_parent(parent_pid: int) -> None:
     """Linux: this worker gets SIGTERM when the demo process dies, so no training is left
     running orphaned (train's preemption guard then saves a checkpoint and stops)."""
@@ -243,7 +252,7 @@ def _train_in_worker(
     logging.use_absl_handler()
     logging.set_verbosity(verbosity)
     logs.quiet_libraries()
-    logging.get_absl_handler().addFilter(_Tag(tag))
+    tag_logs(tag)
     return _summary(train.train(config, run_dir))
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging as std_logging
 import os
 import pathlib
 import signal
@@ -353,3 +354,20 @@ def test_run_demo_rejects_an_unknown_method_or_a_url_before_any_work(tmp_path, m
     with pytest.raises(ValueError, match="The demo runs in a local folder, not gs://b/w"):
         demo.run_demo("gs://b/w")
     assert not (tmp_path / "gs:").exists()
+
+
+def test_a_worker_tags_its_log_lines_with_the_current_run_only():
+    from absl import logging as absl_logging
+
+    handler = absl_logging.get_absl_handler()
+    before = list(handler.filters)
+    try:
+        demo.tag_logs("scar seed 0")
+        demo.tag_logs("random seed 1")  # the worker's next job
+        record = std_logging.LogRecord("absl", std_logging.INFO, __file__, 1, "step %d", (5,), None)
+        assert all(f.filter(record) for f in handler.filters)
+        assert record.getMessage() == "[random seed 1] step 5"
+    finally:
+        for f in list(handler.filters):
+            if f not in before:
+                handler.removeFilter(f)
