@@ -51,6 +51,7 @@ from typing import Any, Sequence
 import numpy as np
 from absl import app, flags, logging
 
+SHARD_RECORDS = 5000  # ~0.6 GB of serialized examples: under TFDS's 1 GiB in-memory shuffle
 RAW_BYTES = 12 * 5000 * 2  # one 10 s 12-lead 500 Hz record as int16
 TARGET = 800_000
 STARTUP_GOAL_S = 120.0
@@ -68,9 +69,10 @@ _WORKDIR = flags.DEFINE_string("workdir", "/tmp/scale", "Corpora, builds, runs a
 _SIZES = flags.DEFINE_list("sizes", ["5000", "50000"], "Corpus sizes (records).")
 _WORKERS = flags.DEFINE_integer("workers", 2, "Processes: simulation, and build shards at once.")
 _NUM_SHARDS = flags.DEFINE_integer(
-    "num_shards", 0, "Build shards (0: --workers), --workers of them at once. TFDS's writer "
-    "spills a shard of over 1 GiB of examples to disk through tf.io.gfile: without "
-    "TensorFlow keep shards under ~8k records.")
+    "num_shards", 0, "Build shards, --workers of them at once (0: shards of at most "
+    "SHARD_RECORDS records, at least --workers). TFDS's writer spills a shard of over 1 GiB "
+    "of examples to disk through tf.io.gfile, which needs TensorFlow: a 2-shard build of "
+    "20k records failed so.")
 _LABEL = flags.DEFINE_string("label", "current", "Name of the code measured (builds, JSON).")
 _OUT = flags.DEFINE_string("out", None, "JSON output (default WORKDIR/scale_LABEL.json).")
 _WARM_RUNS = flags.DEFINE_integer(
@@ -277,7 +279,8 @@ def measure_size(workdir: str, n: int, workers: int, label: str, warm_runs: int
     """Every figure of one corpus size."""
     corpus = simulate_corpus(workdir, n, workers)
     logging.info("corpus of %d records: %s", n, corpus)
-    b = build(workdir, corpus["root"], n, workers, label, _NUM_SHARDS.value)
+    b = build(workdir, corpus["root"], n, workers, label,
+              _NUM_SHARDS.value or max(workers, -(-n // SHARD_RECORDS)))
     logging.info("build of %d: %.1f records/s per process, peak %.0f MiB, %.0f B/record",
                  n, b["records_per_s_per_process"], b["peak_rss_mib"], b["bytes_per_record"])
     cache = os.path.join(workdir, f"text_cache_{n}_{label}")
