@@ -51,7 +51,7 @@ from typing import Any, Sequence
 import numpy as np
 from absl import app, flags, logging
 
-SHARD_RECORDS = 5000  # ~0.6 GB of serialized examples: under TFDS's 1 GiB in-memory shuffle
+SHARD_RECORDS = 5000  # under TFDS's 1 GiB in-memory shuffle (~7,000 examples: it spilled)
 RAW_BYTES = 12 * 5000 * 2  # one 10 s 12-lead 500 Hz record as int16
 TARGET = 800_000
 STARTUP_GOAL_S = 120.0
@@ -72,13 +72,16 @@ _NUM_SHARDS = flags.DEFINE_integer(
     "num_shards", 0, "Build shards, --workers of them at once (0: shards of at most "
     "SHARD_RECORDS records, at least --workers). TFDS's writer spills a shard of over 1 GiB "
     "of examples to disk through tf.io.gfile, which needs TensorFlow: a 2-shard build of "
-    "20k records failed so.")
+    "20k records failed so at ~7,000 examples a shard.")
 _LABEL = flags.DEFINE_string("label", "current", "Name of the code measured (builds, JSON).")
 _OUT = flags.DEFINE_string("out", None, "JSON output (default WORKDIR/scale_LABEL.json).")
 _WARM_RUNS = flags.DEFINE_integer(
     "warm_runs", 2, "Warm start-ups per size (the best is used; 0: cold less its embed time).")
 _REMEASURE = flags.DEFINE_bool("remeasure", False, "Measure sizes measured before again "
                                 "(default: reuse WORKDIR/size_N_LABEL.json).")
+_REWARM = flags.DEFINE_integer(
+    "rewarm", 0, "First this many more warm start-ups of every size measured before, "
+    "interleaved, so that all sizes see the same load (they replace the sizes' own).")
 _TARGET = flags.DEFINE_integer("target", TARGET, "Corpus size to extrapolate to.")
 _RENDER = flags.DEFINE_list("render", [], "Only print the table of these JSON results.")
 _UPDATE_DOCS = flags.DEFINE_bool("update_docs", False, "Write the table into docs/PERFORMANCE.md.")
@@ -300,24 +303,51 @@ def measure_size(workdir: str, n: int, workers: int, label: str, warm_runs: int
     warm = [train_startup(workdir, b["data_dir"], n, label, f"warm{i}", cache)
             for i in range(warm_runs)]
     logging.info("train start-up of %d (warm): %s", n, warm)
+    size = {"records": n, "corpus": corpus, "build": b, "train_cold": cold, "train_warm": warm}
+    size["figures"] = size_figures(size)
+    return size
+
+
+def size_figures(size: dict[str, Any]) -> dict[str, Any]:
+    """The figures of one size from its build and start-ups (warm: the interleaved runs of
+    --rewarm where there are some, else the size's own; the best of them is used)."""
+    b, cold = size["build"], size["train_cold"]
+    warm = size.get("train_rewarm") or size["train_warm"]
     if warm:
         best = min(warm, key=lambda w: w["seconds"])
     else:  # --warm_runs=0 (a busy machine's time): the cold run less its embedding
         best = dict(cold, seconds=cold["seconds"] - cold["embed_seconds"],
                     before_step_seconds=cold["before_step_seconds"] - cold["embed_seconds"])
-    return {"records": n, "corpus": corpus, "build": b, "train_cold": cold, "train_warm": warm,
-            "warm_from_cold": not warm,
-            "figures": {
-                "build_records_per_s_per_process": b["records_per_s_per_process"],
-                "build_cpu_ms_per_record": b.get("cpu_ms_per_record"),
-                "build_peak_rss_mib": b["peak_rss_mib"],
-                "bytes_per_record": b["bytes_per_record"],
-                "startup_s": best["seconds"],
-                "startup_before_step_s": best["before_step_seconds"],
-                "startup_cold_s": cold["seconds"],
-                "startup_peak_rss_mib": max(w["peak_rss_mib"] for w in warm + [cold]),
-                "embed_s": cold["embed_seconds"],
-            }}
+    size["warm_from_cold"] = not warm
+    return {
+        "build_records_per_s_per_process": b["records_per_s_per_process"],
+        "build_cpu_ms_per_record": b.get("cpu_ms_per_record"),
+        "build_peak_rss_mib": b["peak_rss_mib"],
+        "bytes_per_record": b["bytes_per_record"],
+        "startup_s": best["seconds"],
+        "startup_before_step_s": best["before_step_seconds"],
+        "startup_cold_s": cold["seconds"],
+        "startup_peak_rss_mib": max(w["peak_rss_mib"] for w in warm + [cold]),
+        "embed_s": cold["embed_seconds"],
+    }
+
+
+def rewarm(workdir: str, sizes: Sequence[int], label: str, rounds: int) -> None:
+    """`rounds` more warm start-ups of every measured size, interleaved (round by round,
+    size by size) so that every size sees the same machine load; kept in the size JSONs."""
+    for r in range(rounds):
+        for n in sorted(sizes):
+            path = os.path.join(workdir, f"size_{n}_{label}.json")
+            with open(path) as f:
+                size = json.load(f)
+            cache = os.path.join(workdir, f"text_cache_{n}_{label}")
+            run = train_startup(workdir, size["build"]["data_dir"], n, label, f"rewarm{r}",
+                                cache)
+            logging.info("interleaved warm start-up %d of %d: %s", r, n, run)
+            size.setdefault("train_rewarm", []).append(run)
+            size["figures"] = size_figures(size)
+            with open(path, "w") as f:
+                json.dump(size, f, indent=1, default=float)
 
 
 # ----------------------------------------------------------------------------- the table
@@ -444,6 +474,8 @@ def run(workdir: str, sizes: Sequence[int], workers: int, label: str, warm_runs:
         "machine": {"cpu_count": os.cpu_count(), "load_average_start": os.getloadavg()[0]},
         "sizes": {},
     }
+    if _REWARM.value:
+        rewarm(workdir, sizes, label, _REWARM.value)
     for n in sorted(sizes):
         done = os.path.join(workdir, f"size_{n}_{label}.json")  # one size's figures, kept
         if os.path.exists(done) and not _REMEASURE.value:
