@@ -13,14 +13,13 @@ from scar_jax.benchmarks import scale
 
 def _result(label, sizes_figures, target=800_000):
     sizes = {str(n): {"figures": f} for n, f in sizes_figures.items()}
-    ns = [int(n) for n in sizes]
-    ex = {k: scale.extrapolate(ns, [sizes[str(n)]["figures"][k] for n in ns], target)
-          for k, _, _ in scale.FIGURES}
-    return {"label": label, "target": target, "sizes": sizes, "extrapolated": ex}
+    return {"label": label, "target": target, "sizes": sizes,
+            "extrapolated": scale.extrapolate_figures(sizes_figures, target)}
 
 
-def _figures(startup, before_step, rss, bytes_per_record):
-    return {"build_records_per_s_per_process": 10.0, "build_cpu_ms_per_record": 50.0,
+def _figures(startup, before_step, rss, bytes_per_record, data=5.0):
+    return {"startup_data_s": data, "build_records_per_s_per_process": 10.0,
+            "build_cpu_ms_per_record": 50.0,
             "build_peak_rss_mib": 500.0,
             "bytes_per_record": bytes_per_record, "startup_s": startup,
             "startup_before_step_s": before_step, "startup_cold_s": startup + 5,
@@ -34,22 +33,32 @@ def test_extrapolate_is_the_least_squares_line():
 
 
 def test_goals_met_and_missed():
-    flat = _result("after", {5000: _figures(100, 30, 2000, 121_000),
-                             50000: _figures(100, 30.5, 2010, 121_000)})
-    g = scale.goals(flat)
-    # 30 + 0.5 s / 45k records * 795k = 38.8 s; +8.8 s < 10 s
-    assert g["start-up < 2 min, flat"][1] is True
-    assert g["start-up < 2 min, flat"][0].startswith("39 s (+9 s")
+    flat = _result("after", {5000: _figures(100, 30, 2000, 121_000, data=5.0),
+                             50000: _figures(100, 30.5, 2010, 121_000, data=5.1)})
+    ex, g = flat["extrapolated"], scale.goals(flat)
+    # data part 5.1 + 0.1 s / 45k records * 750k = 6.77 s (+1.8 s over 5k records);
+    # start-up 30.5 s at 50k + (6.77 - 5.1) s = 32.2 s
+    assert ex["startup_data_s"] == pytest.approx(5.1 + 0.1 * 750 / 45)
+    assert ex["startup_before_step_s"] == pytest.approx(30.5 + 0.1 * 750 / 45)
+    assert ex["startup_s"] == pytest.approx(100 + 0.1 * 750 / 45)
+    assert ex["build_records_per_s_per_process"] is None  # per record and shard
+    assert g["start-up < 2 min"] == ("32 s", True)
+    assert g["start-up growth < 10 s"] == ("+2 s over 5,000 records (5.0 s -> 6.8 s)", True)
     assert g["start-up memory flat"][1] is True  # 2000 -> 2177 MiB: +8.8 %
     assert g["storage <= 1.2x raw int16"] == ("1.01x", True)
-    grows = _result("before", {5000: _figures(100, 30, 2000, 300_000),
-                               50000: _figures(130, 60, 2400, 300_000)})
+    grows = _result("before", {5000: _figures(100, 30, 2000, 300_000, data=5.0),
+                               50000: _figures(130, 60, 2400, 300_000, data=35.0)})
     g = scale.goals(grows)
-    assert g["start-up < 2 min, flat"][1] is False  # 60 + 30 * 750/45 = 560 s
+    assert g["start-up < 2 min"][1] is False  # 60 + 30 * 750/45 = 560 s
+    assert g["start-up growth < 10 s"][1] is False
     assert g["start-up memory flat"][1] is False
     assert g["storage <= 1.2x raw int16"] == ("2.50x", False)
+    shrinks = _result("after", {5000: _figures(100, 30, 2100, 1, data=6.0),
+                                50000: _figures(100, 30, 2000, 1, data=5.0)})
+    assert shrinks["extrapolated"]["startup_peak_rss_mib"] == 2000  # noise: taken as flat
+    assert shrinks["extrapolated"]["startup_data_s"] == 5.0
     one = _result("before", {5000: _figures(100, 30, 2000, 300_000)})
-    assert scale.goals(one)["start-up < 2 min, flat"][1] is None
+    assert scale.goals(one)["start-up < 2 min"][1] is None
 
 
 def test_table_has_every_size_the_extrapolation_and_the_verdicts():
@@ -62,7 +71,7 @@ def test_table_has_every_size_the_extrapolation_and_the_verdicts():
                     "after 800,000 (extrapolated) |")
     assert "| storage <= 1.2x raw int16 | **no**: 2.50x | yes: 1.01x |" in table
     assert "n/a (one size)" in table
-    assert len(table.splitlines()) == 2 + len(scale.FIGURES) + 1 + 2 + 3
+    assert len(table.splitlines()) == 2 + len(scale.FIGURES) + 1 + 2 + 4
 
 
 def test_run_measured_peak_rss_and_kill_at_a_line(tmp_path):
@@ -101,3 +110,12 @@ def test_prefix_corpus_is_the_smaller_simulated_corpus(tmp_path):
         for ext in (".hea", ".dat"):
             rel = row.split(",")[-1] + ext
             assert filecmp.cmp(tmp_path / "small" / rel, tmp_path / "linked" / rel, shallow=False)
+
+
+def test_data_seconds_between_the_trainer_log_lines():
+    log = ("I1206 23:59:58.500000 1 train.py:1] train state: 22,968,619 parameters\n"
+           "I1206 00:00:04.750000 1 train.py:2] the 3238 distinct reports of train from ...\n"
+           "I1206 00:00:05.000000 1 pipeline.py:3] pipeline mimic_iv_ecg train: 4616 records, "
+           "train (shuffled)\n")
+    assert scale.data_seconds(log) == pytest.approx(6.5)  # across midnight
+    assert scale.data_seconds("I1206 00:00:01.0 1 x.py:1] train state: 1\n") is None
