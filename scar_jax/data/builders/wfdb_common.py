@@ -18,6 +18,7 @@ interpolated and listed with action 'repaired' (NaN counts per record).
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -27,6 +28,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 import tensorflow_datasets as tfds
 from absl import logging
+from tensorflow_datasets.core import shuffle as tfds_shuffle
 
 from scar_jax.data import preprocessing, reports
 
@@ -365,6 +367,24 @@ class Hygiene:
         return s
 
 
+# TFDS spills a split's (or shard's) shuffle buffer to disk through tf.io.gfile, i.e. it needs
+# TensorFlow, once the buffer passes 1000 MiB; builders keep it in memory up to this instead
+# (PTB-XL at 500 Hz is ~2.6 GB of examples, Chapman-Shaoxing ~5.4 GB). Past it, build in
+# shards (`main build --num_shards`).
+IN_MEMORY_SHUFFLE_BYTES = 8 << 30
+
+
+@contextlib.contextmanager
+def in_memory_shuffle(limit: int = IN_MEMORY_SHUFFLE_BYTES):
+    """TFDS's in-memory shuffle limit raised to `limit` bytes inside the block."""
+    before = tfds_shuffle.MAX_MEM_BUFFER_SIZE
+    tfds_shuffle.MAX_MEM_BUFFER_SIZE = max(before, int(limit))
+    try:
+        yield
+    finally:
+        tfds_shuffle.MAX_MEM_BUFFER_SIZE = before
+
+
 class WfdbBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     """Base of the real-corpus builders: ArrayRecord by default, hygiene + manifest + counts.
 
@@ -384,7 +404,8 @@ class WfdbBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         stores the counts."""
         self.hygiene.open(os.fspath(self.data_path))
         self.reports.reset()
-        super()._download_and_prepare(dl_manager, download_config)
+        with in_memory_shuffle():
+            super()._download_and_prepare(dl_manager, download_config)
         self.info.metadata["record_counts"] = self.hygiene.log_summary()
         write_report_tables(self, self.reports)
 

@@ -96,3 +96,17 @@ def test_example_masks_a_long_nan_run_and_repairs_a_short_one():
     assert ex["lead_observed"].tolist() == [True] * 5 + [False] + [True] * 6
     assert h.counts == {("nan", "masked"): 1, ("nan", "repaired"): 1} and h.n_repaired == 1
     assert ex["ecg"].dtype == np.int16 and not ex["ecg"][:, 5].any()
+
+
+def test_in_memory_shuffle_raises_tfds_limit_inside_the_block_only():
+    from tensorflow_datasets.core import shuffle
+
+    before = shuffle.MAX_MEM_BUFFER_SIZE
+    with wfdb_common.in_memory_shuffle():
+        assert shuffle.MAX_MEM_BUFFER_SIZE == wfdb_common.IN_MEMORY_SHUFFLE_BYTES == 8 << 30
+    assert shuffle.MAX_MEM_BUFFER_SIZE == before
+    with pytest.raises(RuntimeError):
+        with wfdb_common.in_memory_shuffle(16 << 30):
+            assert shuffle.MAX_MEM_BUFFER_SIZE == 16 << 30
+            raise RuntimeError("a failed build")
+    assert shuffle.MAX_MEM_BUFFER_SIZE == before

@@ -14,7 +14,6 @@ from typing import Any, Iterator
 import numpy as np
 import tensorflow_datasets as tfds
 from absl import logging
-from tensorflow_datasets.core import shuffle as tfds_shuffle
 
 from scar_jax.data import preprocessing, reports, synthetic
 from scar_jax.data.builders import wfdb_common
@@ -114,16 +113,9 @@ class Builder(tfds.core.GeneratorBasedBuilder):
         )
 
     def _download_and_prepare(self, dl_manager, download_config=None):
-        # tfds spills a split's shuffle buffer to disk through tf.io.gfile (TensorFlow) once it
-        # passes 1000 MiB; keep it in memory instead (a 500 Hz train split of 8000 records is
-        # ~0.95 GiB), so no split of this corpus needs TensorFlow up to ~8 GiB.
-        limit = tfds_shuffle.MAX_MEM_BUFFER_SIZE
-        tfds_shuffle.MAX_MEM_BUFFER_SIZE = max(limit, 8 << 30)
         self._reports = reports.Collector()
-        try:
+        with wfdb_common.in_memory_shuffle():  # a 500 Hz train split is ~0.95 GiB
             super()._download_and_prepare(dl_manager, download_config)
-        finally:
-            tfds_shuffle.MAX_MEM_BUFFER_SIZE = limit
         wfdb_common.write_report_tables(self, self._reports)
 
     def _split_generators(self, dl_manager: tfds.download.DownloadManager):
