@@ -75,16 +75,22 @@ def curve_markdown(points: Mapping[str, Mapping[str, Any]], *, model: str = "sca
     if missing:
         raise ValueError(f"settings {missing} have no paired differences {model} - {other} in "
                          "their seeds.json (did the run train both methods, with scores.npz?)")
+    def seeds(n):  # seeds behind a setting (its differences' n_seeds)
+        found = {d.get("n_seeds") for d in points[n]["differences"][other].values()
+                 if isinstance(d, dict)} - {None}
+        return f" ({max(found)} seeds)" if found else ""
+
+    heads = " | ".join(f"{knob} {n}{seeds(n)}" for n in names)
     lines = [f"{model} − {other} (zero-shot macro AUROC; `cmrs`: CMRS) against the {knob}: "
              "the mean over seeds of the paired differences, 95 % interval over seeds and "
              "test examples. **Bold**: the interval excludes 0.", "",
-             "| condition | " + " | ".join(f"{knob} {n}" for n in names) + " |",
+             "| condition | " + heads + " |",
              "|---|" + "---|" * len(names)]
     for c in conditions:
         lines.append(f"| {c} | " + " | ".join(
             _cell(points[n]["differences"][other].get(c)) for n in names) + " |")
     lines += ["", "Mean ± std over seeds:", "",
-              "| metric | model | " + " | ".join(f"{knob} {n}" for n in names) + " |",
+              "| metric | model | " + heads + " |",
               "|---|---|" + "---|" * len(names)]
     for key, label in (("zeroshot/clean/auroc", "clean"),
                        ("zeroshot/oracle/primary/auroc", "oracle/primary")):

@@ -8,7 +8,7 @@ from scar_jax.evaluation import curve
 
 
 def _summary(diff_mean, lo, hi, clean):
-    d = {"mean": diff_mean, "ci": [lo, hi], "n_seeds": 3}
+    d = {"mean": diff_mean, "ci": [lo, hi], "n_seeds": 3 if clean > 0.75 else 2}
     return {
         "differences": {"random": {"clean": d, "oracle/primary": d}},
         "scar": {"zeroshot/clean/auroc": {"mean": clean, "std": 0.01, "n": 3}},
@@ -30,6 +30,8 @@ def test_curve_cells_follow_each_settings_summary(tmp_path):
     assert rows["| oracle/primary"] == ("| oracle/primary | **+0.0200 [+0.0100, +0.0300]** | "
                                         "-0.0100 [-0.0200, +0.0050] |")
     assert rows["| oracle/secondary"] == "| oracle/secondary | – | – |"
+    assert ("| condition | secondary evidence strength 1 (3 seeds) | "
+            "secondary evidence strength 0 (2 seeds) |") in text
     assert "| clean | scar | 0.800 ± 0.010 | 0.700 ± 0.010 |" in text
     assert "| clean | random | 0.780 ± 0.020 | 0.710 ± 0.020 |" in text
 
