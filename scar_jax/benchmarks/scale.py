@@ -70,26 +70,35 @@ _PIPELINE_LINE = re.compile(r"^I\d{4} (\d\d):(\d\d):(\d\d\.\d+) .*\] pipeline \S
                             re.M)
 _REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-_WORKDIR = flags.DEFINE_string("workdir", "/tmp/scale", "Corpora, builds, runs and JSON.")
-_SIZES = flags.DEFINE_list("sizes", ["5000", "50000"], "Corpus sizes (records).")
-_WORKERS = flags.DEFINE_integer("workers", 2, "Processes: simulation, and build shards at once.")
-_NUM_SHARDS = flags.DEFINE_integer(
+# its own flag registry: importing this module (tests, scar_jax.benchmarks) defines nothing in
+# absl's global FLAGS, where scar_jax.main has its own --workdir
+_FLAGS = flags.FlagValues()
+
+
+def _def(define, *args, **kwargs):
+    return define(*args, flag_values=_FLAGS, **kwargs)
+
+
+_WORKDIR = _def(flags.DEFINE_string, "workdir", "/tmp/scale", "Corpora, builds, runs and JSON.")
+_SIZES = _def(flags.DEFINE_list, "sizes", ["5000", "50000"], "Corpus sizes (records).")
+_WORKERS = _def(flags.DEFINE_integer, "workers", 2, "Processes: simulation, and build shards at once.")
+_NUM_SHARDS = _def(flags.DEFINE_integer, 
     "num_shards", 0, "Build shards, --workers of them at once (0: shards of at most "
     "SHARD_RECORDS records, at least --workers). TFDS's writer spills a shard of over 1 GiB "
     "of examples to disk through tf.io.gfile, which needs TensorFlow: a 2-shard build of "
     "20k records failed so at ~7,000 examples a shard.")
-_LABEL = flags.DEFINE_string("label", "current", "Name of the code measured (builds, JSON).")
-_OUT = flags.DEFINE_string("out", None, "JSON output (default WORKDIR/scale_LABEL.json).")
-_WARM_RUNS = flags.DEFINE_integer(
+_LABEL = _def(flags.DEFINE_string, "label", "current", "Name of the code measured (builds, JSON).")
+_OUT = _def(flags.DEFINE_string, "out", None, "JSON output (default WORKDIR/scale_LABEL.json).")
+_WARM_RUNS = _def(flags.DEFINE_integer, 
     "warm_runs", 2, "Warm start-ups per size (the best is used; 0: cold less its embed time).")
-_REMEASURE = flags.DEFINE_bool("remeasure", False, "Measure sizes measured before again "
+_REMEASURE = _def(flags.DEFINE_bool, "remeasure", False, "Measure sizes measured before again "
                                 "(default: reuse WORKDIR/size_N_LABEL.json).")
-_REWARM = flags.DEFINE_integer(
+_REWARM = _def(flags.DEFINE_integer, 
     "rewarm", 0, "First this many more warm start-ups of every size measured before, "
     "interleaved, so that all sizes see the same load (they replace the sizes' own).")
-_TARGET = flags.DEFINE_integer("target", TARGET, "Corpus size to extrapolate to.")
-_RENDER = flags.DEFINE_list("render", [], "Only print the table of these JSON results.")
-_UPDATE_DOCS = flags.DEFINE_bool("update_docs", False, "Write the table into docs/PERFORMANCE.md.")
+_TARGET = _def(flags.DEFINE_integer, "target", TARGET, "Corpus size to extrapolate to.")
+_RENDER = _def(flags.DEFINE_list, "render", [], "Only print the table of these JSON results.")
+_UPDATE_DOCS = _def(flags.DEFINE_bool, "update_docs", False, "Write the table into docs/PERFORMANCE.md.")
 
 
 # ----------------------------------------------------------------------------- processes
@@ -568,5 +577,21 @@ def main(argv: list[str]) -> None:
         generated_docs.replace_block(generated_docs.PERFORMANCE, SCALE_BEGIN, SCALE_END, body)
 
 
+def run_cli(argv: list[str]) -> None:
+    """`python -m scar_jax.benchmarks.scale [flags]` (--help lists them)."""
+    if "--help" in argv or "-h" in argv:
+        print(__doc__.strip(), "\n", _FLAGS.get_help(), sep="\n")
+        return
+    try:
+        rest = _FLAGS(argv)
+    except flags.Error as e:
+        raise SystemExit(f"scale: {e}") from None
+    logging.set_verbosity(logging.INFO)
+    try:
+        main(rest)
+    except app.UsageError as e:
+        raise SystemExit(f"scale: {e}") from None
+
+
 if __name__ == "__main__":
-    app.run(main)
+    run_cli(sys.argv)
