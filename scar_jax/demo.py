@@ -420,17 +420,12 @@ def _method_differences(results, score_files, model, num_samples, seed) -> dict[
 def _differences_markdown(diffs, model, seeds, num_samples) -> list[str]:
     """The differences table: condition x other model, mean [95 % interval]; ** = the
     interval excludes 0."""
+    from scar_jax.evaluation import compare
+
     others = sorted(diffs)
     if not others:
         return []
     conds = list(dict.fromkeys(c for o in others for c in diffs[o]))
-
-    def cell(d):
-        if d is None or d["mean"] is None or not np.isfinite(d["mean"]):
-            return "–"
-        lo, hi = d["ci"]
-        text = f"{d['mean']:+.4f} [{lo:+.4f}, {hi:+.4f}]"
-        return f"**{text}**" if np.isfinite(lo) and (lo > 0 or hi < 0) else text
 
     lines = [f"## {model} minus each other method (paired bootstrap over seeds and test examples)",
              "", f"Zero-shot macro AUROC per condition (`cmrs`: the CMRS headline, white-box "
@@ -442,7 +437,8 @@ def _differences_markdown(diffs, model, seeds, num_samples) -> list[str]:
              "| condition | " + " | ".join(f"{model} − {o}" for o in others) + " |",
              "|---|" + "---|" * len(others)]
     for c in conds:
-        lines.append(f"| {c} | " + " | ".join(cell(diffs[o].get(c)) for o in others) + " |")
+        cells = (compare.difference_cell(diffs[o].get(c)) for o in others)
+        lines.append(f"| {c} | " + " | ".join(cells) + " |")
     return lines + [""]
 
 

@@ -190,3 +190,15 @@ def method_differences(
                                             num_samples=num_samples, seed=seed)
         out[other] = res
     return out
+
+
+def difference_cell(d: Mapping[str, Any] | None) -> str:
+    """One difference as a table cell: 'mean [lo, hi]', bold when the interval excludes 0,
+    '–' when there is none (missing or non-finite mean)."""
+    mean = d.get("mean") if d else None
+    if mean is None or not np.isfinite(mean):
+        return "–"
+    lo, hi = d["ci"]
+    text = f"{mean:+.4f} [{lo:+.4f}, {hi:+.4f}]"
+    excludes_zero = lo is not None and hi is not None and np.isfinite(lo) and (lo > 0 or hi < 0)
+    return f"**{text}**" if excludes_zero else text
