@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import fcntl
+import functools
 import hashlib
 import io
 import os
@@ -46,6 +47,7 @@ from scar_jax import update as update_lib
 from scar_jax.leads import NUM_LEADS
 from scar_jax.data import findings as findings_lib
 from scar_jax.data import pipeline
+from scar_jax.data import reports as reports_lib
 from scar_jax.models import scar
 
 # An evaluator gets (state, step) at every validation loss pass (eval_every) and returns
@@ -142,23 +144,56 @@ def text_features(
     record is read. The embedding is split over the JAX processes (`embed_texts`). With
     config.train.text_cache_dir set (a local folder or gs://...) and a text tower loaded from
     a checkpoint (not the random one), each feature array is kept there under a hash of
-    (checkpoint, pooling, max_len, texts) (`cached_text_features`): runs and processes that
-    share a corpus and a text tower embed it once.
+    (checkpoint, pooling, max_len, texts) (`cached_text_features`), and the finding table
+    under a hash of the report table (`cached_finding_table`): runs and processes that share
+    a corpus and a text tower embed it once, and a later start-up only reads files (local
+    ones memory-mapped: `cached_array`). Each stage logs its time.
     """
+    t0 = time.perf_counter()
     table = pipeline.report_table(config.input.dataset, split, config.input.data_dir or None)
+    logging.info("%s: report table read, %d distinct reports (%.2fs)", split, len(table),
+                 time.perf_counter() - t0)
     feats = cached_text_features(model, params, config, table.texts, text_fn, mesh,
                                  f"the {len(table)} distinct reports of {split}")
     if not needs_findings(config):
         return pipeline.ReportFeatures(table, feats)
     max_f = int(config.model.txt.max_findings)
-    unique, ids = findings_lib.finding_table(table.texts, max_f)
-    cut = findings_lib.cut_count(table.texts, max_f)
+    t0 = time.perf_counter()
+    unique, ids, counts = cached_finding_table(config, table, max_f)
     logging.info("%s: %d distinct findings in %d distinct reports (%d reports have more than "
-                 "model.txt.max_findings=%d; their later findings are not used)",
-                 split, len(unique), len(table), cut, max_f)
+                 "model.txt.max_findings=%d; their later findings are not used) (%.2fs)",
+                 split, len(unique), len(table), int(np.sum(counts > max_f)), max_f,
+                 time.perf_counter() - t0)
     f_feats = cached_text_features(model, params, config, unique, text_fn, mesh,
                                    f"the {len(unique)} distinct findings of {split}")
     return pipeline.ReportFeatures(table, feats, ids, f_feats)
+
+
+def cached_finding_table(
+    config: ml_collections.ConfigDict, table: reports_lib.Table, max_findings: int
+) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """findings.finding_table(table.texts, max_findings), kept in config.train.text_cache_dir
+    when it is set (under a hash of the table's ids, max_findings and the splitting rule):
+    splitting every distinct report grows with the corpus, reading two arrays barely does."""
+    compute = functools.cache(lambda: findings_lib.finding_table(table.texts, max_findings))
+    if not config.train.text_cache_dir:
+        return compute()
+    key = hashlib.sha256("\n".join([table.digest(), str(max_findings),
+                                    findings_lib.SPLIT_RULE]).encode()).hexdigest()[:24]
+    folder = epath.Path(config.train.text_cache_dir)
+    what = f"the finding table of {len(table)} distinct reports"
+
+    def ids_and_counts() -> np.ndarray:
+        _, ids, counts = compute()
+        return np.concatenate([ids, counts[:, None]], axis=1)
+
+    def texts() -> np.ndarray:  # a finding never holds a line break (one ends a statement)
+        return np.frombuffer("\n".join(compute()[0]).encode("utf-8"), np.uint8)
+
+    packed = cached_array(folder / f"finding_ids_{key}.npy", what, ids_and_counts)
+    blob = bytes(cached_array(folder / f"finding_texts_{key}.npy", what, texts))
+    unique = blob.decode("utf-8").split("\n") if blob else []
+    return unique, np.asarray(packed[:, :-1]), np.asarray(packed[:, -1])
 
 
 def cached_text_features(
@@ -266,8 +301,14 @@ def cached_array(path: str | os.PathLike, what: str, compute: Callable[[], np.nd
 
             found = bool(multihost_utils.broadcast_one_to_all(np.int32(found)))
         if found:
-            logging.info("%s from the cache %s", what, path)
-            return np.load(io.BytesIO(path.read_bytes()), allow_pickle=False)
+            t0 = time.perf_counter()
+            if local:  # pages are read on use and shared by the processes of a host
+                value = np.load(os.fspath(path), mmap_mode="r", allow_pickle=False)
+            else:
+                value = np.load(io.BytesIO(path.read_bytes()), allow_pickle=False)
+            logging.info("%s from the cache %s (%.2fs%s)", what, path, time.perf_counter() - t0,
+                         ", memory-mapped" if local else "")
+            return value
         value = np.asarray(compute())
         if jax.process_index() == 0:
             path.parent.mkdir(parents=True, exist_ok=True)

@@ -70,7 +70,7 @@ def test_start_up_reads_the_report_table_not_the_records(data_dir, monkeypatch):
     np.testing.assert_array_equal(rf.table.ids, table.ids)
     want = update.compute_report_features(model, params, text_fn(table.texts), batch_size=8)
     np.testing.assert_allclose(rf.features, want, atol=1e-5)
-    unique, ids = findings.finding_table(table.texts, int(cfg.model.txt.max_findings))
+    unique, ids, _ = findings.finding_table(table.texts, int(cfg.model.txt.max_findings))
     np.testing.assert_array_equal(rf.finding_ids, ids)
     want_f = update.compute_report_features(model, params, text_fn(unique), batch_size=8)
     np.testing.assert_allclose(rf.finding_features, want_f, atol=1e-5)
@@ -98,6 +98,46 @@ def test_cached_array_on_gcs_is_computed_once(gcs):
         np.testing.assert_array_equal(got, np.arange(6.0).reshape(2, 3))
     assert len(calls) == 1
     assert (gcs / "bucket" / "cache" / "text_features_x.npy").is_file()
+
+
+def test_cached_array_reads_a_local_file_memory_mapped(tmp_path):
+    """A local cache file is memory-mapped read-only (pages shared by the processes of a host,
+    start-up flat in the number of distinct reports), equal to what was computed."""
+    from scar_jax import train
+
+    want = np.arange(12.0, dtype=np.float32).reshape(4, 3)
+    first = train.cached_array(tmp_path / "x.npy", "test", lambda: want)
+    again = train.cached_array(tmp_path / "x.npy", "test", lambda: 1 / 0)  # not computed
+    np.testing.assert_array_equal(first, want)
+    assert isinstance(again, np.memmap) and again.mode == "r"
+    np.testing.assert_array_equal(again, want)
+
+
+def test_finding_table_is_cached_with_the_report_features(data_dir, tmp_path, monkeypatch):
+    """With text_cache_dir set, the finding table (each distinct report split into findings)
+    is computed once; a later start-up reads it (the splitting is made to fail) and gets the
+    same findings, ids and counts as findings.finding_table."""
+    from scar_jax import train
+    from scar_jax.data import findings, pipeline
+
+    cfg, *_ = _setup(data_dir)
+    cfg.train.text_cache_dir = str(tmp_path / "cache")
+    table = pipeline.report_table(DATASET, "train", data_dir)
+    want = findings.finding_table(table.texts, 3)
+    assert int(np.sum(want[2] > 3)) > 0  # the fixture has reports that are cut
+    first = train.cached_finding_table(cfg, table, 3)
+
+    def no_splitting(*args, **kwargs):
+        raise AssertionError("findings were split again")
+
+    monkeypatch.setattr(findings, "finding_table", no_splitting)
+    again = train.cached_finding_table(cfg, table, 3)
+    for got in (first, again):
+        assert got[0] == want[0]
+        np.testing.assert_array_equal(got[1], want[1])
+        np.testing.assert_array_equal(got[2], want[2])
+    with pytest.raises(AssertionError, match="split again"):  # another max_findings: new key
+        train.cached_finding_table(cfg, table, 2)
 
 
 @pytest.mark.slow

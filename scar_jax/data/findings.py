@@ -18,6 +18,7 @@ import numpy as np
 # A statement ends at '.', ';' or a line break; a '.' between two digits (0.5 mV) does not
 # end one.
 _SPLIT = re.compile(r"(?<!\d)\.|\.(?!\d)|;|\n")
+SPLIT_RULE = f"{_SPLIT.pattern}|dedup|whitespace"  # part of cache keys of finding tables
 
 
 def split_findings(report: str) -> list[str]:
@@ -30,12 +31,14 @@ def split_findings(report: str) -> list[str]:
     return out
 
 
-def finding_table(reports: Sequence[str], max_findings: int) -> tuple[list[str], np.ndarray]:
-    """(distinct findings [U], ids [N, max_findings] int32) of `reports`; -1 pads.
+def finding_table(reports: Sequence[str], max_findings: int
+                  ) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """(distinct findings [V], ids [N, max_findings] int32, counts [N] int32) of `reports`.
 
-    A report with more than `max_findings` findings keeps its first `max_findings` (the
-    count of reports cut is returned by `cut_count`, for a log line). Ids index the sorted
-    distinct findings, so every process of a run that reads the same split gets the same ids.
+    ids index the sorted distinct findings (-1 pads), so every process of a run that reads
+    the same split gets the same ids; counts[i] is how many distinct findings report i has.
+    A report with more than `max_findings` findings keeps its first `max_findings` (how many
+    were cut: `np.sum(counts > max_findings)`, for a log line). Each report is split once.
     """
     if max_findings < 1:
         raise ValueError(f"max_findings={max_findings}; needs at least 1.")
@@ -46,9 +49,4 @@ def finding_table(reports: Sequence[str], max_findings: int) -> tuple[list[str],
     for i, fs in enumerate(split):
         row = [index[f] for f in fs[:max_findings]]
         ids[i, : len(row)] = row
-    return unique, ids
-
-
-def cut_count(reports: Sequence[str], max_findings: int) -> int:
-    """How many reports have more than `max_findings` findings (their tail is not used)."""
-    return sum(len(split_findings(r)) > max_findings for r in reports)
+    return unique, ids, np.array([len(fs) for fs in split], np.int32)
