@@ -74,17 +74,22 @@ BENCHMARKS = (
 
 # MERL's published macro AUROC (%), Liu et al., "Zero-Shot ECG Classification with Multimodal
 # Learning and Test-time Clinical Knowledge Enhancement", ICML 2024 (arXiv 2403.06659).
-# Only what could be checked here is filled in; every other cell is '–' (None), not a guess:
-# - "zero-shot mean": 75.2, the six-dataset average zero-shot AUROC the paper's abstract states.
-# - linear probe at 1 %: the MERL row of the paper's Table 1 as listed by wizwand.com's
-#   benchmark index of the paper (a secondary listing; the paper's table itself could not be
-#   read from this machine). CPSC2018's 1 % cell was not in that listing.
-# - 10 %, 100 % and the per-dataset zero-shot cells could not be read: '–'.
-# Fill them from the paper (Tables 1 and 2) when it is at hand.
-MERL_SOURCE = ("MERL (Liu et al., ICML 2024, 'Zero-Shot ECG Classification with Multimodal "
-               "Learning and Test-time Clinical Knowledge Enhancement'): zero-shot mean from the "
-               "abstract; linear probe 1 % from its Table 1 as indexed by wizwand.com; '–' = not "
-               "verified here")
+# Only what could be read here is filled in; every other cell is '–' (None), not a guess:
+# - MERL_ZERO_SHOT_MEAN 75.2: the six-dataset average zero-shot AUC stated in the paper's
+#   abstract, read in the PMLR v235 PDF
+#   (https://raw.githubusercontent.com/mlresearch/v235/main/assets/liu24bg/liu24bg.pdf) and on
+#   https://openreview.net/forum?id=ZvJ2lQQKjz.
+# - "1%" (five benchmarks): the MERL row of the paper's Table 1 (linear probe, 1 % of labels) as
+#   listed on https://www.wizwand.com/paper/68fa73f11e209131cea5f04f, a secondary index of the
+#   paper (it gives PTBXL-Sub as 0.649, i.e. 64.90). No CPSC2018 1 % cell there.
+# - "10%", "100%" and every per-dataset "zero-shot" cell (Tables 1 and 2): '–'. The tables
+#   themselves (MERL's, or a later paper's verbatim MERL row) could not be read from this
+#   machine's stored copies, which hold only the opening of each paper. Fill them from the paper.
+MERL_SOURCE = ("MERL (Liu et al., ICML 2024, arXiv 2403.06659): zero-shot mean 75.2 from the "
+               "paper's abstract (PMLR v235 PDF, raw.githubusercontent.com/mlresearch/v235/main/"
+               "assets/liu24bg/liu24bg.pdf); linear probe 1 % from its Table 1 as listed by "
+               "www.wizwand.com/paper/68fa73f11e209131cea5f04f (secondary); other cells '–' "
+               "(not read here)")
 MERL_PUBLISHED: dict[str, dict[str, float]] = {
     "ptbxl_super": {"1%": 82.39},
     "ptbxl_sub": {"1%": 64.90},
