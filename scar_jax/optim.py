@@ -142,15 +142,22 @@ def masker_tx(config: Any) -> tuple[optax.GradientTransformation, optax.Schedule
     The schedule after the warm-up is config.optim.masker_schedule (default constant: the
     adversary keeps its learning rate to the end, issue 19 item 8; configs without the key:
     optim.schedule, as the encoders). Under `minmax = alternating` the masker takes
-    masker_steps updates per step, so its schedule is stretched by that factor.
+    masker_steps updates per step, so its schedule is stretched by that factor; with
+    `optim.masker_every = k` it takes one every k steps, so the schedule is k times shorter.
     """
     o = config.optim
     k = o.masker_steps if o.minmax == "alternating" else 1
+    every = masker_every(config)  # updates on every `every`-th step: the schedule shrinks
     kind = o.get("masker_schedule", o.schedule)
-    schedule = lr_schedule(
-        o.masker_lr, o.warmup_steps * k, config.total_steps * k, kind, o.end_lr_factor
-    )
+    schedule = lr_schedule(o.masker_lr, -(-o.warmup_steps * k // every),
+                           -(-config.total_steps * k // every), kind, o.end_lr_factor)
     return _adamw(schedule, o.masker_weight_decay, o.b1, o.b2, o.grad_clip), schedule
+
+
+def masker_every(config: Any) -> int:
+    """config.optim.masker_every (1 where the key is absent): the masker updates on every
+    k-th step of the fused min-max game (scar_jax.update)."""
+    return int(config.optim.get("masker_every", 1))
 
 
 def all_frozen(params: Any, patterns: Sequence[str], prefix: str = "txt/bert/") -> bool:

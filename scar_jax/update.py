@@ -12,8 +12,12 @@ the masker temperature from the step, random masks (same budget) for the first
 `masker.warmup_steps` steps, then a random mask for each example with
 probability `masker.p_rand`. `optim.minmax = alternating` (the ablation) runs
 `masker_steps` masker-only steps, then an encoder-only step, in the same
-compiled function. `jit_update` compiles it with explicit shardings and a
-donated state.
+compiled function. `optim.masker_every = k > 1` (fused only) runs the masker's
+backward pass and update on every k-th step only (`jax.lax.cond`; in between its
+parameters and optimizer state stay as they are), which takes most of that
+backward's cost off the step (issue 23's two-view floor) at the price of a
+masker that moves k times less often. `jit_update` compiles it with explicit
+shardings and a donated state.
 """
 
 from __future__ import annotations
@@ -80,6 +84,13 @@ def _check_config(config: ml_collections.ConfigDict) -> None:
         raise ValueError(f"config.optim.minmax={o.minmax!r}; expected fused or alternating.")
     if o.minmax == "alternating" and o.masker_steps < 1:
         raise ValueError(f"config.optim.masker_steps={o.masker_steps} must be >= 1.")
+    every = o.get("masker_every", 1)
+    if not isinstance(every, int) or every < 1:
+        raise ValueError(f"config.optim.masker_every={every!r}; expected an integer >= 1 (1 = "
+                         "the masker updates on every step).")
+    if every > 1 and o.minmax == "alternating":
+        raise ValueError(f"config.optim.masker_every={every} is for minmax=fused; alternating "
+                         "sets the masker's pace with optim.masker_steps.")
 
 
 def make_update_fn(
@@ -104,6 +115,7 @@ def make_update_fn(
     if unknown or not players:
         raise ValueError(f"players={players}; expected a non-empty subset of {optim.PLAYERS}.")
     k_masker = config.optim.masker_steps if alternating else 1
+    every = optim.masker_every(config)
 
     def objective(enc, msk, batch, rngs, tau, use_random):
         """(J's unweighted terms, metrics) for the player trees (enc, msk)."""
@@ -148,24 +160,45 @@ def make_update_fn(
             lambda e, m: objective(e, m, batch, rngs, tau, use_random), enc, msk, has_aux=True
         )
         total = metrics["loss/total"]
-        grads = {}
-        for i, player in enumerate(optim.PLAYERS):
-            if player in active:
-                grads[player] = vjp_fn(losses.term_weights(terms, weights, player))[i]
         new = {"encoders": (enc, opt_state["encoders"]), optim.MASKER: (msk, opt_state["masker"])}
         finite = jnp.isfinite(total)
         metrics.update({f"grad_norm/{p}": jnp.zeros(()) for p in optim.PLAYERS})
-        for player, g in grads.items():
+        enc_grads = {}
+
+        def apply(i, player):
+            """(params, opt_state, grad, grad norm) after `player`'s backward pass and step."""
+            g = vjp_fn(losses.term_weights(terms, weights, player))[i]
             if player == optim.MASKER:
                 g = jax.tree.map(jnp.negative, g)  # the masker ascends J
             p, s = new[player]
             updates, s = txs[player][0].update(g, s, p)
-            new[player] = (optax.apply_updates(p, updates), s)
-            gnorm = tree_norm(g)
+            return optax.apply_updates(p, updates), s, g, tree_norm(g)
+
+        for i, player in enumerate(optim.PLAYERS):
+            if player not in active:
+                continue
+            if player == optim.MASKER and every > 1:
+                # its backward pass and step on every `every`-th step only; the skipped
+                # branch computes nothing (a finite zero norm)
+                def step_masker(i=i, player=player):
+                    p, s, _, gnorm = apply(i, player)
+                    return p, s, gnorm
+
+                p, s, gnorm = jax.lax.cond(
+                    step % every == 0,
+                    step_masker,
+                    lambda player=player: (*new[player], jnp.zeros((), jnp.float32)),
+                )
+                metrics["masker/updated"] = (step % every == 0).astype(jnp.float32)
+            else:
+                p, s, g, gnorm = apply(i, player)
+                if player == "encoders":
+                    enc_grads = g
+            new[player] = (p, s)
             finite &= jnp.isfinite(gnorm)
             metrics[f"grad_norm/{player}"] = gnorm
-        metrics["grad_norm/ecg"] = tree_norm(grads.get("encoders", {}).get("ecg", {}))
-        metrics["grad_norm/txt"] = tree_norm(grads.get("encoders", {}).get("txt", {}))
+        metrics["grad_norm/ecg"] = tree_norm(enc_grads.get("ecg", {}))
+        metrics["grad_norm/txt"] = tree_norm(enc_grads.get("txt", {}))
         metrics["masker/tau"] = tau
         metrics["mask/random_share"] = jnp.mean(use_random.astype(jnp.float32))
         new_params = optim.merge_players(new["encoders"][0], new[optim.MASKER][0])
@@ -218,7 +251,7 @@ def make_update_fn(
         metrics["param_norm/encoders"] = tree_norm(enc)
         metrics["param_norm/masker"] = tree_norm(msk)
         metrics["lr/encoders"] = txs["encoders"][1](state.step)
-        metrics["lr/masker"] = txs[optim.MASKER][1](state.step * k_masker)
+        metrics["lr/masker"] = txs[optim.MASKER][1](state.step * k_masker // every)
         nonfinite = state.nonfinite + (~finite).astype(jnp.int32)
         metrics["nonfinite"] = (~finite).astype(jnp.float32)
         metrics["nonfinite/count"] = nonfinite.astype(jnp.float32)

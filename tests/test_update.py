@@ -425,6 +425,50 @@ def test_alternating_masker_steps_change_only_the_masker():
     assert np.isfinite(float(metrics["loss/total"]))
 
 
+@pytest.mark.slow
+def test_masker_every_k_steps_updates_the_masker_on_those_steps_only():
+    """optim.masker_every = 3: on steps 0 and 3 both players step as with masker_every = 1
+    from the same state; on steps 1 and 2 the masker's parameters and optimizer state stay
+    exactly as they were while the encoders take masker_every = 1's step."""
+    leaves = {"model.masker.warmup_steps": 0, "optim.warmup_steps": 0}  # same masker lr
+    c1, c3 = make_config(**leaves), make_config(**leaves, **{"optim.masker_every": 3})
+    _, state, step1, mesh = setup(c1)
+    _, _, step3, _ = setup(c3)
+    batch = put(make_batch(c1), mesh)
+    lr = c1.optim.lr
+    s = state
+    for k in range(4):
+        before = flat(host(s.params))
+        copy = jax.tree.map(jnp.copy, s)  # both steps donate their state
+        want, _ = step1(copy, batch, jax.random.key(5))  # masker_every = 1, the same state
+        want_params = flat(host(want.params))
+        s, metrics = step3(s, batch, jax.random.key(5))
+        got = flat(host(s.params))
+        updated = k % 3 == 0
+        assert float(metrics["masker/updated"]) == float(updated)
+        enc = {p: v for p, v in got.items() if not p.startswith("masker/")}
+        assert_params_close(enc, {p: v for p, v in want_params.items() if p in enc}, lr, 1)
+        masker = [p for p in got if p.startswith("masker/")]
+        if updated:
+            assert float(metrics["grad_norm/masker"]) > 0
+            assert_params_close({p: got[p] for p in masker}, {p: want_params[p] for p in masker},
+                                c1.optim.masker_lr, 1)
+        else:
+            assert float(metrics["grad_norm/masker"]) == 0.0
+            for p in masker:
+                np.testing.assert_array_equal(got[p], before[p], err_msg=p)
+        assert set(counts(s.opt_state["masker"])) == {1 + k // 3}  # steps 0 and 3 only
+        assert set(counts(s.opt_state["encoders"])) == {k + 1}
+
+
+def test_masker_every_is_checked():
+    with pytest.raises(ValueError, match="masker_every=0"):
+        update.make_update_fn(None, make_config(**{"optim.masker_every": 0}))
+    with pytest.raises(ValueError, match="alternating sets the masker's pace"):
+        update.make_update_fn(None, make_config("minmax=alternating",
+                                                **{"optim.masker_every": 2}))
+
+
 def test_cached_report_features_and_trainable_text_guard():
     config = make_config()
     model = scar.build_model(config.model)
