@@ -151,3 +151,11 @@ def test_merge_rows_replaces_only_the_rows_run():
     assert lines[2] == "rows 1, 6: `old cmd` old machine"
     rows = [line for line in lines if line.startswith("| ") and not line.startswith("| row")]
     assert [r.split("|")[2].strip() for r in rows] == ["a", "B", "c"]
+    # a second partial run keeps each earlier run's own heading for the rows it still holds
+    newer = f"`newer cmd`\n\nnewer machine\n\n{head}\n| 6 | C | s | 2.00x | | | |"
+    lines = suite.merge_rows(merged, [6], newer).splitlines()
+    assert lines[0] == "rows 6: `newer cmd` newer machine"
+    assert lines[2] == "rows 2: `new cmd` new machine"
+    assert lines[4] == "rows 1: `old cmd` old machine"
+    rows = [line for line in lines if line.startswith("| ") and not line.startswith("| row")]
+    assert [r.split("|")[2].strip() for r in rows] == ["a", "B", "C"]

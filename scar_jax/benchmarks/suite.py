@@ -14,6 +14,7 @@ import dataclasses
 import math
 import os
 import platform
+import re
 import tempfile
 import time
 import traceback
@@ -533,23 +534,38 @@ def _detail(e: Mapping[str, Any]) -> str:
 def merge_rows(old_body: str, rows: Sequence[int], new_body: str) -> str:
     """A docs table block with `rows` from `new_body` and every other row from `old_body`.
 
-    Each body is '`command`', a machine line and the table; the merged header names both
-    runs and which rows each measured."""
+    Each body is '`command`', a machine line and the table, or a merged body whose header is
+    one 'rows 1, 3: `command` machine' paragraph per run; the merged header names every run
+    still in the table and which rows each measured."""
     def split(body):
         lines = body.strip().splitlines()
         start = next((i for i, l in enumerate(lines) if l.startswith("| row |")), len(lines))
-        head = " ".join(l.strip() for l in lines[:start] if l.strip())
-        return head, lines[start:start + 2], lines[start + 2:]
+        return lines[:start], lines[start:start + 2], lines[start + 2:]
 
-    old_head, _, old_rows = split(old_body)
-    new_head, header, new_rows = split(new_body)
     row_of = lambda line: int(line.split("|")[1])
-    kept = [l for l in old_rows if row_of(l) not in set(rows)]
+    old_lines, _, old_rows = split(old_body)
+    new_lines, header, new_rows = split(new_body)
+    replaced = set(rows)
+    kept = [l for l in old_rows if row_of(l) not in replaced]
     merged = sorted(kept + new_rows, key=row_of)  # stable: each run's order within a row
-    others = sorted({row_of(l) for l in kept})
-    heads = [f"rows {', '.join(map(str, sorted(set(rows))))}: {new_head}"]
-    if others:
-        heads.append(f"rows {', '.join(map(str, others))}: {old_head}")
+    # the old header's runs: 'rows …: text' paragraphs, or one run that measured every row
+    paragraphs = [" ".join(p.split()) for p in "\n".join(old_lines).split("\n\n") if p.strip()]
+    runs = []
+    for p in paragraphs:
+        match = re.match(r"rows ([\d, ]+): (.*)", p)
+        if match:
+            runs.append(({int(r) for r in match.group(1).split(",")}, match.group(2)))
+        elif runs and not runs[-1][0]:  # lines of a run without a 'rows' prefix
+            runs[-1] = (set(), f"{runs[-1][1]} {p}")
+        else:
+            runs.append((set(), p))
+    runs = [(r or {row_of(l) for l in old_rows}, text) for r, text in runs]
+    new_head = " ".join(" ".join(new_lines).split())
+    heads = [f"rows {', '.join(map(str, sorted(replaced)))}: {new_head}"]
+    for run_rows, text in runs:
+        still = sorted({row_of(l) for l in kept} & (run_rows - replaced))
+        if still:
+            heads.append(f"rows {', '.join(map(str, still))}: {text}")
     return "\n\n".join(heads) + "\n\n" + "\n".join(header + merged)
 
 
