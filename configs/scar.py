@@ -240,7 +240,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     tr.zeroshot_label_set = ""  # PTB-XL: superdiagnostic | subdiagnostic | form | rhythm
     tr.zeroshot_examples = 1000  # its first N records, read once at start-up (0 = all)
     tr.cache_text_features = True  # frozen text tower: embed every report once, train on the cache
-    tr.text_cache_dir = ""  # also keep those features on disk here, shared by runs ('' = off)
+    # those features (and the finding table) kept on disk here, local or gs://: '' = WORKDIR/
+    # text_cache (a resumed run reads them instead of embedding again), a shared folder = runs
+    # on one corpus and text tower embed it once, 'off' = not kept
+    tr.text_cache_dir = ""
     tr.max_skipped_in_a_row = 20  # nonfinite=skip: stop after this many skipped steps in a row
     tr.tensorboard = True  # also write TensorBoard events when tensorboardX/tensorboard is installed
     tr.throughput_window = 20  # steps over which examples/s and the ETA are measured

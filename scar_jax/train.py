@@ -135,15 +135,17 @@ def exclusive_lock(path: str, what: str):
 
 
 def text_features(
-    model: scar.Model, params: Any, config: ml_collections.ConfigDict, split: str, text_fn, mesh
+    model: scar.Model, params: Any, config: ml_collections.ConfigDict, split: str, text_fn, mesh,
+    workdir: str | None = None,
 ) -> pipeline.ReportFeatures:
     """The frozen text tower's pooled features of `split`'s distinct reports (and, when
     `needs_findings`, of their distinct findings), for the pipeline's txt_feats.
 
     Reads the split's report table, written by its builder (scar_jax.data.reports): no
     record is read. The embedding is split over the JAX processes (`embed_texts`). With
-    config.train.text_cache_dir set (a local folder or gs://...) and a text tower loaded from
-    a checkpoint (not the random one), each feature array is kept there under a hash of
+    a text cache folder (`text_cache_dir`: by default WORKDIR/text_cache, so a resumed run
+    reads them) and a text tower loaded from a checkpoint (not the random one), each feature
+    array is kept there under a hash of
     (checkpoint, pooling, max_len, texts) (`cached_text_features`), and the finding table
     under a hash of the report table (`cached_finding_table`): runs and processes that share
     a corpus and a text tower embed it once, and a later start-up only reads files (local
@@ -154,33 +156,47 @@ def text_features(
     logging.info("%s: report table read, %d distinct reports (%.2fs)", split, len(table),
                  time.perf_counter() - t0)
     feats = cached_text_features(model, params, config, table.texts, text_fn, mesh,
-                                 f"the {len(table)} distinct reports of {split}")
+                                 f"the {len(table)} distinct reports of {split}", workdir,
+                                 digest=table.digest())
     if not needs_findings(config):
         return pipeline.ReportFeatures(table, feats)
     max_f = int(config.model.txt.max_findings)
     t0 = time.perf_counter()
-    unique, ids, counts = cached_finding_table(config, table, max_f)
+    unique, ids, counts = cached_finding_table(config, table, max_f, workdir)
     logging.info("%s: %d distinct findings in %d distinct reports (%d reports have more than "
                  "model.txt.max_findings=%d; their later findings are not used) (%.2fs)",
                  split, len(unique), len(table), int(np.sum(counts > max_f)), max_f,
                  time.perf_counter() - t0)
     f_feats = cached_text_features(model, params, config, unique, text_fn, mesh,
-                                   f"the {len(unique)} distinct findings of {split}")
+                                   f"the {len(unique)} distinct findings of {split}", workdir)
     return pipeline.ReportFeatures(table, feats, ids, f_feats)
 
 
+def text_cache_dir(config: ml_collections.ConfigDict, workdir: str | None = None) -> str | None:
+    """Where frozen-text features are kept: config.train.text_cache_dir, '' = WORKDIR/text_cache
+    (None without a workdir: library calls), 'off' = nowhere."""
+    value = str(config.train.text_cache_dir)
+    if value == "off":
+        return None
+    if not value:
+        return None if workdir is None else os.path.join(os.fspath(workdir), "text_cache")
+    return value
+
+
 def cached_finding_table(
-    config: ml_collections.ConfigDict, table: reports_lib.Table, max_findings: int
+    config: ml_collections.ConfigDict, table: reports_lib.Table, max_findings: int,
+    workdir: str | None = None,
 ) -> tuple[list[str], np.ndarray, np.ndarray]:
-    """findings.finding_table(table.texts, max_findings), kept in config.train.text_cache_dir
-    when it is set (under a hash of the table's ids, max_findings and the splitting rule):
+    """findings.finding_table(table.texts, max_findings), kept in the text cache folder
+    (`text_cache_dir`) under a hash of the table's ids, max_findings and the splitting rule:
     splitting every distinct report grows with the corpus, reading two arrays barely does."""
     compute = functools.cache(lambda: findings_lib.finding_table(table.texts, max_findings))
-    if not config.train.text_cache_dir:
+    folder = text_cache_dir(config, workdir)
+    if folder is None:
         return compute()
     key = hashlib.sha256("\n".join([table.digest(), str(max_findings),
                                     findings_lib.SPLIT_RULE]).encode()).hexdigest()[:24]
-    folder = epath.Path(config.train.text_cache_dir)
+    folder = epath.Path(folder)
     what = f"the finding table of {len(table)} distinct reports"
 
     def ids_and_counts() -> np.ndarray:
@@ -198,10 +214,12 @@ def cached_finding_table(
 
 def cached_text_features(
     model: scar.Model, params: Any, config: ml_collections.ConfigDict, texts: Sequence[str],
-    text_fn, mesh, what: str,
+    text_fn, mesh, what: str, workdir: str | None = None, digest: str | None = None,
 ) -> np.ndarray:
-    """embed_texts(texts) [U, H], through the cache of config.train.text_cache_dir when it is
-    set and the text tower is a checkpoint's (the random tower's features depend on the seed)."""
+    """embed_texts(texts) [U, H], through the text cache folder (`text_cache_dir`) when there
+    is one and the text tower is a checkpoint's (the random tower's features depend on the
+    seed). The cache key hashes the texts, or `digest` when given (a report table's: its ids
+    hash the texts, so a warm start-up decodes none of them)."""
     txt = config.model.txt
 
     def compute() -> np.ndarray:
@@ -211,12 +229,14 @@ def cached_text_features(
                      time.perf_counter() - t0, jax.process_count())
         return out
 
-    if not config.train.text_cache_dir or txt.checkpoint == scar.RANDOM_TEXT:
+    folder = text_cache_dir(config, workdir)
+    if folder is None or txt.checkpoint == scar.RANDOM_TEXT:
         return compute()
-    key = hashlib.sha256(
-        "\n".join([str(txt.checkpoint), txt.pooling, str(txt.max_len), *texts]).encode()
+    key = hashlib.sha256("\n".join(
+        [str(txt.checkpoint), txt.pooling, str(txt.max_len)]
+        + ([f"table:{digest}"] if digest is not None else list(texts))).encode()
     ).hexdigest()[:24]
-    path = epath.Path(config.train.text_cache_dir) / f"text_features_{key}.npy"
+    path = epath.Path(folder) / f"text_features_{key}.npy"
     return cached_array(path, what, compute)
 
 
@@ -505,7 +525,8 @@ def train(
     feats = {}
     if cache:
         for split in sorted({train_split, val_split} if t_cfg.eval_every else {train_split}):
-            feats[split] = text_features(model, state.params, config, split, text_fn, mesh)
+            feats[split] = text_features(model, state.params, config, split, text_fn, mesh,
+                                         workdir)
     data_seed = config.input.shuffle_seed if config.input.shuffle_seed >= 0 else config.seed
 
     def dataset(split: str, train_mode: bool):

@@ -28,9 +28,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
 import optax
-from jax.sharding import Mesh, NamedSharding
+from jax.sharding import NamedSharding
 
 from scar_jax import losses, optim
 from scar_jax import sharding as sharding_lib
@@ -278,39 +277,3 @@ def jit_update(update_fn, state_shardings: Any, batch_sharding: NamedSharding):
 def _text_features(module: scar.Model, input_ids, attention_mask):
     """Pooled BERT features [B, H] of the text tower (eval mode)."""
     return module.txt.features(input_ids, attention_mask, deterministic=True)
-
-
-def compute_report_features(
-    model: scar.Model,
-    params: Any,
-    tokenized_reports: Mapping[str, np.ndarray],
-    batch_size: int,
-    mesh: Mesh | None = None,
-) -> np.ndarray:
-    """Pooled report features [N, H] (float32) for a frozen text tower's feature cache.
-
-    tokenized_reports: input_ids, attention_mask [N, L]. Runs in fixed-size chunks
-    (the last one padded) so it compiles once; with `mesh` (multi-process params)
-    the inputs and outputs are replicated on it.
-    """
-    ids = np.asarray(tokenized_reports["input_ids"], np.int32)
-    mask = np.asarray(tokenized_reports["attention_mask"], np.int32)
-    n = ids.shape[0]
-    if mask.shape != ids.shape:
-        raise ValueError(f"attention_mask {mask.shape} must match input_ids {ids.shape}.")
-    fn = lambda p, i, a: model.apply({"params": p}, i, a, method=_text_features)
-    rep = None if mesh is None else sharding_lib.replicated(mesh)
-    fn = jax.jit(fn) if mesh is None else jax.jit(fn, out_shardings=rep)
-    out = []
-    for start in range(0, n, batch_size):
-        chunk_ids, chunk_mask = ids[start : start + batch_size], mask[start : start + batch_size]
-        pad = batch_size - chunk_ids.shape[0]
-        if pad:
-            chunk_ids = np.concatenate([chunk_ids, np.zeros((pad, ids.shape[1]), np.int32)])
-            chunk_mask = np.concatenate([chunk_mask, np.ones((pad, ids.shape[1]), np.int32)])
-        if mesh is not None:
-            chunk_ids, chunk_mask = sharding_lib.put_global((chunk_ids, chunk_mask), (rep, rep))
-        feats = fn(params, chunk_ids, chunk_mask)
-        feats = np.asarray(feats.addressable_data(0)) if mesh is not None else np.asarray(feats)
-        out.append(feats[: batch_size - pad])
-    return np.concatenate(out).astype(np.float32)

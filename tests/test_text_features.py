@@ -41,6 +41,13 @@ def _setup(data_dir: str, find: float = 0.0):
     return cfg, model, state.params, text_fn, mesh
 
 
+def _text_tower(model, params, tokens) -> np.ndarray:
+    """The reference: the text tower's pooled features of every row in one call."""
+    _, aux = model.apply({"params": params}, {k: np.asarray(tokens[k], np.int32) for k in (
+        "input_ids", "attention_mask")}, method=model.embed_text)
+    return np.asarray(aux["pre_logits"])
+
+
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
     from scar_jax.data import build
@@ -51,9 +58,9 @@ def data_dir(tmp_path_factory):
 
 
 def test_start_up_reads_the_report_table_not_the_records(data_dir, monkeypatch):
-    """The features are those of compute_report_features on the table's texts (and of the
+    """The features are the text tower's on the table's texts (and of the
     findings of those texts); not one record is read or parsed to get them."""
-    from scar_jax import train, update
+    from scar_jax import train
     from scar_jax.data import findings, pipeline
 
     cfg, model, params, text_fn, mesh = _setup(data_dir, find=1.0)
@@ -68,11 +75,11 @@ def test_start_up_reads_the_report_table_not_the_records(data_dir, monkeypatch):
     monkeypatch.undo()
     table = pipeline.report_table(DATASET, "train", data_dir)
     np.testing.assert_array_equal(rf.table.ids, table.ids)
-    want = update.compute_report_features(model, params, text_fn(table.texts), batch_size=8)
+    want = _text_tower(model, params, text_fn(list(table.texts)))
     np.testing.assert_allclose(rf.features, want, atol=1e-5)
     unique, ids, _ = findings.finding_table(table.texts, int(cfg.model.txt.max_findings))
     np.testing.assert_array_equal(rf.finding_ids, ids)
-    want_f = update.compute_report_features(model, params, text_fn(unique), batch_size=8)
+    want_f = _text_tower(model, params, text_fn(unique))
     np.testing.assert_allclose(rf.finding_features, want_f, atol=1e-5)
     # and the pipeline's batches carry each record's row
     source, _ = pipeline.load_source(DATASET, "train", data_dir)
@@ -140,6 +147,57 @@ def test_finding_table_is_cached_with_the_report_features(data_dir, tmp_path, mo
         train.cached_finding_table(cfg, table, 2)
 
 
+def test_text_cache_dir_defaults_to_the_workdir():
+    """'' keeps the features in WORKDIR/text_cache (library calls without a workdir: none),
+    'off' nowhere, any other value is the folder."""
+    from configs import scar as scar_config
+    from scar_jax import train
+
+    cfg = scar_config.get_config("variant=mu,runlocal,text=random-tiny")
+    assert cfg.train.text_cache_dir == ""
+    assert train.text_cache_dir(cfg, "/w/run") == "/w/run/text_cache"
+    assert train.text_cache_dir(cfg, "gs://b/run") == "gs://b/run/text_cache"
+    assert train.text_cache_dir(cfg) is None
+    cfg.train.text_cache_dir = "off"
+    assert train.text_cache_dir(cfg, "/w/run") is None
+    cfg.train.text_cache_dir = "gs://b/cache"
+    assert train.text_cache_dir(cfg, "/w/run") == "gs://b/cache"
+
+
+def test_a_resumed_start_up_reads_the_workdirs_text_cache(data_dir, tmp_path, monkeypatch):
+    """With the default text_cache_dir, a second start-up on the same workdir embeds nothing
+    and decodes no report text: the report features and the finding table come from
+    WORKDIR/text_cache, equal to the first start-up's."""
+    from scar_jax import train
+    from scar_jax.data import reports
+
+    cfg, model, params, text_fn, mesh = _setup(data_dir, find=1.0)
+    cfg.model.txt.checkpoint = "random-tiny-cached"  # not the random tower: the cache is used
+    workdir = str(tmp_path / "run")
+    first = train.text_features(model, params, cfg, "train", text_fn, mesh, workdir)
+    names = sorted(p.name.split("_")[0] + "_" + p.name.split("_")[1]
+                   for p in (tmp_path / "run" / "text_cache").glob("*.npy"))
+    assert names == ["finding_ids", "finding_texts", "text_features", "text_features"]
+
+    def no_embedding(*args, **kwargs):
+        raise AssertionError("embedded again")
+
+    def no_decoding(*args, **kwargs):
+        raise AssertionError("a report text was decoded")
+
+    monkeypatch.setattr(train, "embed_texts", no_embedding)
+    monkeypatch.setattr(reports.Texts, "__getitem__", no_decoding)  # keys use the table's ids
+    again = train.text_features(model, params, cfg, "train", text_fn, mesh, workdir)
+    np.testing.assert_array_equal(again.features, first.features)
+    np.testing.assert_array_equal(again.finding_ids, first.finding_ids)
+    np.testing.assert_array_equal(again.finding_features, first.finding_features)
+    monkeypatch.undo()
+    monkeypatch.setattr(train, "embed_texts", no_embedding)
+    with pytest.raises(AssertionError, match="embedded again"):  # 'off': nothing kept
+        cfg.train.text_cache_dir = "off"
+        train.text_features(model, params, cfg, "train", text_fn, mesh, workdir)
+
+
 @pytest.mark.slow
 def test_two_processes_embed_half_each_and_get_the_one_process_features(data_dir, tmp_path):
     """Each process tokenizes only its half of every chunk; both end with all U features,
@@ -165,7 +223,7 @@ def test_two_processes_embed_half_each_and_get_the_one_process_features(data_dir
 def _texts(data_dir: str) -> list[str]:
     from scar_jax.data import pipeline
 
-    return pipeline.report_table(DATASET, "train", data_dir).texts
+    return list(pipeline.report_table(DATASET, "train", data_dir).texts)
 
 
 def _worker(process_id: int, port: int, out: str, data_dir: str) -> None:

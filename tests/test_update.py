@@ -480,15 +480,24 @@ def test_cached_report_features_and_trainable_text_guard():
     tok["attention_mask"][:, 9:] = 0
     mesh = sharding.make_mesh(config.mesh, jax.devices()[:1])
     state, _ = train_state.create_train_state(model, config, make_batch(config), mesh)
-    feats = update.compute_report_features(model, state.params, tok, batch_size=4)
     _, aux = model.apply({"params": state.params}, tok, method=model.embed_text)
+    want = np.asarray(aux["pre_logits"])  # the text tower on all 11 rows at once
+
+    def text_fn(texts):  # text "i" -> row i of tok; "" (the last chunk's padding) -> row 0
+        rows = [int(t) if t else 0 for t in texts]
+        return {k: v[rows] for k, v in tok.items()}
+
+    texts = [str(i) for i in range(11)]
+    from scar_jax import train
+
+    feats = train.embed_texts(model, state.params, texts, text_fn, mesh, chunk=4)
     assert feats.shape == (11, TXT_DIM)
-    np.testing.assert_allclose(feats, np.asarray(aux["pre_logits"]), atol=1e-5)
-    # the same through a mesh (what a multi-process loop uses)
+    np.testing.assert_allclose(feats, want, atol=1e-5)
+    # the same batch-sharded over 8 devices (what a multi-process start-up uses)
     mesh8 = sharding.make_mesh(config.mesh)
     params8 = jax.device_put(state.params, sharding.replicated(mesh8))
-    feats8 = update.compute_report_features(model, params8, tok, batch_size=4, mesh=mesh8)
-    np.testing.assert_allclose(feats8, feats, atol=1e-5)
+    np.testing.assert_allclose(train.embed_texts(model, params8, texts, text_fn, mesh8, chunk=4),
+                               want, atol=1e-5)
     assert update.text_is_frozen(config, state.params)
     config.model.txt.freeze = ()
     assert not update.text_is_frozen(config, state.params)

@@ -17,10 +17,13 @@ U distinct reports once, and maps each batch's `report_id` to its feature row
 from __future__ import annotations
 
 import collections
+import collections.abc
 import dataclasses
+import functools
 import hashlib
 import io
 import os
+from typing import Callable, Sequence
 
 import numpy as np
 from etils import epath
@@ -37,12 +40,38 @@ def report_id(text: str) -> int:
     return int.from_bytes(digest[:8], "big", signed=True)
 
 
+class Texts(collections.abc.Sequence):
+    """The texts of a report table, decoded from its UTF-8 blob only when read: a start-up
+    whose features and finding table are cached never decodes the U reports (a sequence
+    of str; a slice is a list)."""
+
+    def __init__(self, offsets: np.ndarray, utf8: Callable[[], np.ndarray]):
+        self._offsets = np.asarray(offsets, np.int64)
+        self._utf8 = functools.cache(lambda: utf8().tobytes())
+
+    def __len__(self) -> int:
+        return len(self._offsets) - 1
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, collections.abc.Sequence) and list(self) == list(other)
+
+    __hash__ = None
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[k] for k in range(*i.indices(len(self)))]
+        if not -len(self) <= i < len(self):
+            raise IndexError(f"report {i} of {len(self)}")
+        i = i % len(self)
+        return self._utf8()[self._offsets[i]:self._offsets[i + 1]].decode("utf-8")
+
+
 @dataclasses.dataclass(frozen=True)
 class Table:
     """The distinct reports of a split: ids [U] (sorted), texts [U], counts [U]."""
 
     ids: np.ndarray
-    texts: list[str]
+    texts: Sequence[str]
     counts: np.ndarray
 
     def __len__(self) -> int:
@@ -144,10 +173,11 @@ def read_table(directory: str | os.PathLike, split: str) -> Table:
             f"{split!r} (built by an older builder?); rebuild it with `python -m scar_jax.main "
             "build`."
         )
-    with np.load(io.BytesIO(path.read_bytes()), allow_pickle=False) as f:
-        ids, counts, offsets, utf8 = (f[k] for k in ("report_id", "count", "offsets", "utf8"))
-    blob = utf8.tobytes()
-    texts = [blob[a:b].decode("utf-8") for a, b in zip(offsets[:-1], offsets[1:])]
+    local = "://" not in os.fspath(path)
+    # a local file's arrays are read when used (the texts' blob only if a text is)
+    f = np.load(os.fspath(path) if local else io.BytesIO(path.read_bytes()), allow_pickle=False)
+    ids, counts, offsets = (f[k] for k in ("report_id", "count", "offsets"))
+    texts = Texts(offsets, lambda: f["utf8"])
     if len(texts) != len(ids) or np.any(ids[1:] <= ids[:-1]):
         raise ValueError(f"{path} is malformed (ids not sorted and distinct, or "
                          f"{len(texts)} texts for {len(ids)} ids); rebuild the dataset.")

@@ -54,3 +54,25 @@ def test_missing_or_malformed_table_says_rebuild(tmp_path):
     reports.write_table(tmp_path, "train", bad)
     with pytest.raises(ValueError, match="malformed.*rebuild"):
         reports.read_table(tmp_path, "train")
+
+
+def test_texts_are_decoded_only_when_read():
+    """reports.Texts decodes its blob on the first text read, once; it behaves as a sequence
+    of str (len, index, negative index, slice, equality with a list, IndexError)."""
+    words = ["sinus rhythm", "", "fibrillation auriculaire", "ü"]
+    blob = b"".join(w.encode("utf-8") for w in words)
+    offsets = np.cumsum([0] + [len(w.encode("utf-8")) for w in words])
+    loads = []
+
+    def load():
+        loads.append(1)
+        return np.frombuffer(blob, np.uint8)
+
+    texts = reports.Texts(offsets, load)
+    assert len(texts) == 4 and loads == []
+    assert texts[2] == "fibrillation auriculaire" and texts[-1] == "ü"
+    assert texts[1:3] == ["", "fibrillation auriculaire"] and texts == words
+    assert texts.index("ü") == 3 and list(texts) == words
+    assert loads == [1]
+    with pytest.raises(IndexError):
+        texts[4]
