@@ -145,8 +145,8 @@ def text_features(
     record is read. The embedding is split over the JAX processes (`embed_texts`). With
     a text cache folder (`text_cache_dir`: by default WORKDIR/text_cache, so a resumed run
     reads them) and a text tower loaded from a checkpoint (not the random one), each feature
-    array is kept there under a hash of
-    (checkpoint, pooling, max_len, texts) (`cached_text_features`), and the finding table
+    array is kept there under a hash of (checkpoint, pooling, max_len, and the report
+    table's id digest or the finding texts) (`cached_text_features`), and the finding table
     under a hash of the report table (`cached_finding_table`): runs and processes that share
     a corpus and a text tower embed it once, and a later start-up only reads files (local
     ones memory-mapped: `cached_array`). Each stage logs its time.
