@@ -19,7 +19,6 @@ from __future__ import annotations
 import collections
 import collections.abc
 import dataclasses
-import functools
 import hashlib
 import io
 import os
@@ -45,9 +44,19 @@ class Texts(collections.abc.Sequence):
     whose features and finding table are cached never decodes the U reports (a sequence
     of str; a slice is a list)."""
 
-    def __init__(self, offsets: np.ndarray, utf8: Callable[[], np.ndarray]):
+    def __init__(self, offsets: np.ndarray, utf8: np.ndarray | Callable[[], np.ndarray]):
+        """offsets [U+1]; utf8: the blob (uint8), or a function that loads it."""
         self._offsets = np.asarray(offsets, np.int64)
-        self._utf8 = functools.cache(lambda: utf8().tobytes())
+        self._load = utf8 if callable(utf8) else (lambda: utf8)
+        self._blob: bytes | None = None
+
+    def _bytes(self) -> bytes:
+        if self._blob is None:
+            self._blob = np.asarray(self._load(), np.uint8).tobytes()
+        return self._blob
+
+    def __reduce__(self):  # pickled with the blob (grain's worker processes)
+        return (Texts, (self._offsets, np.frombuffer(self._bytes(), np.uint8)))
 
     def __len__(self) -> int:
         return len(self._offsets) - 1
@@ -63,7 +72,7 @@ class Texts(collections.abc.Sequence):
         if not -len(self) <= i < len(self):
             raise IndexError(f"report {i} of {len(self)}")
         i = i % len(self)
-        return self._utf8()[self._offsets[i]:self._offsets[i + 1]].decode("utf-8")
+        return self._bytes()[self._offsets[i]:self._offsets[i + 1]].decode("utf-8")
 
 
 @dataclasses.dataclass(frozen=True)

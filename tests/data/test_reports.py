@@ -1,6 +1,7 @@
 """Report tables: ids, collection, merge, the file layout (local and gs://), bad files."""
 
 import hashlib
+import pickle
 
 import numpy as np
 import pytest
@@ -76,3 +77,5 @@ def test_texts_are_decoded_only_when_read():
     assert loads == [1]
     with pytest.raises(IndexError):
         texts[4]
+    assert pickle.loads(pickle.dumps(texts)) == words  # grain's workers get a copy
+    assert reports.Texts(offsets, np.frombuffer(blob, np.uint8))[2] == words[2]
