@@ -23,7 +23,23 @@ def _figures(startup, before_step, rss, bytes_per_record, data=5.0):
             "build_peak_rss_mib": 500.0,
             "bytes_per_record": bytes_per_record, "startup_s": startup,
             "startup_before_step_s": before_step, "startup_cold_s": startup + 5,
-            "startup_peak_rss_mib": rss, "embed_s": 5.0}
+            "startup_peak_rss_mib": rss, "startup_cold_peak_rss_mib": rss + 100,
+            "embed_s": 5.0}
+
+
+def test_size_figures_warm_memory_from_runs_that_embedded_nothing():
+    """A 'warm' run that found no cache (it embedded) counts as cold for memory; the warm
+    start-up time is the fastest warm run."""
+    run = lambda s, rss, embed=0.0: {"seconds": s, "before_step_seconds": s - 10,
+                                     "data_seconds": 1.0, "peak_rss_mib": rss,
+                                     "embed_seconds": embed}
+    size = {"build": {"records_per_s_per_process": 70.0, "cpu_ms_per_record": 12.0,
+                      "peak_rss_mib": 500.0, "bytes_per_record": 86_000},
+            "train_cold": run(150, 3000, embed=120), "train_warm": [],
+            "train_rewarm": [run(140, 3100, embed=110), run(31, 2900), run(33, 2950)]}
+    f = scale.size_figures(size)
+    assert f["startup_s"] == 31 and f["startup_peak_rss_mib"] == 2950
+    assert f["startup_cold_peak_rss_mib"] == 3100 and f["embed_s"] == 120
 
 
 def test_extrapolate_is_the_least_squares_line():
