@@ -308,7 +308,7 @@ def cached_array(path: str | os.PathLike, what: str, compute: Callable[[], np.nd
     others skip, and no lock is taken.
     """
     path = epath.Path(path)
-    local = "://" not in os.fspath(path)
+    local = not checkpointing.is_url(path)
     lock = (
         exclusive_lock(os.fspath(path) + ".lock", f"computing {what}")
         if jax.process_count() == 1 and local
