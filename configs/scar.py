@@ -187,6 +187,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     w.cons = 0.1 if masker_kind != "none" else 0.0  # 1 - cos(z_masked, sg z_clean)
     w.uma = w_uma  # MERL's uni-modal term
     w.ent = 0.01  # masker entropy bonus
+    # the masker's score-function (REINFORCE) term: its removals scored as whole sets by the
+    # damage they do, L_i(masked) - L_i(clean) (losses.masker_policy_gradient; METHOD §5)
+    w.pg = 1.0 if masker_kind == "adversarial" else 0.0
     # finding-level text targets: multi-positive InfoNCE of the clean ECG embedding against
     # the embeddings of its report's findings (statements), records sharing a finding are not
     # negatives (losses.finding_loss; needs the frozen, cached text tower). Off: on the demo
@@ -339,7 +342,8 @@ def sweep(add) -> None:
     add(arg="loss=siglip", name="siglip")
     for rho_max in (0.3, 0.7):  # the adversary's budget
         add(name=f"rho_max_{rho_max}", **{"model.masker.rho_max": rho_max})
-    for term in ("cons", "sel", "ent"):  # loss terms: consistency, selector KL, masker entropy
+    # loss terms: consistency, selector KL, masker entropy, the masker's policy-gradient term
+    for term in ("cons", "sel", "ent", "pg"):
         add(name=f"no_{term}", **{f"loss_weights.{term}": 0.0})
     # zero-shot text side (issue 20): the finding-level contrastive term off / on, and a
     # bias-free head on L2-normalised text features; prompt centring is an eval key

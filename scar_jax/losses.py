@@ -20,15 +20,35 @@ def capped_scale(log_scale: jax.Array, max_scale: float = LOGIT_SCALE_MAX) -> ja
     return jnp.exp(jnp.minimum(log_scale, jnp.log(max_scale)))
 
 
+def clip_rows(
+    za: jax.Array, zb: jax.Array, log_scale: jax.Array, max_scale: float = LOGIT_SCALE_MAX
+) -> jax.Array:
+    """Pair i's share [B] of the symmetric InfoNCE: (its row's + its column's CE) / 2."""
+    logits = capped_scale(log_scale, max_scale) * za @ zb.T
+    labels = jnp.arange(za.shape[0])
+    la = -jnp.take_along_axis(jax.nn.log_softmax(logits, 1), labels[:, None], 1)[:, 0]
+    lb = -jnp.take_along_axis(jax.nn.log_softmax(logits, 0), labels[None, :], 0)[0]
+    return 0.5 * (la + lb)
+
+
 def clip_loss(
     za: jax.Array, zb: jax.Array, log_scale: jax.Array, max_scale: float = LOGIT_SCALE_MAX
 ) -> jax.Array:
     """Symmetric InfoNCE between L2-normalised za, zb: [B, E] (pairs on the diagonal)."""
-    logits = capped_scale(log_scale, max_scale) * za @ zb.T
-    labels = jnp.arange(za.shape[0])
-    la = -jnp.take_along_axis(jax.nn.log_softmax(logits, 1), labels[:, None], 1)
-    lb = -jnp.take_along_axis(jax.nn.log_softmax(logits, 0), labels[None, :], 0)
-    return 0.5 * (jnp.mean(la) + jnp.mean(lb))
+    return jnp.mean(clip_rows(za, zb, log_scale, max_scale))
+
+
+def siglip_rows(
+    za: jax.Array,
+    zb: jax.Array,
+    log_scale: jax.Array,
+    bias: jax.Array,
+    max_scale: float = LOGIT_SCALE_MAX,
+) -> jax.Array:
+    """Row i's share [B] of the SigLIP loss: -sum_j log sigmoid(y_ij (t * za_i.zb_j + b))."""
+    logits = capped_scale(log_scale, max_scale) * za @ zb.T + bias
+    y = 2.0 * jnp.eye(za.shape[0]) - 1.0
+    return -jnp.sum(jax.nn.log_sigmoid(y * logits), 1)
 
 
 def siglip_loss(
@@ -39,9 +59,7 @@ def siglip_loss(
     max_scale: float = LOGIT_SCALE_MAX,
 ) -> jax.Array:
     """SigLIP: -sum_ij log sigmoid(y_ij (t * za_i.zb_j + b)) / B, y = +1 on the diagonal."""
-    logits = capped_scale(log_scale, max_scale) * za @ zb.T + bias
-    y = 2.0 * jnp.eye(za.shape[0]) - 1.0
-    return -jnp.sum(jax.nn.log_sigmoid(y * logits)) / za.shape[0]
+    return jnp.mean(siglip_rows(za, zb, log_scale, bias, max_scale))
 
 
 def finding_loss(
@@ -127,24 +145,49 @@ def mask_entropy(entropy: jax.Array) -> jax.Array:
     return jnp.mean(entropy)
 
 
+def contrastive_rows(za: jax.Array, zb: jax.Array, out: Mapping[str, Any], kind: str) -> jax.Array:
+    """Each pair's share [B] of the configured contrastive loss (its mean is `contrastive`)."""
+    if kind == "siglip":
+        return siglip_rows(za, zb, out["logit_scale"], out["logit_bias"])
+    return clip_rows(za, zb, out["logit_scale"])
+
+
 def contrastive(za: jax.Array, zb: jax.Array, out: Mapping[str, Any], kind: str) -> jax.Array:
     """The configured contrastive loss (clip | siglip) with the model's scale (and bias)."""
-    if kind == "siglip":
-        return siglip_loss(za, zb, out["logit_scale"], out["logit_bias"])
-    return clip_loss(za, zb, out["logit_scale"])
+    return jnp.mean(contrastive_rows(za, zb, out, kind))
+
+
+def masker_policy_gradient(
+    rows_masked: jax.Array, rows_clean: jax.Array, logp: jax.Array
+) -> jax.Array:
+    """The masker's score-function surrogate (METHOD §5): mean_i A_i log p_i, whose gradient
+    in the masker's parameters is the REINFORCE estimate of d E[L(masked)].
+
+    A_i = the damage of example i's removal, L_i(masked) - L_i(clean) (stop-gradient; the
+    clean loss is the per-example baseline), minus its mean over the examples that drew
+    their own mask (logp != 0): the whole removed set is scored at once, so removals that
+    only hurt together (redundant evidence) are rewarded, which the straight-through
+    gradient's one-unit-at-a-time signal cannot see.
+    """
+    damage = jax.lax.stop_gradient(rows_masked - rows_clean)
+    own = (logp != 0).astype(damage.dtype)
+    base = jnp.sum(damage * own) / jnp.maximum(jnp.sum(own), 1.0)
+    return jnp.mean((damage - base) * own * logp)
 
 
 # The terms the masker ascends (METHOD §7): L_clip(masked), the first-order effect of its
 # removals on L_clip(clean) through the clean view's straight-through keep, and its entropy
 # bonus. The selector KL, the consistency and the uni-modal term see the mask through
 # stop_gradient: the update gives the masker only these terms' gradient.
-MASKER_TERMS = ("clip_clean", "clip_masked", "mask_entropy")
+MASKER_TERMS = ("clip_clean", "clip_masked", "mask_entropy", "masker_pg")
+# Terms only the masker ascends: no encoder gradient and no share in J (loss/total).
+MASKER_ONLY_TERMS = ("masker_pg",)
 
 
 # Terms computed only when their weight is > 0 (weights are static config): the finding-level
 # loss is an O((B F)^2) matrix on the step's path. The other terms cost O(B^2) or O(B N) and
 # are logged at weight 0 too (monitors of the ablations that switch them off).
-GATED_TERMS = ("finding",)
+GATED_TERMS = ("finding", "masker_pg")
 
 
 def objective_terms(
@@ -158,9 +201,14 @@ def objective_terms(
     With `weights`, a term of GATED_TERMS whose weight is 0 is not computed (absent).
     """
     gated = {k for k in GATED_TERMS if weights is not None and not _WEIGHT_KEYS[k](weights)}
-    terms = {"clip_clean": contrastive(z, out["z_txt"], out, kind)}
+    rows_clean = contrastive_rows(z, out["z_txt"], out, kind)
+    terms = {"clip_clean": jnp.mean(rows_clean)}
     if "z_masked" in out:
-        terms["clip_masked"] = contrastive(out["z_masked"], out["z_txt"], out, kind)
+        rows_masked = contrastive_rows(out["z_masked"], out["z_txt"], out, kind)
+        terms["clip_masked"] = jnp.mean(rows_masked)
+        if "masker_pg" not in gated and "logp" in out["masker"]:
+            terms["masker_pg"] = masker_policy_gradient(rows_masked, rows_clean,
+                                                        out["masker"]["logp"])
     if "sel_target" in out:
         kls = [selector_kl(out["sel_target"], out["clean"]["weights"], out["clean"]["visible"])]
         if "sel_target_masked" in out:
@@ -182,7 +230,8 @@ def objective_terms(
     return terms
 
 
-_WEIGHT_KEYS = {"finding": lambda w: w.get("find", 0.0) > 0}
+_WEIGHT_KEYS = {"finding": lambda w: w.get("find", 0.0) > 0,
+                "masker_pg": lambda w: w.get("pg", 0.0) > 0}
 
 
 def term_weights(
@@ -203,11 +252,10 @@ def term_weights(
         "uni_modal": weights.get("uma", 0.0),
         "finding": weights.get("find", 0.0),
         "mask_entropy": weights.get("ent", 0.0),
+        "masker_pg": weights.get("pg", 0.0),
     }
-    return {
-        k: jnp.asarray(coef[k] if player == "encoders" or k in MASKER_TERMS else 0.0, v.dtype)
-        for k, v in terms.items()
-    }
+    own = MASKER_TERMS if player == "masker" else tuple(set(coef) - set(MASKER_ONLY_TERMS))
+    return {k: jnp.asarray(coef[k] if k in own else 0.0, v.dtype) for k, v in terms.items()}
 
 
 def weighted_objective(

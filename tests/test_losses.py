@@ -352,6 +352,74 @@ def test_term_weights_masker_gets_only_its_terms(x64):
     losses.term_weights(terms, weights, "selector")
 
 
+def test_contrastive_rows_are_each_pairs_share_of_the_loss(x64):
+  # clip: pair i's (row CE + column CE) / 2; siglip: row i's sum; their means are the losses.
+  rng = np.random.default_rng(14)
+  b, e = 6, 5
+  za, zb = unit(rng, b, e), unit(rng, b, e)
+  s, bias = math.log(1 / 0.07), -3.0
+  logits = math.exp(s) * za @ zb.T
+  ref_clip = [0.5 * ((np_lse(logits[i]) - logits[i, i]) + (np_lse(logits[:, i]) - logits[i, i]))
+              for i in range(b)]
+  out = {"logit_scale": jnp.asarray(s), "logit_bias": jnp.asarray(bias)}
+  rows = losses.contrastive_rows(jnp.asarray(za), jnp.asarray(zb), out, "clip")
+  np.testing.assert_allclose(np.asarray(rows), ref_clip, rtol=0, atol=ATOL)
+  np.testing.assert_allclose(float(jnp.mean(rows)), np_clip(za, zb, s), rtol=0, atol=ATOL)
+  ref_sig = [-sum(np_log_sigmoid((1.0 if i == j else -1.0) * (logits[i, j] + bias))
+                  for j in range(b)) for i in range(b)]
+  rows = losses.contrastive_rows(jnp.asarray(za), jnp.asarray(zb), out, "siglip")
+  np.testing.assert_allclose(np.asarray(rows), ref_sig, rtol=0, atol=ATOL)
+  np.testing.assert_allclose(float(jnp.mean(rows)), np_siglip(za, zb, s, bias), rtol=0,
+                             atol=ATOL)
+
+
+def test_masker_policy_gradient_value_and_what_it_differentiates(x64):
+  # A_i = (masked_i - clean_i) - mean over own-mask examples (logp != 0); term = mean A_i logp_i.
+  masked = np.array([3.0, 1.0, 2.0, 5.0])
+  clean = np.array([1.0, 1.0, 1.0, 1.0])
+  logp = np.array([-2.0, -1.0, 0.0, -4.0])  # example 2 drew no mask of its own
+  damage = masked - clean  # 2, 0, 1, 4
+  base = (2.0 + 0.0 + 4.0) / 3.0
+  adv = np.where(logp != 0, damage - base, 0.0)
+  want = float(np.mean(adv * logp))
+  got = losses.masker_policy_gradient(jnp.asarray(masked), jnp.asarray(clean), jnp.asarray(logp))
+  np.testing.assert_allclose(float(got), want, rtol=0, atol=1e-12)
+  gm, gc, gl = jax.grad(losses.masker_policy_gradient, (0, 1, 2))(
+      jnp.asarray(masked), jnp.asarray(clean), jnp.asarray(logp))
+  np.testing.assert_array_equal(np.asarray(gm), 0.0)  # the losses are rewards: no gradient
+  np.testing.assert_array_equal(np.asarray(gc), 0.0)
+  np.testing.assert_allclose(np.asarray(gl), adv / 4.0, rtol=0, atol=1e-12)
+
+
+def test_masker_policy_gradient_term_is_the_maskers_alone(x64):
+  # Computed only with loss_weights.pg > 0 and the masker's logp; coefficient w_pg for the
+  # masker, 0 for the encoders, so J (loss/total) is unchanged by it.
+  rng = np.random.default_rng(15)
+  z, out = _fake_out(rng)
+  out["masker"]["logp"] = -rng.uniform(1.0, 3.0, size=z.shape[0])
+  weights = {"adv": 0.7, "ent": 0.05, "pg": 0.5}
+  terms = losses.objective_terms(jnp.asarray(z), _to_jnp(out), weights=weights)
+  s = float(out["logit_scale"])
+  out_j = _to_jnp(out)
+  rows_m = losses.contrastive_rows(out_j["z_masked"], out_j["z_txt"], out_j, "clip")
+  rows_c = losses.contrastive_rows(jnp.asarray(z), out_j["z_txt"], out_j, "clip")
+  want = losses.masker_policy_gradient(rows_m, rows_c, out_j["masker"]["logp"])
+  np.testing.assert_allclose(float(terms["masker_pg"]), float(want), rtol=0, atol=ATOL)
+  assert float(terms["masker_pg"]) != 0.0
+  enc = losses.term_weights(terms, weights)
+  msk = losses.term_weights(terms, weights, "masker")
+  assert float(enc["masker_pg"]) == 0.0 and float(msk["masker_pg"]) == 0.5
+  total, metrics = losses.weighted_objective(terms, weights)
+  np.testing.assert_allclose(
+      float(total), np_clip(z, out["z_txt"], s) + 0.7 * np_clip(out["z_masked"], out["z_txt"], s)
+      + 0.05 * float(np.mean(out["masker"]["entropy"])) + float(terms["consistency"]) * 0.0
+      + float(terms["selector_kl"]) * 0.0, rtol=0, atol=ATOL)
+  assert "loss/masker_pg" in metrics
+  # pg = 0 (or absent): not computed.
+  off = losses.objective_terms(jnp.asarray(z), _to_jnp(out), weights={"adv": 0.7})
+  assert "masker_pg" not in off
+
+
 def test_scar_objective_default_weights(x64):
   # adv defaults to 1, every other coefficient to 0 (terms still reported).
   rng = np.random.default_rng(10)

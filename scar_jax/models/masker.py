@@ -104,6 +104,30 @@ def soft_threshold(
     return t + jnp.sum(w * (scores - s_sg), -1)
 
 
+def mask_log_prob(
+    z: jax.Array, m_hard: jax.Array, k: jax.Array, observed: jax.Array,
+    noise_scale: jax.Array | float = 1.0, iters: int = 40,
+) -> jax.Array:
+    """Log-probability [B] of the hard mask m_hard under the masker's own noise (the score
+    function of METHOD §5's policy-gradient signal).
+
+    With s = z + noise_scale * g, g ~ Logistic(0, 1), a unit clears a fixed threshold t with
+    probability sigmoid((z - t) / noise_scale) (the logistic CDF), independently of the other
+    units; t is set so that these probabilities sum to the budget k (`soft_threshold`, with
+    its implicit gradient), so the top-k draw is read as k-on-average independent draws:
+    log p = sum over observed units of m log sigmoid((z - t)/c) + (1 - m) log sigmoid((t - z)/c).
+    The gradient reaches z only (m_hard is a sample). noise_scale 0 (the noise-free mode) has
+    no log-probability: 0.
+    """
+    c = jnp.maximum(jnp.asarray(noise_scale, jnp.float32), 1e-6)
+    t = soft_threshold(z, k, observed, c, iters)
+    u = (z - t[:, None]) / c
+    m = jax.lax.stop_gradient(m_hard)
+    ll = m * jax.nn.log_sigmoid(u) + (1.0 - m) * jax.nn.log_sigmoid(-u)
+    logp = jnp.sum(jnp.where(observed, ll, 0.0), -1)
+    return jnp.where(jnp.asarray(noise_scale) > 0, logp, 0.0)
+
+
 def hard_topk(scores: jax.Array, k: jax.Array, observed: jax.Array) -> jax.Array:
     """1.0 for the k highest-scoring observed units per row (lax.top_k ranking), else 0.0."""
     n = scores.shape[-1]
@@ -248,10 +272,11 @@ class Masker(nn.Module):
     def _mask_units(
         self, alpha, observed, unit, rho, tau, rng, use_random, noise_scale=1.0, swap=None
     ):
-        """One unit type: token logits [B, L, S] -> (m, m_hard, m_soft, unit_obs, z, ranked).
+        """One unit type: token logits [B, L, S] -> (m, m_hard, m_soft, unit_obs, z, ranked, logp).
 
         Each unit-shaped: z the scaled (standardised) logits, ranked the perturbed scores the
-        top-k ranks.
+        top-k ranks; logp [B] the hard mask's log-probability (`mask_log_prob`; 0 for a random
+        or swapped example, whose mask is not drawn from its own scores).
 
         swap: (partner [B] int, swapped [B] bool) or None. A swapped example ranks its own
         observed units by its partner's perturbed scores (stop-gradient; rho is already the
@@ -274,7 +299,12 @@ class Masker(nn.Module):
             scores = jnp.where(swapped[:, None], theirs, scores)
         k = budget(jnp.sum(obs_u, -1), rho)
         m, m_hard, m_soft = relaxed_topk(scores, k, obs_u, tau, self.bisection_iters)
-        return m, m_hard, m_soft, obs_u, z, scores
+        logp = mask_log_prob(z, m_hard, k, obs_u, noise_scale, self.bisection_iters)
+        if use_random is not None:
+            logp = jnp.where(use_random, 0.0, logp)
+        if swap is not None:
+            logp = jnp.where(swap[1], 0.0, logp)
+        return m, m_hard, m_soft, obs_u, z, scores, logp
 
     def __call__(
         self,
@@ -354,6 +384,7 @@ class Masker(nn.Module):
                 )
             )
             m, m_hard = tok(0), tok(1)
+            logp = lead[6] + seg[6]
             entropy = 0.5 * (binary_entropy(lead[2], lead[3]) + binary_entropy(seg[2], seg[3]))
             aux = {
                 "m_soft_lead": lead[2],
@@ -364,7 +395,7 @@ class Masker(nn.Module):
                 "ranked_segment": seg[5],
             }
         else:
-            m_u, m_hard_u, m_soft_u, obs_u, z, ranked = self._mask_units(
+            m_u, m_hard_u, m_soft_u, obs_u, z, ranked, logp = self._mask_units(
                 alpha, observed, self.unit, rho, tau, rng, use_random, noise_scale, pair
             )
             m = unit_to_tokens(m_u, self.unit, num_leads, num_segments)
@@ -383,6 +414,7 @@ class Masker(nn.Module):
                 "m_hard": m_hard * observed,
                 "alpha": alpha,
                 "rho": rho,
+                "logp": logp,
                 "entropy": entropy,
                 "logit_std": jnp.mean(jnp.sqrt(jnp.var(alpha, axis=(-2, -1)))),
             }

@@ -343,3 +343,104 @@ def test_swapped_examples_get_their_partners_mask_with_their_own_budget(unit):
                 assert (top <= removed[i]).all()
             else:
                 np.testing.assert_array_equal(ranked[i], ranked_own[i])
+
+
+def _np_log_prob(z, m, observed, k, c):
+    """Reference: t solves sum over observed sigmoid((z - t)/c) = k (scipy brentq), then the
+    independent-Bernoulli log-likelihood of m over the observed units."""
+    from scipy.optimize import brentq
+
+    out = []
+    for zi, mi, oi, ki in zip(z, m, observed, k):
+        zo, mo = np.asarray(zi, np.float64)[oi], np.asarray(mi, np.float64)[oi]
+        sig = lambda t: 1.0 / (1.0 + np.exp(-(zo - t) / c))
+        t = brentq(lambda t: sig(t).sum() - ki, zo.min() - 60 * c, zo.max() + 60 * c, xtol=1e-12)
+        p = sig(t)
+        out.append(float(np.sum(mo * np.log(p) + (1 - mo) * np.log1p(-p))))
+    return np.asarray(out)
+
+
+@pytest.mark.parametrize("c", [1.0, 0.5])
+def test_mask_log_prob_matches_reference(c):
+    """log p of a hard mask under the masker's logistic noise: the threshold that spends the
+    budget in expectation, then independent Bernoulli draws (numpy + scipy reference); the
+    noise-free mode (noise_scale 0) has none (0)."""
+    rng = np.random.default_rng(21)
+    b, u = 5, 12
+    z = rng.normal(size=(b, u)) * 2.0
+    observed = rng.random((b, u)) > 0.2
+    observed[:, :4] = True
+    k = np.asarray(M.budget(jnp.asarray(observed.sum(-1)), jnp.full((b,), 0.3)))
+    m = np.asarray(M.hard_topk(jnp.asarray(z + rng.logistic(size=(b, u)), jnp.float32),
+                               jnp.asarray(k), jnp.asarray(observed)))
+    got = M.mask_log_prob(jnp.asarray(z, jnp.float32), jnp.asarray(m), jnp.asarray(k),
+                          jnp.asarray(observed), c, iters=60)
+    np.testing.assert_allclose(np.asarray(got), _np_log_prob(z, m, observed, k, c),
+                               rtol=1e-4, atol=1e-4)
+    zero = M.mask_log_prob(jnp.asarray(z, jnp.float32), jnp.asarray(m), jnp.asarray(k),
+                           jnp.asarray(observed), 0.0)
+    np.testing.assert_array_equal(np.asarray(zero), 0.0)
+
+
+def test_masker_log_prob_is_zero_where_the_mask_is_not_its_own():
+    """aux['logp']: the drawn mask's log-probability for the examples that drew their own
+    (< 0), 0 for a random mask (use_random) and for a swapped example (its partner's mask);
+    joint adds the lead and segment draws."""
+    rng = np.random.default_rng(5)
+    b, d = 8, 8
+    tokens = jnp.asarray(rng.normal(size=(b, L * S, d)), jnp.float32)
+    report = jnp.zeros((b, 4))
+    observed = jnp.ones((b, L, S), bool)
+    use_random = jnp.asarray(np.arange(b) % 4 == 1)
+    for unit in ("lead", "joint"):
+        masker = M.Masker(kind="adversarial", unit=unit, width=16, depth=1, num_heads=2,
+                          swap_share=0.5)
+        params = masker.init({"params": jax.random.key(0), "masker": jax.random.key(1)},
+                             tokens, report, observed)
+        _, aux = masker.apply(params, tokens, report, observed, tau=0.5, swap=True,
+                              use_random=use_random, rngs={"masker": jax.random.key(3)})
+        logp, swapped = np.asarray(aux["logp"]), np.asarray(aux["swapped"])
+        own = ~swapped & ~np.asarray(use_random)
+        assert own.any() and swapped.any()
+        assert (logp[own] < 0).all() and (logp[~own] == 0).all()
+
+
+def test_policy_gradient_finds_a_removal_that_only_pays_as_a_group():
+    """The score-function term learns what one-unit-at-a-time signals cannot: the damage is
+    paid only when most of a 4-unit group is removed together (damage = (removed in group)^3,
+    so one group unit alone is worth almost nothing). Ascending losses.masker_policy_gradient
+    on masks drawn as the masker draws them (logistic noise, exact top-k) moves the whole
+    budget into the group."""
+    import optax
+
+    from scar_jax import losses
+
+    u, k, b = 12, 3, 256
+    group = np.zeros(u, bool)
+    group[[2, 5, 7, 10]] = True
+    observed = jnp.ones((b, u), bool)
+    kk = jnp.full((b,), k, jnp.int32)
+    tx = optax.adam(0.05)
+
+    def draw(z, rng):
+        s = jnp.broadcast_to(z, (b, u)) + M.logistic_noise(rng, (b, u))
+        return M.hard_topk(s, kk, observed)
+
+    @jax.jit
+    def step(z, opt, rng):
+        m = draw(z, rng)
+        damage = jnp.sum(m * group, -1) ** 3
+        surrogate = lambda z: losses.masker_policy_gradient(
+            damage, jnp.zeros((b,)), M.mask_log_prob(jnp.broadcast_to(z, (b, u)), m, kk,
+                                                      observed))
+        g = jax.tree.map(jnp.negative, jax.grad(surrogate)(z))  # ascend
+        upd, opt = tx.update(g, opt, z)
+        return optax.apply_updates(z, upd), opt
+
+    z = jnp.zeros((u,))
+    opt = tx.init(z)
+    share = lambda z: float(jnp.mean(jnp.sum(draw(z, jax.random.key(99)) * group, -1)) / k)
+    assert share(z) < 0.5  # chance: 4/12
+    for i in range(150):
+        z, opt = step(z, opt, jax.random.key(i))
+    assert share(z) > 0.9
