@@ -51,13 +51,8 @@ def siglip_rows(
     return -jnp.sum(jax.nn.log_sigmoid(y * logits), 1)
 
 
-def siglip_loss(
-    za: jax.Array,
-    zb: jax.Array,
-    log_scale: jax.Array,
-    bias: jax.Array,
-    max_scale: float = LOGIT_SCALE_MAX,
-) -> jax.Array:
+def siglip_loss(za: jax.Array, zb: jax.Array, log_scale: jax.Array, bias: jax.Array,
+                max_scale: float = LOGIT_SCALE_MAX) -> jax.Array:
     """SigLIP: -sum_ij log sigmoid(y_ij (t * za_i.zb_j + b)) / B, y = +1 on the diagonal."""
     return jnp.mean(siglip_rows(za, zb, log_scale, bias, max_scale))
 

@@ -183,7 +183,7 @@ def test_signs_masker_ascends_encoders_descend():
 
 def test_masker_gradient_ignores_selector_and_consistency_terms():
     """METHOD §7: the masker maximises L_clip(masked) - lambda R only. With the clean-view
-    signal off and w_adv = w_ent = 0, the selector KL and the consistency term (both on and
+    signal off and w_adv = w_ent = w_pg = 0, the selector KL and the consistency term (both on and
     weighted heavily) give the masker exactly zero gradient, while they do move the encoders;
     w_adv > 0 gives it a non-zero one. (Before the fix both terms reached the masker through
     the masked view's straight-through keep.)"""
@@ -206,11 +206,11 @@ def test_masker_gradient_ignores_selector_and_consistency_terms():
         )
         return float(metrics["grad_norm/masker"]), float(metrics["grad_norm/encoders"])
 
-    g_sel_cons, enc_sel_cons = masker_grad_norm(adv=0.0, ent=0.0, sel=10.0, cons=10.0)
+    g_sel_cons, enc_sel_cons = masker_grad_norm(adv=0.0, ent=0.0, pg=0.0, sel=10.0, cons=10.0)
     assert g_sel_cons == 0.0
-    _, enc_none = masker_grad_norm(adv=0.0, ent=0.0, sel=0.0, cons=0.0)
+    _, enc_none = masker_grad_norm(adv=0.0, ent=0.0, pg=0.0, sel=0.0, cons=0.0)
     assert abs(enc_sel_cons - enc_none) > 1e-3 * enc_none  # the terms are really there
-    g_adv, _ = masker_grad_norm(adv=1.0, ent=0.0, sel=10.0, cons=10.0)
+    g_adv, _ = masker_grad_norm(adv=1.0, ent=0.0, pg=0.0, sel=10.0, cons=10.0)
     assert g_adv > 0.0
 
 

@@ -236,11 +236,22 @@ def mask_probes(
     return out
 
 
-def lead_local_classes(class_primary: np.ndarray | None, class_names: Sequence[str]):
-    """Classes whose primary region covers only some leads: [names], from the class regions
-    [K, nbins, 12] or [K, N, nbins, 12] (a region on every lead is not local to leads)."""
+def lead_local_classes(class_primary: np.ndarray | None, class_names: Sequence[str],
+                       class_secondary: np.ndarray | None = None):
+    """Classes whose evidence is local to leads: [names], from the class regions [K, nbins, 12]
+    or [K, N, nbins, 12]. The primary region covers some leads but not all, and the class's
+    whole evidence (primary and secondary regions) leaves at least one lead without any: a
+    class whose secondary evidence fills every other lead (a heart rate, a QRS width, the
+    absence of findings) is carried by every lead, so no removal of leads takes it away and
+    targeting its primary leads is not what a good adversary does."""
     if class_primary is None:
         return []
-    reg = np.asarray(class_primary, bool)
-    leads = reg.reshape(reg.shape[0], -1, reg.shape[-1]).any(1)  # [K, 12]
-    return [c for c, row in zip(class_names, leads) if row.any() and not row.all()]
+
+    def leads(region):
+        reg = np.asarray(region, bool)
+        return reg.reshape(reg.shape[0], -1, reg.shape[-1]).any(1)  # [K, 12]
+
+    primary = leads(class_primary)
+    evidence = primary if class_secondary is None else primary | leads(class_secondary)
+    return [c for c, p, e in zip(class_names, primary, evidence)
+            if p.any() and not p.all() and not e.all()]

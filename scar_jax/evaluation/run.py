@@ -307,7 +307,8 @@ def evaluate(
 
     results = _aggregate(models, data, cfg, conds, sc, zs, target_stats, class_stats)
     targeting.add_lead_local(
-        results, classwise_lib.lead_local_classes(data.class_primary, data.class_names))
+        results, classwise_lib.lead_local_classes(data.class_primary, data.class_names,
+                                                  data.class_secondary))
     if rd is not None:
         results["classwise"] = _classwise_summary(cw_conds, class_regions, val_ranks, rd, s)
     if probe_masks:

@@ -62,6 +62,19 @@ def test_lead_local_classes_and_their_macro_lift():
     region[0, :, :3] = True  # leads I-III: local
     region[1] = True  # every lead (a premature beat): not local
     assert classwise.lead_local_classes(region, ["A", "P", "E"]) == ["A"]  # E: no region
+    # The whole evidence counts: A's secondary region on every other lead (a rate, a width)
+    # makes it global; on some of them it stays local.
+    secondary = np.zeros((3, 5, 12), bool)
+    secondary[0, :, 3:] = True
+    assert classwise.lead_local_classes(region, ["A", "P", "E"], secondary) == []
+    secondary[0, :, 11] = False
+    assert classwise.lead_local_classes(region, ["A", "P", "E"], secondary) == ["A"]
+    # The built-in corpus: the infarcts, the right bundle branch block and the first-degree
+    # AV block; not the rates (every lead carries them), NORM, LBBB, AFIB, LVOLT or PVC.
+    from scar_jax.data import synthetic
+    prim, sec = synthetic.class_lead_masks()
+    assert classwise.lead_local_classes(prim[:, None], synthetic.CLASSES, sec[:, None]) == [
+        "AMI", "IMI", "LMI", "RBBB", "1AVB"]
     results = {"models": {"m": {"targeting_by_class": {"masker/rho0.2": {"classes": {
         "A": {"lift": 2.5, "n": 3}, "P": {"lift": 1.0, "n": 4}, "E": {"lift": 9.0, "n": 0}}}}}}}
     targeting.add_lead_local(results, ["A", "E"])
