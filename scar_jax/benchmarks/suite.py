@@ -200,12 +200,14 @@ KNOBS = (
     ("masker backward every 4th step (optim.masker_every=4), mean of 4 steps",
      {"optim.masker_every": 4}, None,
      "the masker's own backward pass (~0.77 of a MERL-style step) on 1 step in 4: ~-25%"),
+    ("masker policy-gradient term off (loss_weights.pg=0)", {"loss_weights.pg": 0.0}, None,
+     "the term is one more bisection over the 62 joint units and a [B] product: < 1%"),
 )
 
 
 KNOB_KEYS = {"no_gather": KNOBS[0][0], "bisection20": KNOBS[1][0], "masker_depth1": KNOBS[2][0],
              "remat": KNOBS[3][0], "bf16": KNOBS[4][0], "bisection20_depth1": KNOBS[5][0],
-             "masker_every4": KNOBS[6][0]}
+             "masker_every4": KNOBS[6][0], "no_pg": KNOBS[7][0]}
 
 
 def scar_config(sizes: Sizes, method: str = "scar", leaves: Mapping[str, Any] | None = None):
