@@ -213,7 +213,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     o.masker_steps = 1  # alternating: masker steps per encoder step
     # fused: the masker's backward pass and update on every k-th step only (1 = every step).
     # Its backward is its own cotangent through both views (METHOD §7), ~0.8 of a MERL-style
-    # step on CPU; k > 1 takes (k-1)/k of that off the mean step (issue 23)
+    # step on CPU; k > 1 takes (k-1)/k of that off the mean step (issue 23), but gives the
+    # masker's policy-gradient term k times fewer samples: measured, it loses most of the
+    # masker's targeting and SCAR's oracle-primary gain over random masks (issue 23's note)
     o.masker_every = 1
     o.schedule = "cosine"  # lr after linear warm-up: cosine | linear | constant
     o.end_lr_factor = 0.0  # final lr = end_lr_factor * peak lr (cosine, linear)
