@@ -171,9 +171,10 @@ def masker_policy_gradient(
 
 
 # The terms the masker ascends (METHOD §7): L_clip(masked), the first-order effect of its
-# removals on L_clip(clean) through the clean view's straight-through keep, and its entropy
-# bonus. The selector KL, the consistency and the uni-modal term see the mask through
-# stop_gradient: the update gives the masker only these terms' gradient.
+# removals on L_clip(clean) through the clean view's straight-through keep, its entropy
+# bonus and its policy-gradient surrogate (masker_policy_gradient). The selector KL, the
+# consistency and the uni-modal term see the mask through stop_gradient: the update gives
+# the masker only these terms' gradient.
 MASKER_TERMS = ("clip_clean", "clip_masked", "mask_entropy", "masker_pg")
 # Terms only the masker ascends: no encoder gradient and no share in J (loss/total).
 MASKER_ONLY_TERMS = ("masker_pg",)
@@ -232,10 +233,12 @@ _WEIGHT_KEYS = {"finding": lambda w: w.get("find", 0.0) > 0,
 def term_weights(
     terms: Mapping[str, jax.Array], weights: Mapping[str, float], player: str = "encoders"
 ) -> dict[str, jax.Array]:
-    """Each term's coefficient in J for `player`: encoders (all terms) or masker (MASKER_TERMS).
+    """Each term's coefficient for `player`: encoders (J: every term but MASKER_ONLY_TERMS)
+    or masker (MASKER_TERMS).
 
     The masker's coefficients are zero for every other term: its gradient is that of
-    w_adv L(masked) + w_ent H(m) (+ L(clean) through the clean view's straight-through keep).
+    w_adv L(masked) + w_ent H(m) + w_pg (policy-gradient surrogate) (+ L(clean) through the
+    clean view's straight-through keep).
     """
     if player not in ("encoders", "masker"):
         raise ValueError(f"player={player!r}; expected encoders or masker.")
