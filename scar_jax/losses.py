@@ -252,8 +252,11 @@ def term_weights(
         "mask_entropy": weights.get("ent", 0.0),
         "masker_pg": weights.get("pg", 0.0),
     }
-    own = MASKER_TERMS if player == "masker" else tuple(set(coef) - set(MASKER_ONLY_TERMS))
-    return {k: jnp.asarray(coef[k] if k in own else 0.0, v.dtype) for k, v in terms.items()}
+
+    def takes(k):
+        return k in MASKER_TERMS if player == "masker" else k not in MASKER_ONLY_TERMS
+
+    return {k: jnp.asarray(coef[k] if takes(k) else 0.0, v.dtype) for k, v in terms.items()}
 
 
 def weighted_objective(
