@@ -217,6 +217,26 @@ def mask_probe(
     return out
 
 
+def swapped_masks(removed: np.ndarray, share: float, seed: int) -> np.ndarray:
+    """The removal masks [N, F] as the masked view sees them in training (METHOD §5): a share
+    of the records (each with probability `share`, seeded) takes the mask of its partner on
+    one random cycle over the records (no record is its own partner), the rest keep their own.
+    The mask-only probe on these measures the shortcut open to the encoder, where the probe on
+    the own masks measures the masker's targeting (a mask that finds the evidence tells it)."""
+    removed = np.asarray(removed)
+    n = removed.shape[0]
+    if not 0.0 <= share <= 1.0:
+        raise ValueError(f"swapped_masks: share={share} must be in [0, 1].")
+    if n < 2 or share == 0.0:
+        return removed.copy()
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(n)
+    partner = np.empty(n, np.int64)
+    partner[order] = np.roll(order, -1)  # order[i] takes order[i + 1]'s mask
+    swapped = rng.random(n) < share
+    return np.where(swapped[:, None], removed[partner], removed)
+
+
 def mask_probes(
     val: Mapping[str, np.ndarray],
     test: Mapping[str, np.ndarray],

@@ -235,7 +235,12 @@ def _label_independent_markdown(results_by_dataset: Mapping[str, Mapping[str, An
                 "tokens are removed), fitted on the validation split's masks, macro AUROC on the "
                 "test split's masks. Well above 0.5: the mask tells the label (a masked view "
                 "can learn the mask instead of the evidence; a per-record protocol picked from "
-                "the record's own labels leaks them by construction).", "",
+                "the record's own labels leaks them by construction). `masker/…`: the trained "
+                "masker's own sampled masks (a masker that finds the evidence tells the label: "
+                "this is its targeting); `masker_swapped/…`: the same masks with the share of "
+                "records that training gives another record's mask (masker.swap_share) "
+                "swapped, as the masked view sees them in training: the shortcut open to the "
+                "encoder.", "",
                 "| dataset · model | masker | probe AUROC | share removed |",
                 "|---|---|---|---|"] + probe_rows
 

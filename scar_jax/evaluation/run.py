@@ -316,9 +316,10 @@ def evaluate(
         c_probe = float(cfg.get("mask_probe_c", 1.0))
         cat = lambda d: {k: np.concatenate(v) for k, v in d.items()}  # noqa: E731
         for m in models:
+            val_removed, test_removed = _with_swapped(
+                m, val_ranks[m.name].removed, cat(test_masks[m.name]), int(cfg.seed))
             results["models"][m.name]["mask_probe"] = classwise_lib.mask_probes(
-                val_ranks[m.name].removed, cat(test_masks[m.name]), rd.labels, data.labels,
-                data.class_names, c_probe)
+                val_removed, test_removed, rd.labels, data.labels, data.class_names, c_probe)
         shared_val = {k: v for k, v in val_ranks[models[0].name].removed.items()
                       if k.startswith("random/")}
         if "reference" in val_ranks:
@@ -367,6 +368,22 @@ def _check_reference(models: Sequence[ModelSpec], reference: ModelSpec | None) -
 def _flat_removed(removed: np.ndarray, b: int) -> np.ndarray:
     """Removed tokens [bs, 12, S] -> the first b rows flattened [b, 12 * S] bool."""
     return np.asarray(removed, bool)[:b].reshape(b, -1)
+
+
+def _with_swapped(m: ModelSpec, val: dict[str, np.ndarray], test: dict[str, np.ndarray],
+                  seed: int) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """The probe's masks of model m, plus `masker_swapped/rho<rho>` where its masker gives a
+    share of the training examples another example's mask (masker.swap_share > 0): the
+    sampled masks `masker/rho<rho>` of each split with that share swapped, as in training."""
+    share = float(getattr(m.model.masker, "swap_share", 0.0))
+    if share <= 0.0:
+        return val, test
+    val, test = dict(val), dict(test)
+    for name in [k for k in val if k.startswith("masker/") and k in test]:
+        swapped = "masker_swapped/" + name.removeprefix("masker/")
+        val[swapped] = classwise_lib.swapped_masks(val[name], share, seed + 1)
+        test[swapped] = classwise_lib.swapped_masks(test[name], share, seed)
+    return val, test
 
 
 def _rank_validation(models, embedders, z_cls, masker_fns, reference, ref_emb, ref_zcls,

@@ -179,8 +179,10 @@ def test_run_eval_on_the_built_synthetic_corpus_writes_the_report(mu, tmp_path):
     assert not any("transfer" in k for k in m["zeroshot"]) and "none" in saved["reference"]
     assert "classwise/whitebox/lead/rho0.5" in m["zeroshot"]
     # the mask-only probe of the masker (sampled and mode) and of the white-box protocol
+    # and the sampled masks with masker.swap_share of them swapped, as training shows them
+    assert mu.config.model.masker.swap_share > 0
     assert set(m["mask_probe"]) == {"masker/rho0.2", "masker_mode/rho0.2",
-                                    "adversarial/whitebox/lead/rho0.2"}
+                                    "masker_swapped/rho0.2", "adversarial/whitebox/lead/rho0.2"}
     assert set(saved["mask_probe"]) == {"random/lead/rho0.2"}
     assert "Mask-only label probe" in (out / "results.md").read_text()
     labels, scores = compare.load_scores(out / "scores.npz")  # per-example, for the seeds
@@ -362,3 +364,44 @@ def test_mask_probe_reads_a_label_dependent_mask_and_not_a_random_one():
     assert abs(rand["auroc"] - 0.5) < 0.06
     with pytest.raises(ValueError, match="same token grid"):
         classwise.mask_probe(masks(y_va), y_va, masks(y_te)[:, :8], y_te, ["a", "b"])
+
+
+def test_swapped_masks_give_a_share_of_the_records_another_records_mask():
+    n = 1000
+    own = np.eye(n, dtype=bool)  # row i is record i's own mask: a swapped row names its partner
+    np.testing.assert_array_equal(classwise.swapped_masks(own, 0.0, 0), own)
+    every = classwise.swapped_masks(own, 1.0, 0)
+    partner = every.argmax(1)
+    assert np.all(every.sum(1) == 1) and np.all(partner != np.arange(n))  # nobody keeps its own
+    # one cycle over all records: following partners from record 0 visits every record once
+    seen, i = set(), 0
+    for _ in range(n):
+        seen.add(i)
+        i = partner[i]
+    assert len(seen) == n and i == 0
+    half = classwise.swapped_masks(own, 0.5, 0)
+    share = 1.0 - np.mean(half.argmax(1) == np.arange(n))
+    assert abs(share - 0.5) < 0.05  # Binomial(1000, 0.5): 3.2 std
+    np.testing.assert_array_equal(half, classwise.swapped_masks(own, 0.5, 0))  # seeded
+    with pytest.raises(ValueError, match="share"):
+        classwise.swapped_masks(own, 1.5, 0)
+
+
+def test_swapping_masks_shrinks_what_the_mask_only_probe_reads():
+    rng = np.random.default_rng(1)
+    n, f = 2000, 8
+    y_va, y_te = rng.random((n, 1)) > 0.5, rng.random((n, 1)) > 0.5
+
+    def masks(y):  # the class's leads removed exactly when it is positive
+        return np.repeat(y, f, 1) & (np.arange(f) < 4)
+
+    def probe(share):
+        return classwise.mask_probe(classwise.swapped_masks(masks(y_va), share, 0), y_va,
+                                    classwise.swapped_masks(masks(y_te), share, 1), y_te,
+                                    ["a"])["auroc"]
+
+    # a swapped record holds a random record's mask: P(removed | positive) = 1 - s/2 and
+    # P(removed | negative) = s/2, so the AUROC of the two-valued score is 1 - s/2
+    assert probe(0.0) == 1.0
+    assert abs(probe(0.5) - 0.75) < 0.03
+    assert abs(probe(1.0) - 0.5) < 0.04
