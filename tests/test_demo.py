@@ -304,7 +304,8 @@ def test_update_results_replaces_only_the_generated_block(tmp_path):
         "| syn · scar | masker/rho0.1 |\n| syn · scar | random/lead/rho0.1 |\n"
         "## Targeting by class: lift\n| dataset | x | macro |\n|---|---|---|\n"
         "| syn · scar | masker_mode/rho0.2 | 1.5 |\n| syn · scar | adversarial/whitebox/lead/rho0.1 "
-        "| 1.1 |\n## Grid cost\n| g |\n"
+        "| 1.1 |\n## Mask-only label probe (chance 0.5)\n| syn · scar | masker_swapped/rho0.3 "
+        "| 0.59 |\n## Grid cost\n| g |\n"
     )
     demo.update_results(report.parent, [0], readme)
     text = readme.read_text()
@@ -313,6 +314,7 @@ def test_update_results_replaces_only_the_generated_block(tmp_path):
     assert "masker/rho0.1" in text and "random/lead" not in text and "| g |" not in text
     assert "#### Targeting by class" in text and "masker_mode/rho0.2 | 1.5" in text
     assert "adversarial/whitebox" not in text
+    assert "#### Mask-only label probe" in text and "masker_swapped/rho0.3 | 0.59" in text
     demo.update_results(report.parent, [0], readme)  # idempotent
     assert readme.read_text() == text
     (tmp_path / "plain.md").write_text("no block\n")
