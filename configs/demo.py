@@ -6,9 +6,9 @@ builds `synthetic_ecg/100hz` (10 s at 100 Hz, 8000/1000/1000 records), pretrains
 the MERL-style baseline and random-mask training with the frozen all-MiniLM-L6-v2 text
 tower (report embeddings cached), plus a MERL-style transfer reference (seed 1000, 100
 steps), evaluates the missingness grid on the test split and writes `report/` (results.md,
-results.json, scores.npz, PNGs). The README's first command took 13.4 minutes on a quiet
-2-core machine, install included (pip 0.6 min, build 0.3, training 8.4, evaluation 4.0;
-measured 2026-12-06; the same install took 1.5 min in a run beside other work).
+results.json, scores.npz, PNGs). The README's first command took 11.5 minutes on a quiet
+2-core machine from a fresh clone, install included (pip 0.6 min, build 0.3, training 7.1,
+evaluation 3.5; measured 2026-12-06 at commit c0a883e).
 
 `arg` takes the keys of configs/scar.py (method=scar|merl|random, ...) plus:
 

@@ -442,7 +442,7 @@ def _differences_markdown(diffs, model, seeds, num_samples) -> list[str]:
     return lines + [""]
 
 
-RESULTS_SECTIONS = ("Zero-shot", "CMRS", "Linear probe", "Mask-only")  # copied whole
+RESULTS_SECTIONS = ("Zero-shot", "CMRS", "Linear probe", "Mask")  # sections copied whole
 RESULTS_TARGETING_ROWS = "| masker"  # of the targeting tables only the trained masker's rows
 
 

@@ -305,7 +305,8 @@ def test_update_results_replaces_only_the_generated_block(tmp_path):
         "## Targeting by class: lift\n| dataset | x | macro |\n|---|---|---|\n"
         "| syn · scar | masker_mode/rho0.2 | 1.5 |\n| syn · scar | adversarial/whitebox/lead/rho0.1 "
         "| 1.1 |\n## Mask-only label probe (chance 0.5)\n| syn · scar | masker_swapped/rho0.3 "
-        "| 0.59 |\n## Grid cost\n| g |\n"
+        "| 0.59 |\n## Mask shortcut in the encoder: score shift\n| syn · scar | 0.12 |\n"
+        "## Grid cost\n| g |\n"
     )
     demo.update_results(report.parent, [0], readme)
     text = readme.read_text()
@@ -315,6 +316,7 @@ def test_update_results_replaces_only_the_generated_block(tmp_path):
     assert "#### Targeting by class" in text and "masker_mode/rho0.2 | 1.5" in text
     assert "adversarial/whitebox" not in text
     assert "#### Mask-only label probe" in text and "masker_swapped/rho0.3 | 0.59" in text
+    assert "#### Mask shortcut in the encoder" in text and "| syn · scar | 0.12 |" in text
     demo.update_results(report.parent, [0], readme)  # idempotent
     assert readme.read_text() == text
     (tmp_path / "plain.md").write_text("no block\n")

@@ -256,6 +256,46 @@ def mask_probes(
     return out
 
 
+def removal_score_shift(clean: np.ndarray, removed: np.ndarray, labels: np.ndarray,
+                        class_names: Sequence[str], classes: Sequence[str]) -> dict[str, Any]:
+    """How a class-level removal moves each class's zero-shot score, split by the label.
+
+    clean, removed: scores [N, K] (removed[:, c]: class c's score with c's region removed
+    from every record, as the oracle and classwise rows); labels [N, K]. For each class of
+    `classes`: the mean change on its negatives and on its positives, in standard deviations
+    of its clean score over all records. A rise on the negatives means the encoder reads
+    "this region is missing" as the class — the shortcut a label-telling mask teaches; the
+    drop on the positives is the evidence lost. Classes without both positives and negatives,
+    or with a constant clean score, are listed under 'skipped'.
+
+    -> {'per_class': {c: {'negatives', 'positives', 'n_neg', 'n_pos'}}, 'negatives',
+    'positives' (macro over the scored classes; NaN when none), 'skipped'}.
+    """
+    clean = np.asarray(clean, np.float64)
+    removed = np.asarray(removed, np.float64)
+    labels = np.asarray(labels, bool)
+    if clean.shape != removed.shape or clean.shape != labels.shape:
+        raise ValueError(f"removal_score_shift: clean {clean.shape}, removed {removed.shape} and "
+                         f"labels {labels.shape} must have one shape [N, K].")
+    per_class, skipped = {}, []
+    for c in classes:
+        j = list(class_names).index(c)
+        pos = labels[:, j]
+        sd = clean[:, j].std()
+        if pos.all() or not pos.any() or not sd > 0:
+            skipped.append(c)
+            continue
+        d = (removed[:, j] - clean[:, j]) / sd
+        per_class[c] = {"negatives": float(d[~pos].mean()), "positives": float(d[pos].mean()),
+                        "n_neg": int((~pos).sum()), "n_pos": int(pos.sum())}
+
+    def macro(key):
+        return float(np.mean([v[key] for v in per_class.values()])) if per_class else float("nan")
+
+    return {"per_class": per_class, "negatives": macro("negatives"),
+            "positives": macro("positives"), "skipped": skipped}
+
+
 def lead_local_classes(class_primary: np.ndarray | None, class_names: Sequence[str],
                        class_secondary: np.ndarray | None = None):
     """Classes whose evidence is local to leads: [names], from the class regions [K, nbins, 12]

@@ -306,9 +306,14 @@ def evaluate(
                 traces["primary"] = primary[: min(n_trace, b)]
 
     results = _aggregate(models, data, cfg, conds, sc, zs, target_stats, class_stats)
-    targeting.add_lead_local(
-        results, classwise_lib.lead_local_classes(data.class_primary, data.class_names,
-                                                  data.class_secondary))
+    lead_local = classwise_lib.lead_local_classes(data.class_primary, data.class_names,
+                                                  data.class_secondary)
+    targeting.add_lead_local(results, lead_local)
+    for m in models:  # the encoder's mask shortcut, under the oracle's class-level removal
+        if lead_local and "oracle/primary" in sc[m.name]:
+            results["models"][m.name]["oracle_shift"] = classwise_lib.removal_score_shift(
+                sc[m.name]["clean"], sc[m.name]["oracle/primary"], data.labels,
+                data.class_names, lead_local)
     if rd is not None:
         results["classwise"] = _classwise_summary(cw_conds, class_regions, val_ranks, rd, s)
     if probe_masks:

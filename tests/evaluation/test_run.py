@@ -185,6 +185,12 @@ def test_run_eval_on_the_built_synthetic_corpus_writes_the_report(mu, tmp_path):
                                     "masker_swapped/rho0.2", "adversarial/whitebox/lead/rho0.2"}
     assert set(saved["mask_probe"]) == {"random/lead/rho0.2"}
     assert "Mask-only label probe" in (out / "results.md").read_text()
+    # the encoder's score shift under the oracle's removal, per lead-local class, from the
+    # oracle/primary and clean scores (the per-class value is tested on its own below)
+    local = saved["lead_local_classes"]
+    assert local and set(m["oracle_shift"]["per_class"]) | set(
+        m["oracle_shift"]["skipped"]) == set(local)
+    assert "Mask shortcut in the encoder" in (out / "results.md").read_text()
     labels, scores = compare.load_scores(out / "scores.npz")  # per-example, for the seeds
     assert labels.shape == (8, len(saved["classes"]))
     np.testing.assert_allclose(
@@ -405,3 +411,23 @@ def test_swapping_masks_shrinks_what_the_mask_only_probe_reads():
     assert probe(0.0) == 1.0
     assert abs(probe(0.5) - 0.75) < 0.03
     assert abs(probe(1.0) - 0.5) < 0.04
+
+
+def test_removal_score_shift_by_hand():
+    names = ["a", "b", "c"]
+    clean = np.array([[0.0, 1.0, 5.0], [2.0, 1.0, 5.0], [0.0, 3.0, 5.0], [2.0, 3.0, 5.0]])
+    labels = np.array([[1, 0, 1], [0, 0, 1], [1, 1, 0], [0, 1, 1]], bool)
+    delta = np.array([[-1.0, 0.5, 0.0], [0.5, 0.5, 0.0], [-1.0, 0.0, 0.0], [1.5, -1.0, 0.0]])
+    out = classwise.removal_score_shift(clean, clean + delta, labels, names, ["a", "b", "c"])
+    # sd of a's and b's clean scores: 1 (population sd of {0, 2, 0, 2} and {1, 1, 3, 3})
+    # a: negatives rows 1, 3: (0.5 + 1.5) / 2 = 1; positives rows 0, 2: -1
+    # b: negatives rows 0, 1: 0.5; positives rows 2, 3: (0 - 1) / 2 = -0.5
+    assert out["per_class"]["a"] == {"negatives": 1.0, "positives": -1.0, "n_neg": 2,
+                                     "n_pos": 2}
+    assert out["per_class"]["b"]["negatives"] == 0.5 and out["per_class"]["b"]["positives"] == -0.5
+    assert out["skipped"] == ["c"]  # a constant clean score
+    assert out["negatives"] == 0.75 and out["positives"] == -0.75
+    none = classwise.removal_score_shift(clean, clean, labels, names, ["c"])
+    assert none["per_class"] == {} and np.isnan(none["negatives"])
+    with pytest.raises(ValueError, match="one shape"):
+        classwise.removal_score_shift(clean, clean[:2], labels, names, ["a"])
