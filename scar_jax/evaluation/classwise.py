@@ -277,12 +277,13 @@ def removal_score_shift(clean: np.ndarray, removed: np.ndarray, labels: np.ndarr
     if clean.shape != removed.shape or clean.shape != labels.shape:
         raise ValueError(f"removal_score_shift: clean {clean.shape}, removed {removed.shape} and "
                          f"labels {labels.shape} must have one shape [N, K].")
+    valid = zeroshot.valid_classes(labels)
     per_class, skipped = {}, []
     for c in classes:
         j = list(class_names).index(c)
         pos = labels[:, j]
         sd = clean[:, j].std()
-        if pos.all() or not pos.any() or not sd > 0:
+        if not valid[j] or not sd > 0:
             skipped.append(c)
             continue
         d = (removed[:, j] - clean[:, j]) / sd
