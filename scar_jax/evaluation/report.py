@@ -110,20 +110,22 @@ def markdown(results_by_dataset: Mapping[str, Mapping[str, Any]]) -> str:
                   "| dataset · model | remover | share | chance | lift | examples |",
                   "|---|---|---|---|---|---|"] + tgt_rows
 
-    by_class, class_names = [], None
-    for d, m in cols:
-        res = results_by_dataset[d]
-        for name, t in res["models"][m].get("targeting_by_class", {}).items():
-            class_names = class_names or list(res["classes"])
-            cells = [_fmt(t["classes"][c]["lift"]) if t["classes"][c]["n"] else "–"
-                     for c in class_names]
-            by_class.append(f"| {d} · {m} | {name} | {_fmt(t['macro_lift'])} | "
+    by_class = []
+    for d, res in results_by_dataset.items():  # one table per dataset: each has its classes
+        names = list(res["classes"])
+        rows = []
+        for m in (m for dd, m in cols if dd == d):
+            for name, t in res["models"][m].get("targeting_by_class", {}).items():
+                cells = [_fmt(t["classes"][c]["lift"]) if t["classes"][c]["n"] else "–"
+                         for c in names]
+                rows.append(f"| {d} · {m} | {name} | {_fmt(t['macro_lift'])} | "
                             + " | ".join(cells) + " |")
+        if rows:
+            by_class += ["", "| dataset · model | remover | macro | " + " | ".join(names) + " |",
+                         "|---|---|---|" + "---|" * len(names)] + rows
     if by_class:
         lines += ["", "## Targeting by class: lift of removals inside each positive class's own "
-                  "primary region (share / chance)", "",
-                  "| dataset · model | remover | macro | " + " | ".join(class_names) + " |",
-                  "|---|---|---|" + "---|" * len(class_names)] + by_class
+                  "primary region (share / chance)"] + by_class
 
     lines += _label_independent_markdown(results_by_dataset, cols)
 
@@ -246,39 +248,46 @@ def _label_independent_markdown(results_by_dataset: Mapping[str, Mapping[str, An
                 "| dataset · model | masker | probe AUROC | share removed |",
                 "|---|---|---|---|"] + probe_rows
 
-    local_rows, local_names = [], None
-    for d, m in cols:
-        r = results_by_dataset[d]
-        local = r.get("lead_local_classes") or []
-        if not local:
-            continue
-        local_names = local_names or local
-        for name, t in r["models"][m].get("targeting_by_class", {}).items():
-            if not name.startswith(("masker", "adversarial/whitebox/lead")):
-                continue
-            cells = []
-            for c in local_names:
-                v = t["classes"].get(c, {})
-                cells.append(f"{_fmt(v.get('share'))} / {_fmt(v.get('chance'))}"
-                             if v.get("n") else "–")
-            local_rows.append(f"| {d} · {m} | {name} | {_fmt(t.get('lead_local_macro_lift'))} | "
-                              + " | ".join(cells) + " |")
-    if local_rows:
+    local_tables = []
+    for d in results_by_dataset:  # one table per dataset: each has its own classes
+        local = list(results_by_dataset[d].get("lead_local_classes") or [])
+        rows = []
+        for m in (m for dd, m in cols if dd == d and local):
+            for name, t in results_by_dataset[d]["models"][m].get("targeting_by_class",
+                                                                  {}).items():
+                if not name.startswith(("masker", "adversarial/whitebox/lead")):
+                    continue
+                cells = []
+                for c in local:
+                    v = t["classes"].get(c, {})
+                    cells.append(f"{_fmt(v.get('share'))} / {_fmt(v.get('chance'))}"
+                                 if v.get("n") else "–")
+                rows.append(f"| {d} · {m} | {name} | {_fmt(t.get('lead_local_macro_lift'))} | "
+                            + " | ".join(cells) + " |")
+        if rows:
+            local_tables += ["", "| dataset · model | remover | macro lift | "
+                             + " | ".join(local) + " |",
+                             "|---|---|---|" + "---|" * len(local)] + rows
+    if local_tables:
         out += ["", "## Targeting on the classes whose evidence is local to leads: share of "
-                "removals inside the class's primary region / chance", "",
-                "| dataset · model | remover | macro lift | " + " | ".join(local_names) + " |",
-                "|---|---|---|" + "---|" * len(local_names)] + local_rows
+                "removals inside the class's primary region / chance"] + local_tables
 
-    shift_rows, shift_names = [], None
-    for d, m in cols:
-        shift = results_by_dataset[d]["models"][m].get("oracle_shift")
-        if not shift:
-            continue
-        shift_names = shift_names or list(results_by_dataset[d].get("lead_local_classes") or [])
-        cells = [_fmt(shift["per_class"].get(c, {}).get("negatives")) for c in shift_names]
-        shift_rows.append(f"| {d} · {m} | {_fmt(shift.get('negatives'))} | "
-                          f"{_fmt(shift.get('positives'))} | " + " | ".join(cells) + " |")
-    if shift_rows:
+    shift_tables = []
+    for d in results_by_dataset:
+        local = list(results_by_dataset[d].get("lead_local_classes") or [])
+        rows = []
+        for m in (m for dd, m in cols if dd == d):
+            shift = results_by_dataset[d]["models"][m].get("oracle_shift")
+            if not shift:
+                continue
+            cells = [_fmt(shift["per_class"].get(c, {}).get("negatives")) for c in local]
+            rows.append(f"| {d} · {m} | {_fmt(shift.get('negatives'))} | "
+                        f"{_fmt(shift.get('positives'))} | " + " | ".join(cells) + " |")
+        if rows:
+            shift_tables += ["", "| dataset · model | negatives (macro) | positives (macro) | "
+                             + " | ".join(f"{c} negatives" for c in local) + " |",
+                             "|---|---|" + "---|" * (len(local) + 1)] + rows
+    if shift_tables:
         out += ["", "## Mask shortcut in the encoder: score shift under the oracle's class-level "
                 "removal", "",
                 "For each class whose evidence is local to leads, its primary region removed "
@@ -287,10 +296,7 @@ def _label_independent_markdown(results_by_dataset: Mapping[str, Mapping[str, An
                 "deviations of its clean score. A rise on the negatives beyond what random-mask "
                 "training shows: the encoder reads \"these leads are missing\" as the class "
                 "(the shortcut a label-telling mask teaches); the drop on the positives: the "
-                "evidence lost.", "",
-                "| dataset · model | negatives (macro) | positives (macro) | "
-                + " | ".join(f"{c} negatives" for c in shift_names) + " |",
-                "|---|---|---|" + "---|" * len(shift_names)] + shift_rows
+                "evidence lost."] + shift_tables
     return out
 
 

@@ -248,6 +248,35 @@ def test_report_merges_datasets_side_by_side(tmp_path):
     assert (tmp_path / "all" / "auroc_vs_missing_d1.png").exists() and "json" in files
 
 
+def test_report_gives_each_dataset_its_own_class_columns():
+    # merged datasets need not share classes: the per-class tables (targeting by class, on the
+    # lead-local classes, the encoder's shift) get one table per dataset with its own columns
+    # (they took the first dataset's names and failed or mislabelled the second's cells)
+    from scar_jax.evaluation import report
+
+    def with_classes(auroc, classes, local):
+        r = _fake_results(auroc)
+        r["classes"], r["lead_local_classes"] = classes, local
+        per = {c: {"share": 0.5, "chance": 0.25, "lift": 2.0, "n": 3} for c in classes}
+        r["models"]["scar"]["targeting_by_class"] = {
+            "masker/rho0.2": {"classes": per, "macro_lift": 2.0, "lead_local_macro_lift": 2.0}}
+        r["models"]["scar"]["oracle_shift"] = {
+            "negatives": 0.1, "positives": -0.5,
+            "per_class": {c: {"negatives": 0.1 * (i + 1)} for i, c in enumerate(local)}}
+        return r
+
+    md = report.markdown({"d1": with_classes(0.8, ["A", "B"], ["A"]),
+                          "d2": with_classes(0.7, ["C", "D", "E"], ["D", "E"])})
+    assert "| dataset · model | remover | macro | A | B |" in md
+    assert "| dataset · model | remover | macro | C | D | E |" in md
+    assert "| d2 · scar | masker/rho0.2 | 2.000 | 2.000 | 2.000 | 2.000 |" in md
+    assert "| dataset · model | remover | macro lift | D | E |" in md
+    assert "| d2 · scar | masker/rho0.2 | 2.000 | 0.500 / 0.250 | 0.500 / 0.250 |" in md
+    assert "| dataset · model | negatives (macro) | positives (macro) | A negatives |" in md
+    assert "| d2 · scar | 0.100 | -0.500 | 0.100 | 0.200 |" in md
+    assert md.count("## Targeting by class") == 1 and md.count("## Mask shortcut") == 1
+
+
 def test_report_is_written_to_and_merged_from_a_gs_folder(gcs):
     # `eval --out=gs://bucket/...` on a pod: pathlib collapsed the URL to a local 'gs:/...'
     # folder; the report now goes through etils.epath (GCS served from a folder, see conftest)
