@@ -110,19 +110,16 @@ def markdown(results_by_dataset: Mapping[str, Mapping[str, Any]]) -> str:
                   "| dataset · model | remover | share | chance | lift | examples |",
                   "|---|---|---|---|---|---|"] + tgt_rows
 
-    by_class = []
-    for d, res in results_by_dataset.items():  # one table per dataset: each has its classes
-        names = list(res["classes"])
-        rows = []
-        for m in (m for dd, m in cols if dd == d):
-            for name, t in res["models"][m].get("targeting_by_class", {}).items():
-                cells = [_fmt(t["classes"][c]["lift"]) if t["classes"][c]["n"] else "–"
-                         for c in names]
-                rows.append(f"| {d} · {m} | {name} | {_fmt(t['macro_lift'])} | "
-                            + " | ".join(cells) + " |")
-        if rows:
-            by_class += ["", "| dataset · model | remover | macro | " + " | ".join(names) + " |",
-                         "|---|---|---|" + "---|" * len(names)] + rows
+    def by_class_rows(r, d, m, names):
+        for name, t in r.get("targeting_by_class", {}).items():
+            cells = [_fmt(t["classes"][c]["lift"]) if t["classes"][c]["n"] else "–"
+                     for c in names]
+            yield (f"| {d} · {m} | {name} | {_fmt(t['macro_lift'])} | " + " | ".join(cells)
+                   + " |")
+
+    by_class = _per_dataset_tables(
+        results_by_dataset, cols, "classes",
+        lambda names: ["dataset · model", "remover", "macro", *names], by_class_rows)
     if by_class:
         lines += ["", "## Targeting by class: lift of removals inside each positive class's own "
                   "primary region (share / chance)"] + by_class
@@ -197,6 +194,22 @@ def _diagnostics_markdown(results_by_dataset: Mapping[str, Mapping[str, Any]],
     return out
 
 
+def _per_dataset_tables(results_by_dataset: Mapping[str, Mapping[str, Any]],
+                        cols: list[tuple[str, str]], names_key: str, header, rows) -> list[str]:
+    """Per-class tables, one per dataset (merged datasets need not share their classes): for
+    dataset d with class names results[d][names_key] (none: no table), the rows
+    `rows(model results, d, model, names)` of its models under the columns `header(names)`."""
+    out: list[str] = []
+    for d, r in results_by_dataset.items():
+        names = list(r.get(names_key) or [])
+        body = [row for dd, m in cols if dd == d and names
+                for row in rows(r["models"][m], d, m, names)]
+        if body:
+            head = header(names)
+            out += ["", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)] + body
+    return out
+
+
 def _label_independent_markdown(results_by_dataset: Mapping[str, Mapping[str, Any]],
                                 cols: list[tuple[str, str]]) -> list[str]:
     """Issue 19's evaluation tables: the units each classwise row removed, the mask-only label
@@ -248,45 +261,36 @@ def _label_independent_markdown(results_by_dataset: Mapping[str, Mapping[str, An
                 "| dataset · model | masker | probe AUROC | share removed |",
                 "|---|---|---|---|"] + probe_rows
 
-    local_tables = []
-    for d in results_by_dataset:  # one table per dataset: each has its own classes
-        local = list(results_by_dataset[d].get("lead_local_classes") or [])
-        rows = []
-        for m in (m for dd, m in cols if dd == d and local):
-            for name, t in results_by_dataset[d]["models"][m].get("targeting_by_class",
-                                                                  {}).items():
-                if not name.startswith(("masker", "adversarial/whitebox/lead")):
-                    continue
-                cells = []
-                for c in local:
-                    v = t["classes"].get(c, {})
-                    cells.append(f"{_fmt(v.get('share'))} / {_fmt(v.get('chance'))}"
-                                 if v.get("n") else "–")
-                rows.append(f"| {d} · {m} | {name} | {_fmt(t.get('lead_local_macro_lift'))} | "
-                            + " | ".join(cells) + " |")
-        if rows:
-            local_tables += ["", "| dataset · model | remover | macro lift | "
-                             + " | ".join(local) + " |",
-                             "|---|---|---|" + "---|" * len(local)] + rows
+    def local_rows(r, d, m, names):
+        for name, t in r.get("targeting_by_class", {}).items():
+            if not name.startswith(("masker", "adversarial/whitebox/lead")):
+                continue
+            cells = []
+            for c in names:
+                v = t["classes"].get(c, {})
+                cells.append(f"{_fmt(v.get('share'))} / {_fmt(v.get('chance'))}"
+                             if v.get("n") else "–")
+            yield (f"| {d} · {m} | {name} | {_fmt(t.get('lead_local_macro_lift'))} | "
+                   + " | ".join(cells) + " |")
+
+    local_tables = _per_dataset_tables(
+        results_by_dataset, cols, "lead_local_classes",
+        lambda names: ["dataset · model", "remover", "macro lift", *names], local_rows)
     if local_tables:
         out += ["", "## Targeting on the classes whose evidence is local to leads: share of "
                 "removals inside the class's primary region / chance"] + local_tables
 
-    shift_tables = []
-    for d in results_by_dataset:
-        local = list(results_by_dataset[d].get("lead_local_classes") or [])
-        rows = []
-        for m in (m for dd, m in cols if dd == d):
-            shift = results_by_dataset[d]["models"][m].get("oracle_shift")
-            if not shift:
-                continue
-            cells = [_fmt(shift["per_class"].get(c, {}).get("negatives")) for c in local]
-            rows.append(f"| {d} · {m} | {_fmt(shift.get('negatives'))} | "
-                        f"{_fmt(shift.get('positives'))} | " + " | ".join(cells) + " |")
-        if rows:
-            shift_tables += ["", "| dataset · model | negatives (macro) | positives (macro) | "
-                             + " | ".join(f"{c} negatives" for c in local) + " |",
-                             "|---|---|" + "---|" * (len(local) + 1)] + rows
+    def shift_rows(r, d, m, names):
+        shift = r.get("oracle_shift")
+        if shift:
+            cells = [_fmt(shift["per_class"].get(c, {}).get("negatives")) for c in names]
+            yield (f"| {d} · {m} | {_fmt(shift.get('negatives'))} | "
+                   f"{_fmt(shift.get('positives'))} | " + " | ".join(cells) + " |")
+
+    shift_tables = _per_dataset_tables(
+        results_by_dataset, cols, "lead_local_classes",
+        lambda names: ["dataset · model", "negatives (macro)", "positives (macro)",
+                       *(f"{c} negatives" for c in names)], shift_rows)
     if shift_tables:
         out += ["", "## Mask shortcut in the encoder: score shift under the oracle's class-level "
                 "removal", "",
