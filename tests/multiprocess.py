@@ -19,13 +19,23 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def xla_flags(devices: int | None) -> str:
+    """This session's XLA_FLAGS (conftest's test flags included) with `devices` simulated CPU
+    devices instead of its 8; None: XLA's default, one."""
+    flags = [f for f in os.environ.get("XLA_FLAGS", "").split()
+             if not f.startswith("--xla_force_host_platform_device_count")]
+    if devices is not None:
+        flags.append(f"--xla_force_host_platform_device_count={devices}")
+    return " ".join(flags)
+
+
 def run_processes(module: str, *args: str, processes: int = 2, devices: int = 4,
                   timeout: float = 600) -> list[str]:
     """Runs `python -m module <process id> <port> *args` `processes` times at once; returns
     their outputs (stdout + stderr), after asserting that every one exited with 0."""
     port = free_port()
     env = dict(os.environ)
-    env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+    env["XLA_FLAGS"] = xla_flags(devices)
     env["JAX_PLATFORMS"] = "cpu"
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     procs = [

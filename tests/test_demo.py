@@ -17,6 +17,7 @@ import pytest
 
 from configs import demo as demo_config
 from scar_jax import demo
+from tests import multiprocess
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -102,7 +103,7 @@ def test_a_run_trained_in_a_worker_process_equals_one_trained_in_this_process(de
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", JAX_PLATFORMS="cpu")
-    env.pop("XLA_FLAGS", None)
+    env["XLA_FLAGS"] = multiprocess.xla_flags(None)  # one device, as a user's machine
     return subprocess.run(
         [sys.executable, "-m", "scar_jax.main", *args],
         cwd=ROOT,
