@@ -27,6 +27,10 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
     _cache = tempfile.mkdtemp(prefix="scar_jax_test_jit_cache_")
     os.environ["JAX_COMPILATION_CACHE_DIR"] = _cache
     atexit.register(shutil.rmtree, _cache, ignore_errors=True)
+# every program, not only those that take a second to compile (JAX's default): the many small
+# evaluation and loss programs recur across tests and processes (test_main.py, test_run.py
+# and test_benchmark_table.py: 0.84x the time)
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 
 import jax  # noqa: E402
 import pytest  # noqa: E402
