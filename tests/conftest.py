@@ -1,5 +1,5 @@
-"""Test setup: 8 simulated CPU devices, no network and a compilation cache for this test
-session, set before jax is imported."""
+"""Test setup: 8 simulated CPU devices, XLA's CPU backend at optimisation level 0, no network
+and a compilation cache for this test session, set before jax is imported."""
 
 import atexit
 import os
