@@ -104,7 +104,11 @@ def _env(cache_dir: str) -> dict:
     return dict(
         os.environ,
         PYTHONPATH=str(REPO),
-        JAX_COMPILATION_CACHE_DIR=cache_dir,  # every program: conftest's minimum of 0 s
+        JAX_COMPILATION_CACHE_DIR=cache_dir,
+        # every program, whatever the caller's environment says (conftest only defaults to
+        # it): the bitwise comparisons need every run after the first to load all of them
+        JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+        JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0",
     )
 
 
