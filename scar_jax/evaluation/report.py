@@ -3,8 +3,9 @@
   results.json          everything `run.evaluate` measured, per dataset and model
   results.md            zero-shot macro AUROC per condition (rows) x dataset/model (columns)
                         with bootstrap intervals; CMRS, drift ratio, rank retention; linear
-                        probes; adversary / masker targeting; the mask-only label probe and
-                        the encoder's score shift under class-level removal; grid cost
+                        probes; adversary / masker targeting; where the masker removes, lead
+                        by lead; the mask-only label probe and the encoder's score shift under
+                        class-level removal; grid cost
   auroc_vs_missing.png  AUROC vs share removed, one line per model and protocol family
   cmrs_vs_rho.png       CMRS_rho vs rho per model and adversary (mode / unit)
   traces.png            a few test ECGs (12 leads) with the adversary's removed tokens shaded
@@ -124,6 +125,7 @@ def markdown(results_by_dataset: Mapping[str, Mapping[str, Any]]) -> str:
         lines += ["", "## Targeting by class: lift of removals inside each positive class's own "
                   "primary region (share / chance)"] + by_class
 
+    lines += _masker_leads_markdown(results_by_dataset, cols)
     lines += _label_independent_markdown(results_by_dataset, cols)
 
     lines += ["", "## Grid cost", ""]
@@ -208,6 +210,31 @@ def _per_dataset_tables(results_by_dataset: Mapping[str, Mapping[str, Any]],
             head = header(names)
             out += ["", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)] + body
     return out
+
+
+def _masker_leads_markdown(results_by_dataset: Mapping[str, Mapping[str, Any]],
+                           cols: list[tuple[str, str]]) -> list[str]:
+    """Where each trained masker aims, lead by lead: the lift of its noise-free removals at the
+    largest budget per lead, over every record and over each class's positives."""
+    rows, names = [], set()
+    for d, m in cols:
+        leads = results_by_dataset[d]["models"][m].get("masker_leads") or {}
+        mode = sorted((k for k in leads if k.startswith("masker_mode/")),
+                      key=lambda k: float(k.rpartition("rho")[2]))
+        if not mode:
+            continue
+        names.add(mode[-1])
+        profiles = [("every record", leads[mode[-1]]["all"])] + [
+            (f"{c} positives", p) for c, p in leads[mode[-1]]["classes"].items()]
+        rows += [f"| {d} · {m} | {who} | {p['n']} | " + " | ".join(_fmt(x) for x in p["lift"])
+                 + " |" for who, p in profiles if p]
+    if not rows:
+        return []
+    return ["", f"## Where the masker removes ({', '.join(sorted(names))}): lift per lead",
+            "", "Share of a record's removed tokens in the lead / the lead's share of its "
+            "observed tokens, averaged over the records (1 = chance); no evidence regions needed.",
+            "", "| dataset · model | records | n | " + " | ".join(LEAD_NAMES) + " |",
+            "|---|---|---|" + "---|" * NUM_LEADS] + rows
 
 
 def _label_independent_markdown(results_by_dataset: Mapping[str, Mapping[str, Any]],

@@ -140,6 +140,7 @@ def evaluate(
     feats = {m.name: {} for m in models} if probe_data is not None else None
     target_stats = {m.name: {} for m in models}  # condition -> list of [b, 4] count rows
     class_stats = {m.name: {} for m in models}  # condition -> list of [b, K, 4] count rows
+    lead_stats = {m.name: {} for m in models}  # masker removal -> [b, 2, 12] rows, labels
     traces = {"examples": [], "keeps": {}}
     n_trace = int(cfg.trace_examples)
     timing = {"rank_s": 0.0, "grid_s": 0.0, "conditions": 0}
@@ -255,15 +256,17 @@ def evaluate(
                         feats[m.name][name] = _append(feats[m.name].get(name), pooled[i, :b])
                 else:
                     sc[m.name][name][sl, j] = scores[i, :b, j]
-            masker_removed = {}  # the trained masker's removals, for targeting and the probe
-            if (data.report_tokens is not None and m.name in masker_fns
-                    and (primary is not None or probe_masks)):
+            masker_removed = {}  # the trained masker's removals: targeting, leads, the probe
+            if data.report_tokens is not None and m.name in masker_fns:
                 run_masker = adversary.masker_on(masker_fns[m.name], m.variables, data, cfg, bs,
                                                 int(cfg.seed))
                 for rho in cfg.rhos:
                     for prefix, noise in (("masker", 1.0), ("masker_mode", 0.0)):
                         masker_removed[f"{prefix}/rho{rho:g}"] = run_masker(ecg, observed, sl,
                                                                             rho, noise)
+            for name, removed in masker_removed.items():
+                lead_stats[m.name].setdefault(name, []).append(
+                    (targeting.lead_counts(removed, observed)[:b], labels[:b]))
             if probe_masks:
                 for name, removed in masker_removed.items():
                     test_masks[m.name].setdefault(name, []).append(_flat_removed(removed, b))
@@ -309,6 +312,13 @@ def evaluate(
     lead_local = classwise_lib.lead_local_classes(data.class_primary, data.class_names,
                                                   data.class_secondary)
     targeting.add_lead_local(results, lead_local)
+    for m in models:  # where the masker aims, lead by lead (no evidence regions needed)
+        if lead_stats[m.name]:
+            results["models"][m.name]["masker_leads"] = {
+                name: targeting.lead_profile(np.concatenate([r for r, _ in rows]),
+                                             np.concatenate([y for _, y in rows]),
+                                             data.class_names)
+                for name, rows in lead_stats[m.name].items()}
     for m in models:  # the encoder's mask shortcut, under the oracle's class-level removal
         if lead_local and "oracle/primary" in sc[m.name]:
             results["models"][m.name]["oracle_shift"] = classwise_lib.removal_score_shift(

@@ -6,6 +6,10 @@ exceeds the region's share of the observed tokens (chance); `lift` = share / cha
 The grid collects per-example count rows batch by batch (`target_counts`,
 `class_target_counts`) and aggregates them once (`targeting_from_counts`,
 `targeting_by_class`); `targeting` does both for one batch.
+
+Where a remover aims needs no evidence regions (real corpora have none): `lead_counts` and
+`lead_profile` give the lift of its removals per lead, over every example and over each
+class's positives.
 """
 
 from __future__ import annotations
@@ -85,3 +89,34 @@ def add_lead_local(results: dict[str, Any], lead_local: Sequence[str]) -> None:
                      if c in t["classes"] and t["classes"][c]["n"]
                      and math.isfinite(t["classes"][c]["lift"])]
             t["lead_local_macro_lift"] = float(np.mean(lifts)) if lifts else float("nan")
+
+
+def lead_counts(removed: np.ndarray, observed: np.ndarray) -> np.ndarray:
+    """Per example [b, 2, 12]: removed and observed tokens in each lead."""
+    observed = np.asarray(observed, bool)
+    return np.stack([(np.asarray(removed, bool) & observed).sum(2), observed.sum(2)], 1)
+
+
+def lead_profile(rows: np.ndarray, labels: np.ndarray, classes: Sequence[str]) -> dict[str, Any]:
+    """Where a remover aims, lead by lead: [N, 2, 12] `lead_counts` rows and labels [N, K] ->
+    {'all': profile, 'classes': {class: profile over its positives | None}}.
+
+    A profile is {'share': [12], 'lift': [12], 'n'}: share = the lead's share of an example's
+    removed tokens, lift = share / the lead's share of that example's observed tokens (1:
+    chance), each averaged over the examples with at least one removal, as `targeting`
+    averages (NaN for a lead that none of them observed); None without such an example.
+    """
+    rows = np.asarray(rows, np.float64)
+    labels = np.asarray(labels, bool)
+
+    def profile(r):
+        r = r[r[:, 0].sum(1) > 0]
+        if not len(r):
+            return None
+        share = np.mean(r[:, 0] / r[:, 0].sum(1, keepdims=True), 0)
+        chance = np.mean(r[:, 1] / r[:, 1].sum(1, keepdims=True), 0)
+        lift = np.where(chance > 0, share / np.where(chance > 0, chance, 1.0), np.nan)
+        return {"share": share.tolist(), "lift": lift.tolist(), "n": int(len(r))}
+
+    return {"all": profile(rows),
+            "classes": {c: profile(rows[labels[:, k]]) for k, c in enumerate(classes)}}

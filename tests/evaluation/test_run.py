@@ -215,6 +215,14 @@ def test_run_eval_on_the_built_synthetic_corpus_writes_the_report(mu, tmp_path):
     assert set(saved["random_init_probe"]) == {"0.5", "1"}
     assert "Zero-shot diagnostics" in md and "uses test labels" in md
     assert "Targeting by class" in md and "| masker_mode/rho0.2 |" in md
+    # where the masker removes, lead by lead, for each of its removals (sampled and mode)
+    leads = m["masker_leads"]
+    assert set(leads) == {"masker/rho0.2", "masker_mode/rho0.2"}
+    for profile in [leads["masker_mode/rho0.2"]["all"]] + [
+            p for p in leads["masker_mode/rho0.2"]["classes"].values() if p]:
+        assert len(profile["lift"]) == 12 and sum(profile["share"]) == pytest.approx(1.0)
+        assert 0 < profile["n"] <= 8
+    assert "Where the masker removes (masker_mode/rho0.2)" in md and "| every record |" in md
     # the evidence regions are read from the records (decoded once each) only when asked for
     with_ev = eval_data.load_split(cfg, "synthetic_ecg/tiny", "test")
     assert with_ev.evidence_primary.shape[0] == 8 and with_ev.class_primary is not None

@@ -80,3 +80,32 @@ def test_lead_local_classes_and_their_macro_lift():
     targeting.add_lead_local(results, ["A", "E"])
     t = results["models"]["m"]["targeting_by_class"]["masker/rho0.2"]
     assert t["lead_local_macro_lift"] == 2.5 and results["lead_local_classes"] == ["A", "E"]
+
+
+def test_lead_profile_by_hand():
+    """Example 0 removes 3 tokens of lead 0 and 1 of lead 1 (all 12 leads observed, 2 tokens
+    each); example 1 removes 2 tokens of lead 1 and has lost lead 11; example 2 removes none
+    (skipped). Lift = share of removals / share of observed tokens, averaged per example."""
+    observed = np.ones((3, 12, 4), bool)
+    observed[1, 11] = False
+    removed = np.zeros_like(observed)
+    removed[0, 0, :3] = removed[0, 1, 0] = True
+    removed[1, 1, :2] = True
+    removed[1, 11, :] = True  # never recorded: not a removal
+    rows = targeting.lead_counts(removed, observed)
+    np.testing.assert_array_equal(rows[1, 0], [0, 2] + [0] * 10)
+    np.testing.assert_array_equal(rows[1, 1], [4] * 11 + [0])
+    labels = np.array([[True, False], [True, True], [True, False]])
+    p = targeting.lead_profile(rows, labels, ["A", "B"])
+    assert p["all"]["n"] == 2 and p["classes"]["A"]["n"] == 2 and p["classes"]["B"]["n"] == 1
+    share = np.zeros(12)
+    share[0], share[1] = 0.75 / 2, (0.25 + 1.0) / 2
+    np.testing.assert_allclose(p["all"]["share"], share)
+    chance = (np.full(12, 1 / 12) + np.r_[np.full(11, 1 / 11), 0.0]) / 2
+    np.testing.assert_allclose(p["all"]["lift"], share / chance)
+    assert p["classes"]["A"] == p["all"]
+    b = p["classes"]["B"]  # example 1 alone: lead 1 holds all of it, 1/11 of its tokens
+    np.testing.assert_allclose(b["lift"][:11], [0, 11] + [0] * 9)
+    assert np.isnan(b["lift"][11]) and sum(b["share"]) == pytest.approx(1.0)
+    assert targeting.lead_profile(rows[2:], labels[2:], ["A", "B"]) == {
+        "all": None, "classes": {"A": None, "B": None}}
