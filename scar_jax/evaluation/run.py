@@ -140,7 +140,7 @@ def evaluate(
     feats = {m.name: {} for m in models} if probe_data is not None else None
     target_stats = {m.name: {} for m in models}  # condition -> list of [b, 4] count rows
     class_stats = {m.name: {} for m in models}  # condition -> list of [b, K, 4] count rows
-    lead_stats = {m.name: {} for m in models}  # masker removal -> [b, 2, 12] rows, labels
+    lead_stats = {m.name: {} for m in models}  # masker removal -> list of [b, 2, 12] rows
     traces = {"examples": [], "keeps": {}}
     n_trace = int(cfg.trace_examples)
     timing = {"rank_s": 0.0, "grid_s": 0.0, "conditions": 0}
@@ -266,7 +266,7 @@ def evaluate(
                                                                             rho, noise)
             for name, removed in masker_removed.items():
                 lead_stats[m.name].setdefault(name, []).append(
-                    (targeting.lead_counts(removed, observed)[:b], labels[:b]))
+                    targeting.lead_counts(removed, observed)[:b])
             if probe_masks:
                 for name, removed in masker_removed.items():
                     test_masks[m.name].setdefault(name, []).append(_flat_removed(removed, b))
@@ -315,9 +315,7 @@ def evaluate(
     for m in models:  # where the masker aims, lead by lead (no evidence regions needed)
         if lead_stats[m.name]:
             results["models"][m.name]["masker_leads"] = {
-                name: targeting.lead_profile(np.concatenate([r for r, _ in rows]),
-                                             np.concatenate([y for _, y in rows]),
-                                             data.class_names)
+                name: targeting.lead_profile(np.concatenate(rows), data.labels, data.class_names)
                 for name, rows in lead_stats[m.name].items()}
     for m in models:  # the encoder's mask shortcut, under the oracle's class-level removal
         if lead_local and "oracle/primary" in sc[m.name]:
